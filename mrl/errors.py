@@ -1,0 +1,9 @@
+"""Exceptions that carry a one-line message for the user."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names it and the fix."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set's files are absent; the message names the path and how to get them."""
