@@ -1,0 +1,47 @@
+# The two commands: `make train` (the default job) and `make test` (the whole suite).
+# Both create .venv and install the package on first use.
+VENV ?= .venv
+PYTHON ?= python3
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+ARGS ?=
+STAMP := $(VENV)/.installed
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: train test install data lint bench clean
+
+train: install data
+	$(VENV)/bin/mrl-train $(ARGS)
+
+test: install data
+	$(VENV)/bin/pytest $(ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+# Installs Debian's Fashion-MNIST when it is missing and this user may install packages.
+data:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "note: Fashion-MNIST is missing and this user cannot install it; run" \
+	  "'sudo apt-get install dataset-fashion-mnist' or pass data.root=<dir with the IDX files>"; \
+	  exit 0; fi; \
+	$$SUDO apt-get install -y -q dataset-fashion-mnist \
+	  || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist; } \
+	  || echo "note: could not install dataset-fashion-mnist; the jobs that need it will say so"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check mrl tests experiments
+
+bench: install data
+	$(VENV)/bin/python experiments/bench/step_time.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,102 @@
+"""Build the objects of a run from a composed Hydra config: data, model, loggers, trainer."""
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mrl.errors import ConfigError
+from mrl.module import MRLClassifier
+
+
+def _instantiate(node: DictConfig, where: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with the underlying error surfaced as one `ConfigError` line."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{where}: {cause}") from err
+
+
+def _call(factory: Any, where: str, **kwargs: Any) -> Any:
+    """Call a `_partial_` factory; its argument errors become one `ConfigError` line."""
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data module of `cfg.data`, after a cheap check that its files are there."""
+    datamodule = _instantiate(cfg.data, "data")
+    datamodule.check()
+    return datamodule
+
+
+def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClassifier:
+    """Encoder, nested head and loss from the config, checked against each other."""
+    encoder = _call(_instantiate(cfg.encoder, "encoder"), "encoder", in_channels=in_channels)
+    features = int(encoder.num_features)
+    nesting = list(cfg.head.nesting)
+    if max(nesting, default=0) > features:
+        raise ConfigError(
+            f"head.nesting goes up to {max(nesting)} but the encoder's representation has only "
+            f"{features} features: lower `nesting` or pick a wider encoder"
+        )
+    head = _call(
+        _instantiate(cfg.head, "head"), "head", in_features=features, num_classes=num_classes
+    )
+    loss = _instantiate(cfg.loss, "loss")
+    if cfg.loss.get("weights") is not None and len(cfg.loss.weights) != len(head.nesting):
+        raise ConfigError(
+            f"loss.weights has {len(cfg.loss.weights)} entries but head.nesting has "
+            f"{len(head.nesting)} dims {list(head.nesting)}: give one weight per dim"
+        )
+    model = MRLClassifier(
+        encoder=encoder,
+        head=head,
+        loss=loss,
+        optimizer=_instantiate(cfg.optimizer, "optimizer"),
+        scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        no_weight_decay_on_norm_and_bias=cfg.model.no_weight_decay_on_norm_and_bias,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    if cfg.model.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_named(group: DictConfig | None, where: str) -> list[Any]:
+    """Instantiate every entry of a name -> config mapping (loggers, callbacks), skipping nulls."""
+    if not group:
+        return []
+    return [_instantiate(node, f"{where}.{name}") for name, node in group.items() if node]
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+    """The Trainer of `cfg.trainer`, writing logs and checkpoints under `run_dir`."""
+    return _instantiate(
+        cfg.trainer,
+        "trainer",
+        default_root_dir=str(run_dir),
+        logger=build_named(cfg.get("logger"), "logger") or False,
+        callbacks=build_named(cfg.get("callbacks"), "callbacks"),
+    )
+
+
+def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> MRLClassifier:
+    """Rebuild a trained model from an `mrl-train` checkpoint (its config travels inside)."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        config = ckpt["hyper_parameters"]["config"]
+    except KeyError as err:
+        raise ConfigError(f"{path} holds no mrl config: was it written by mrl-train?") from err
+    cfg = OmegaConf.create(config)
+    datamodule = _instantiate(cfg.data, "data")
+    model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

@@ -1,0 +1,174 @@
+"""ImageFolder data module (ImageNet-style ``<dir>/<class>/<image>`` trees).
+
+Training images come from ``train_dir`` (RandomResizedCrop + horizontal flip),
+validation and test images both from ``val_dir`` (Resize + CenterCrop), all
+normalised with the ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torchvision
+from torch.utils.data import Dataset, Subset
+from torchvision import transforms as T
+
+from mrl.data.base import TEST_STREAM, TRAIN_STREAM, VAL_STREAM, VisionDataModule
+from mrl.errors import ConfigError, DataNotFoundError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _class_folders(path: Path) -> list[str]:
+    # Same rule as torchvision's find_classes, so the count matches ImageFolder's labels.
+    with os.scandir(path) as it:
+        return sorted(e.name for e in it if e.is_dir())
+
+
+class ImageFolderDataModule(VisionDataModule):
+    """Image classification from class-per-folder directory trees, RGB images.
+
+    Args:
+        root: parent directory; ``train_dir``/``val_dir`` default to ``root/train`` and
+            ``root/val``.
+        train_dir: training tree (one sub-folder per class).
+        val_dir: evaluation tree with the same class folders; used for validation
+            and test.
+        num_classes: expected number of classes; checked against the class folders.
+            ``None`` counts the folders of ``train_dir`` at construction.
+        image_size: training crop (RandomResizedCrop) side.
+        eval_resize: shorter-side resize before the evaluation center crop.
+        eval_crop: evaluation center-crop side (normally equal to ``image_size``).
+        Other arguments: see ``VisionDataModule``.
+    """
+
+    in_channels = 3
+
+    def __init__(
+        self,
+        root: str = "",
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        num_classes: int | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 8,
+        seed: int = 0,
+        image_size: int = 224,
+        eval_resize: int = 256,
+        eval_crop: int = 224,
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        limit_test: int | None = None,
+        drop_last: bool = True,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__(
+            root=root,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            image_size=image_size,
+            drop_last=drop_last,
+            pin_memory=pin_memory,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            limit_test=limit_test,
+        )
+        for name, value in (("eval_resize", eval_resize), ("eval_crop", eval_crop)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
+        if eval_crop > eval_resize:
+            raise ConfigError(
+                f"data.eval_crop={eval_crop} must not exceed data.eval_resize={eval_resize}"
+            )
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ConfigError(f"data.num_classes must be a positive integer, got {num_classes!r}")
+        self.train_dir = str(train_dir) if train_dir else str(Path(self.root) / "train")
+        self.val_dir = str(val_dir) if val_dir else str(Path(self.root) / "val")
+        self.eval_resize = eval_resize
+        self.eval_crop = eval_crop
+        self._expected_classes = num_classes
+        self.num_classes = num_classes if num_classes is not None else len(self._check_classes())
+        self._eval_folder: torchvision.datasets.ImageFolder | None = None
+
+    def _check_classes(self) -> list[str]:
+        """Verify both trees exist with identical class folders; return the class names."""
+        names: dict[str, list[str]] = {}
+        for field, d in (("train_dir", self.train_dir), ("val_dir", self.val_dir)):
+            path = Path(d)
+            if not path.is_dir():
+                raise DataNotFoundError(
+                    f"image folder not found: {path} (data.{field}); point data.root=<dir> at a "
+                    f"directory with train/ and val/ class folders, or set data.{field}=<dir>"
+                )
+            names[field] = _class_folders(path)
+            if not names[field]:
+                raise DataNotFoundError(
+                    f"no class folders in {path} (data.{field}): ImageFolder needs one "
+                    "sub-folder per class, e.g. <dir>/n01440764/*.JPEG"
+                )
+        train, val = names["train_dir"], names["val_dir"]
+        if train != val:
+            only = sorted(set(train) ^ set(val))[:3]
+            raise ConfigError(
+                f"class folders differ between {self.train_dir} ({len(train)}) and "
+                f"{self.val_dir} ({len(val)}), e.g. {only}: labels would not line up"
+            )
+        expected = self._expected_classes
+        if expected is not None and expected != len(train):
+            raise ConfigError(
+                f"data.num_classes={expected} but {self.train_dir} has {len(train)} class "
+                f"folders: set data.num_classes={len(train)} or fix the directory"
+            )
+        return train
+
+    def check(self) -> None:
+        """Raise ``DataNotFoundError`` if a directory or its class folders are missing,
+        ``ConfigError`` if the class folders disagree with each other or ``num_classes``."""
+        self._check_classes()
+
+    def train_transform(self) -> T.Compose:
+        """RandomResizedCrop(image_size) + horizontal flip + ImageNet normalisation."""
+        return T.Compose([
+            T.RandomResizedCrop(self.image_size),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    def eval_transform(self) -> T.Compose:
+        """Resize(eval_resize) + CenterCrop(eval_crop) + ImageNet normalisation."""
+        return T.Compose([
+            T.Resize(self.eval_resize),
+            T.CenterCrop(self.eval_crop),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    def _limited(self, ds: Dataset, limit: int | None, stream: int) -> Dataset:
+        if limit is None or limit >= len(ds):
+            return ds
+        return Subset(ds, self.subset_indices(len(ds), limit, stream).tolist())
+
+    def _eval(self) -> torchvision.datasets.ImageFolder:
+        if self._eval_folder is None:
+            self._eval_folder = torchvision.datasets.ImageFolder(
+                self.val_dir, transform=self.eval_transform()
+            )
+        return self._eval_folder
+
+    def _make_train_val(self) -> tuple[Dataset, Dataset]:
+        train = torchvision.datasets.ImageFolder(self.train_dir, transform=self.train_transform())
+        return (
+            self._limited(train, self.limit_train, TRAIN_STREAM),
+            self._limited(self._eval(), self.limit_val, VAL_STREAM),
+        )
+
+    def _make_test(self) -> Dataset:
+        return self._limited(self._eval(), self.limit_test, TEST_STREAM)

@@ -1,0 +1,177 @@
+"""Fashion-MNIST and MNIST data modules, decoded once from IDX files into memory.
+
+Both read the four standard IDX files (``train-images-idx3-ubyte`` etc., ``.gz`` or
+not), hold a seeded validation split out of the 60k training images, and serve
+normalised float tensors without per-sample PIL work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mrl.data.base import TEST_STREAM, VisionDataModule, check_val_size, make_tensor_dataset
+from mrl.data.idx import read_idx
+from mrl.errors import DataNotFoundError
+
+IDX_STEMS = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+
+class _IDXDataModule(VisionDataModule):
+    """Shared logic for 28x28 grey-scale IDX data sets (MNIST family)."""
+
+    display_name: str = ""
+    default_root: str = ""
+    mean: float = 0.0
+    std: float = 1.0
+    hflip: bool = False
+    num_classes = 10
+    in_channels = 1
+
+    def __init__(
+        self,
+        root: str | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        image_size: int = 28,
+        val_size: int = 5000,
+        augment: bool = False,
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        limit_test: int | None = None,
+        drop_last: bool = True,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__(
+            root=self.default_root if root is None else root,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            image_size=image_size,
+            drop_last=drop_last,
+            pin_memory=pin_memory,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            limit_test=limit_test,
+        )
+        self.val_size = check_val_size(val_size)
+        self.augment = bool(augment)
+        # Indices into the 60k training file, set by setup().
+        self.train_indices: Tensor | None = None
+        self.val_indices: Tensor | None = None
+
+    # -- files ------------------------------------------------------------------
+    def _find(self, stem: str) -> Path | None:
+        root = Path(self.root)
+        for name in (stem + ".gz", stem):
+            if (root / name).is_file():
+                return root / name
+        return None
+
+    def _missing_hint(self) -> str:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise ``DataNotFoundError`` unless all four IDX files are in ``root``."""
+        missing = [s for s in IDX_STEMS.values() if self._find(s) is None]
+        if missing:
+            raise DataNotFoundError(
+                f"{self.display_name} not found in {self.root} "
+                f"(need {', '.join(s + '[.gz]' for s in missing)}): {self._missing_hint()}"
+            )
+
+    def _load(self, images_key: str, labels_key: str) -> tuple[Tensor, Tensor]:
+        img_path = self._find(IDX_STEMS[images_key])
+        lbl_path = self._find(IDX_STEMS[labels_key])
+        assert img_path is not None and lbl_path is not None  # check() ran
+        images = read_idx(img_path)
+        labels = read_idx(lbl_path)
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"{img_path}, {lbl_path}: expected images [N,H,W] and labels [N], got "
+                f"{images.shape} and {labels.shape}"
+            )
+        x = torch.from_numpy(images).unsqueeze(1)
+        y = torch.from_numpy(labels.astype("int64"))
+        return x, y
+
+    def _dataset(self, x_uint8: Tensor, y: Tensor, train: bool) -> Dataset:
+        aug = train and self.augment
+        return make_tensor_dataset(
+            x_uint8.float().div_(255.0),
+            y,
+            mean=(self.mean,),
+            std=(self.std,),
+            image_size=self.image_size,
+            crop_pad=2 if aug else 0,
+            hflip=aug and self.hflip,
+        )
+
+    # -- splits -----------------------------------------------------------------
+    def _make_train_val(self) -> tuple[Dataset, Dataset]:
+        x, y = self._load("train_images", "train_labels")
+        train_idx, val_idx = self.held_out_split(x.shape[0], self.val_size)
+        self.train_indices, self.val_indices = train_idx, val_idx
+        return (
+            self._dataset(x[train_idx], y[train_idx], train=True),
+            self._dataset(x[val_idx], y[val_idx], train=False),
+        )
+
+    def _make_test(self) -> Dataset:
+        x, y = self._load("test_images", "test_labels")
+        idx = self.subset_indices(x.shape[0], self.limit_test, TEST_STREAM)
+        return self._dataset(x[idx], y[idx], train=False)
+
+
+class FashionMNISTDataModule(_IDXDataModule):
+    """Fashion-MNIST (Zalando): 60k train (minus ``val_size`` held out) / 10k test, 10 classes.
+
+    ``root`` defaults to where the Debian package ``dataset-fashion-mnist`` installs the
+    IDX files. ``augment=True`` adds a random crop with 2 px padding and a horizontal
+    flip. See ``VisionDataModule`` for the shared arguments.
+    """
+
+    display_name = "Fashion-MNIST"
+    default_root = "/usr/share/datasets/fashion-mnist"
+    mean = 0.2860
+    std = 0.3530
+    hflip = True
+
+    def _missing_hint(self) -> str:
+        return (
+            "install it with 'sudo apt-get install dataset-fashion-mnist' "
+            "or point data.root=<dir> at the IDX files"
+        )
+
+
+class MNISTDataModule(_IDXDataModule):
+    """MNIST digits: 60k train (minus ``val_size`` held out) / 10k test, 10 classes.
+
+    ``root`` is a directory with the raw IDX files (default ``data/MNIST/raw``, the
+    torchvision layout). ``augment=True`` adds a random crop with 2 px padding (no
+    flip: mirrored digits change meaning). See ``VisionDataModule`` for the rest.
+    """
+
+    display_name = "MNIST"
+    default_root = "data/MNIST/raw"
+    mean = 0.1307
+    std = 0.3081
+    hflip = False
+
+    def _missing_hint(self) -> str:
+        return (
+            "point data.root=<dir> at the MNIST IDX files (torchvision's "
+            "MNIST('<dir>', download=True) on a machine with internet puts them in <dir>/MNIST/raw)"
+        )

@@ -1,0 +1,123 @@
+"""The Lightning module for Matryoshka classification: encoder + nested heads + Matryoshka loss."""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from mrl.heads import MRLHead
+from mrl.losses import MatryoshkaLoss
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class MRLClassifier(pl.LightningModule):
+    """Trains `head(encoder(x))` with `loss`, logging the loss and accuracy of every nesting dim.
+
+    Logged names: `train/loss` (weighted total), `train/loss@{m}`, and for stage in (val, test)
+    `{stage}/top1@{m}`, `{stage}/top5@{m}` (when there are at least 5 classes) and `{stage}/top1`
+    (the largest dim, for checkpoint monitoring). Accuracies are torchmetrics objects, one per dim
+    and stage, so they are reduced over all processes under DDP.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: MRLHead,
+        loss: MatryoshkaLoss,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        no_weight_decay_on_norm_and_bias: bool = True,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "head", "loss", "optimizer", "scheduler"])
+        self.encoder, self.head, self.loss = encoder, head, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.nesting = head.nesting
+        loss.check_num_dims(len(self.nesting))
+        self.metrics = nn.ModuleDict()
+        for stage in ("val", "test"):
+            for m in self.nesting:
+                for k in self.top_ks:
+                    self.metrics[self._key(stage, k, m)] = MulticlassAccuracy(
+                        head.num_classes, top_k=k, average="micro"
+                    )
+
+    @property
+    def top_ks(self) -> tuple[int, ...]:
+        return (1, 5) if self.head.num_classes >= 5 else (1,)
+
+    @staticmethod
+    def _key(stage: str, k: int, m: int) -> str:
+        return f"{stage}_top{k}_{m}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The representation `z` `(B, D)`; every prefix `z[:, :m]` is an embedding."""
+        return self.encoder(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        per_dim = self.loss.per_dim(self.head(self.encoder(x)), y)
+        total = self.loss.weighted(per_dim)
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite training loss {total.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}): lower the learning rate or "
+                f"check the data"
+            )
+        self.log("train/loss", total, prog_bar=True)
+        self.log_dict({f"train/loss@{m}": v for m, v in zip(self.nesting, per_dim.detach())})
+        return total
+
+    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, y = batch
+        logits = self.head(self.encoder(x))
+        self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True)
+        for logits_m, m in zip(logits, self.nesting):
+            for k in self.top_ks:
+                metric = self.metrics[self._key(stage, k, m)]
+                metric.update(logits_m, y)
+                self.log(f"{stage}/top{k}@{m}", metric, prog_bar=False)
+        largest = self.metrics[self._key(stage, 1, self.nesting[-1])]
+        self.log(f"{stage}/top1", largest, prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def parameter_groups(self) -> list[dict]:
+        """Weights with decay; norm parameters and biases without when so configured."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not self.hparams.no_weight_decay_on_norm_and_bias:
+            return [{"params": params}]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 1
+        )
+        available = {"total_steps": total, "steps_per_epoch": total / epochs}
+        accepted = inspect.signature(self.scheduler_factory).parameters
+        scheduler = self.scheduler_factory(
+            optimizer, **{k: v for k, v in available.items() if k in accepted}
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

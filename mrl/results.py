@@ -1,0 +1,53 @@
+"""Writing a run's results: atomic files and the per-dim table printed at the end of training."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """`atomic_write_text` of `data` as indented JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def per_dim_results(
+    metrics: dict[str, Any], nesting: tuple[int, ...], stage: str = "test"
+) -> list[dict]:
+    """Rows `{"dim", "top1", "top5"}` (fractions) from logged metrics like `test/top1@8`."""
+    rows = []
+    for m in nesting:
+        row: dict[str, Any] = {"dim": int(m)}
+        for k in (1, 5):
+            value = metrics.get(f"{stage}/top{k}@{m}")
+            row[f"top{k}"] = None if value is None else float(value)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], title: str) -> str:
+    """A plain-text table of per-dim accuracies in percent."""
+    lines = [title, f"{'dim':>6}  {'top-1 %':>8}  {'top-5 %':>8}"]
+    for row in rows:
+        cells = [
+            f"{100 * row[k]:8.2f}" if row[k] is not None else f"{'-':>8}" for k in ("top1", "top5")
+        ]
+        lines.append(f"{row['dim']:>6}  {cells[0]}  {cells[1]}")
+    return "\n".join(lines)

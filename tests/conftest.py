@@ -1,0 +1,40 @@
+"""Shared test set-up: offline mode for every library, and a composed-config helper."""
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import mrl.config  # noqa: E402,F401
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# A tiny, fast run: synthetic data, a narrow CNN, CSV logging only, no progress bars.
+FAST = [
+    "data=synthetic",
+    "logger=csv",
+    "encoder.widths=[8,16,16,32]",
+    "nesting=[2,4,8,16,32]",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def compose_train(run_dir: Path | str, *overrides: str) -> DictConfig:
+    """The real `conf/train.yaml` composed with `overrides`, writing under `run_dir`."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"paths.run_dir={run_dir}", *overrides])
+
+
+requires_fmnist = pytest.mark.skipif(
+    not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="needs Debian's dataset-fashion-mnist (make test installs it)",
+)

@@ -1,0 +1,141 @@
+"""Training end to end: fast_dev_run per head, config errors, non-finite loss, resume, real data."""
+
+import json
+import signal
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from conftest import FAST, compose_train, requires_fmnist
+from torch.utils.data import DataLoader, TensorDataset
+
+from mrl.builders import build_model, model_from_checkpoint
+from mrl.errors import ConfigError, DataNotFoundError
+from mrl.train import train
+
+
+@pytest.mark.parametrize(
+    "head, dims", [("mrl", [2, 4, 8, 16, 32]), ("mrl_e", [2, 4, 8, 16, 32]), ("ff", [32])]
+)
+def test_fast_dev_run_writes_results(tmp_path: Path, head: str, dims: list[int]):
+    cfg = compose_train(tmp_path, *FAST, f"head={head}", "trainer.fast_dev_run=true")
+    results = train(cfg)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["nesting"] == dims == results["nesting"]
+    assert [row["dim"] for row in on_disk["per_dim"]] == dims
+    for row in on_disk["per_dim"]:
+        assert 0.0 <= row["top1"] <= row["top5"] <= 1.0
+    assert on_disk["config"]["head"]["tied"] == (head == "mrl_e")
+    assert on_disk["experiment"] == cfg.name
+
+
+def test_ff_at_a_chosen_dim(tmp_path: Path):
+    cfg = compose_train(tmp_path, *FAST, "head=ff", "head.nesting=[8]", "trainer.fast_dev_run=1")
+    assert train(cfg)["nesting"] == [8]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("nesting=[8,64]", "goes up to 64 but the encoder's representation has only 32"),
+        ("nesting=[16,8]", "strictly increasing"),
+        ("loss.weights=[1,1]", "loss.weights has 2 entries but head.nesting has 5"),
+        ("loss.label_smoothing=1.5", "label_smoothing"),
+    ],
+)
+def test_config_errors_fail_before_training_with_one_line(tmp_path, override, message):
+    cfg = compose_train(tmp_path, *FAST, override, "trainer.fast_dev_run=true")
+    with pytest.raises(ConfigError, match=message) as info:
+        train(cfg)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_missing_fashion_mnist_names_the_fix(tmp_path: Path):
+    cfg = compose_train(tmp_path, "data.root=/nonexistent/fmnist", "logger=csv")
+    with pytest.raises(DataNotFoundError) as info:
+        train(cfg)
+    text = str(info.value)
+    assert "apt-get install dataset-fashion-mnist" in text and "data.root=" in text
+    assert "\n" not in text
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path: Path):
+    cfg = compose_train(tmp_path, *FAST, "trainer.fast_dev_run=true")
+    train(cfg)
+    before = (tmp_path / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds the results"):
+        train(cfg)
+    assert (tmp_path / "results.json").read_bytes() == before
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path: Path):
+    cfg = compose_train(tmp_path, *FAST)
+    model = build_model(cfg, num_classes=10, in_channels=1)
+    images = torch.randn(16, 1, 28, 28)
+    images[8:] = float("nan")
+    loader = DataLoader(TensorDataset(images, torch.zeros(16, dtype=torch.long)), batch_size=8)
+    trainer = pl.Trainer(
+        max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(FloatingPointError, match="non-finite training loss nan at step 1"):
+        trainer.fit(model, train_dataloaders=loader)
+
+
+class InterruptAtStep(pl.Callback):
+    """Simulates Ctrl-C when the trainer reaches a given global step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_interrupt_then_rerun_resumes_to_the_same_weights(tmp_path: Path):
+    steps_per_epoch = 512 // 64
+    common = [*FAST, "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+    whole = compose_train(tmp_path / "whole", *common)
+    train(whole)
+
+    interrupt = [
+        "+callbacks.interrupt._target_=test_training.InterruptAtStep",
+        f"+callbacks.interrupt.step={steps_per_epoch}",  # first step of the second epoch
+    ]
+    with pytest.raises(SystemExit):
+        train(compose_train(tmp_path / "split", *common, *interrupt))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C after
+    assert (tmp_path / "split" / "checkpoints" / "interrupted.ckpt").exists()
+    assert not (tmp_path / "split" / "results.json").exists()
+    resumed = train(compose_train(tmp_path / "split", *common))  # finds interrupted.ckpt
+
+    a = model_from_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt").state_dict()
+    b = model_from_checkpoint(tmp_path / "split" / "checkpoints" / "last.ckpt").state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    first = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert first["per_dim"] == resumed["per_dim"]
+
+
+@requires_fmnist
+@pytest.mark.slow
+def test_short_real_fashion_mnist_run_beats_chance(tmp_path: Path):
+    cfg = compose_train(
+        tmp_path,
+        "logger=csv",
+        "data.limit_train=6000",
+        "data.limit_test=2000",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks.lr_monitor=null",
+    )
+    results = train(cfg)
+    rows = {row["dim"]: row for row in results["per_dim"]}
+    largest = results["nesting"][-1]
+    assert rows[largest]["top1"] > 0.7  # chance is 0.1
+    assert rows[largest]["top5"] > rows[largest]["top1"]
