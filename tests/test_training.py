@@ -139,3 +139,22 @@ def test_short_real_fashion_mnist_run_beats_chance(tmp_path: Path):
     largest = results["nesting"][-1]
     assert rows[largest]["top1"] > 0.7  # chance is 0.1
     assert rows[largest]["top5"] > rows[largest]["top1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.root=/nonexistent/fmnist"], "apt-get install dataset-fashion-mnist"),
+        (["nesting=[8,4]"], "strictly increasing"),
+    ],
+)
+def test_cli_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, message):
+    from mrl.train import main
+
+    argv = ["mrl-train", *FAST[1:], *args, f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mrl-train: error:") and message in err[0]
