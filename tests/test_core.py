@@ -67,9 +67,7 @@ def test_tied_head_equals_naive_prefix_matmuls(nesting, bias):
     z = torch.randn(9, 16, dtype=torch.float64)
     head = head.double()
     w, b = head.linear.weight.detach(), head.linear.bias
-    naive = [
-        z[:, :m] @ w[:, :m].T + (b.detach() if b is not None else 0.0) for m in nesting
-    ]
+    naive = [z[:, :m] @ w[:, :m].T + (b.detach() if b is not None else 0.0) for m in nesting]
     fused = head(z)
     assert fused.shape == (len(nesting), 9, 6)
     for got, want in zip(fused, naive, strict=True):

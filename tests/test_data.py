@@ -127,7 +127,9 @@ def test_fashion_attributes_before_setup() -> None:
 
 def test_fashion_real_sizes_and_batches(fashion: FashionMNISTDataModule) -> None:
     assert (len(fashion.train_set), len(fashion.val_set), len(fashion.test_set)) == (
-        55000, 5000, 10000,
+        55000,
+        5000,
+        10000,
     )
     x, y = next(iter(fashion.train_dataloader()))
     assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32
@@ -183,8 +185,13 @@ def test_mnist_fake_files(tmp_path: Path, gz: bool) -> None:
 def test_mnist_limits_and_resize(tmp_path: Path) -> None:
     write_fake_idx_set(tmp_path, n_train=300, n_test=70, gz=True)
     dm = MNISTDataModule(
-        root=str(tmp_path), val_size=50, limit_train=40, limit_test=20, image_size=32,
-        batch_size=8, drop_last=False,
+        root=str(tmp_path),
+        val_size=50,
+        limit_train=40,
+        limit_test=20,
+        image_size=32,
+        batch_size=8,
+        drop_last=False,
     )
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (40, 50, 20)
@@ -266,8 +273,12 @@ def image_tree(tmp_path: Path) -> Path:
 
 def test_imagefolder_batches(image_tree: Path) -> None:
     dm = ImageFolderDataModule(
-        root=str(image_tree), batch_size=4, num_workers=0, image_size=24,
-        eval_resize=32, eval_crop=24,
+        root=str(image_tree),
+        batch_size=4,
+        num_workers=0,
+        image_size=24,
+        eval_resize=32,
+        eval_crop=24,
     )
     assert dm.num_classes == 3 and dm.in_channels == 3
     dm.setup()

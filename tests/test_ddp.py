@@ -32,9 +32,16 @@ def test_two_process_ddp_metrics_equal_single_process_evaluation(tmp_path: Path)
     # Odd split sizes: a padding sampler would count some examples twice.
     cmd = [
         str(Path(sys.executable).parent / "mrl-train"),
-        "trainer=ddp_cpu", "data=synthetic", "data.num_val=101", "data.num_test=77",
-        "logger=csv", "encoder.widths=[8,16,16,32]", "nesting=[2,8,32]",
-        "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "run_id=ddp",
+        "trainer=ddp_cpu",
+        "data=synthetic",
+        "data.num_val=101",
+        "data.num_test=77",
+        "logger=csv",
+        "encoder.widths=[8,16,16,32]",
+        "nesting=[2,8,32]",
+        "trainer.max_epochs=4",
+        "trainer.enable_progress_bar=false",
+        "run_id=ddp",
         f"paths.output_root={tmp_path}",
     ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)

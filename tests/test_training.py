@@ -77,7 +77,10 @@ def test_non_finite_loss_stops_with_the_step(tmp_path: Path):
     images[8:] = float("nan")
     loader = DataLoader(TensorDataset(images, torch.zeros(16, dtype=torch.long)), batch_size=8)
     trainer = pl.Trainer(
-        max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         default_root_dir=tmp_path,
     )
     with pytest.raises(FloatingPointError, match="non-finite training loss nan at step 1"):

@@ -44,9 +44,7 @@ def build(overrides: list[str]):
     shape = (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
     models = {}
     for name, kw in heads.items():
-        head = make_head(
-            in_features=encoder.num_features, num_classes=datamodule.num_classes, **kw
-        )
+        head = make_head(in_features=encoder.num_features, num_classes=datamodule.num_classes, **kw)
         model = torch.nn.ModuleDict({"encoder": copy.deepcopy(encoder), "head": head})
         models[name] = (model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
     return models, instantiate(cfg.loss), shape, datamodule.num_classes, cfg

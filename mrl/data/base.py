@@ -96,8 +96,11 @@ def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
         return images
     out = [
         F.interpolate(
-            images[i : i + chunk], size=(size, size), mode="bilinear",
-            align_corners=False, antialias=True,
+            images[i : i + chunk],
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
         )
         for i in range(0, images.shape[0], chunk)
     ]
@@ -165,8 +168,11 @@ class TensorImageDataset(Dataset):
             x = x.flip(-1)
         if self.out_size is not None:
             x = F.interpolate(
-                x[None], size=(self.out_size, self.out_size), mode="bilinear",
-                align_corners=False, antialias=True,
+                x[None],
+                size=(self.out_size, self.out_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
             )[0]
         return x, self.labels[index]
 

@@ -89,8 +89,13 @@ class _CIFARDataModule(VisionDataModule):
     def _dataset(self, x: Tensor, y: Tensor, train: bool) -> Dataset:
         aug = train and self.augment
         return make_tensor_dataset(
-            x, y, mean=self.mean, std=self.std, image_size=self.image_size,
-            crop_pad=4 if aug else 0, hflip=aug,
+            x,
+            y,
+            mean=self.mean,
+            std=self.std,
+            image_size=self.image_size,
+            crop_pad=4 if aug else 0,
+            hflip=aug,
         )
 
     def _make_train_val(self) -> tuple[Dataset, Dataset]:

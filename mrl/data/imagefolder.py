@@ -135,21 +135,25 @@ class ImageFolderDataModule(VisionDataModule):
 
     def train_transform(self) -> T.Compose:
         """RandomResizedCrop(image_size) + horizontal flip + ImageNet normalisation."""
-        return T.Compose([
-            T.RandomResizedCrop(self.image_size),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        return T.Compose(
+            [
+                T.RandomResizedCrop(self.image_size),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def eval_transform(self) -> T.Compose:
         """Resize(eval_resize) + CenterCrop(eval_crop) + ImageNet normalisation."""
-        return T.Compose([
-            T.Resize(self.eval_resize),
-            T.CenterCrop(self.eval_crop),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        return T.Compose(
+            [
+                T.Resize(self.eval_resize),
+                T.CenterCrop(self.eval_crop),
+                T.ToTensor(),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def _limited(self, ds: Dataset, limit: int | None, stream: int) -> Dataset:
         if limit is None or limit >= len(ds):

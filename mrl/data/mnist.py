@@ -25,7 +25,6 @@ IDX_STEMS = {
 }
 
 
-
 class _IDXDataModule(VisionDataModule):
     """Shared logic for 28x28 grey-scale IDX data sets (MNIST family)."""
 

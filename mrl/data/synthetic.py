@@ -63,8 +63,11 @@ class SyntheticDataModule(VisionDataModule):
             pin_memory=pin_memory,
         )
         for name, value in (
-            ("num_classes", num_classes), ("in_channels", in_channels),
-            ("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
+            ("num_classes", num_classes),
+            ("in_channels", in_channels),
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("num_test", num_test),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
