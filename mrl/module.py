@@ -72,8 +72,15 @@ class MRLClassifier(pl.LightningModule):
                 f"check the data"
             )
         self.log("train/loss", total, prog_bar=True)
-        self.log_dict({f"train/loss@{m}": v for m, v in zip(self.nesting, per_dim.detach())})
+        if self._writes_step_logs():
+            self.log_dict({f"train/loss@{m}": v for m, v in zip(self.nesting, per_dim.detach())})
         return total
+
+    def _writes_step_logs(self) -> bool:
+        # K `self.log` calls per step cost several percent of a small model's step, and the
+        # loggers only keep step values every `log_every_n_steps`, so log them only then.
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch

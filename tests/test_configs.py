@@ -53,3 +53,17 @@ def test_nesting_is_defined_once_and_interpolated(tmp_path: Path):
 def test_seed_zero_reaches_the_data(tmp_path: Path):
     cfg = compose_train(tmp_path, *FAST, "seed=0")
     assert cfg.seed == 0 and cfg.data.seed == 0
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    sorted(
+        str(p.relative_to(CONFIG_DIR / "experiment").with_suffix(""))
+        for p in (CONFIG_DIR / "experiment").rglob("*.yaml")
+    ),
+)
+def test_every_experiment_composes_and_builds(tmp_path: Path, experiment: str):
+    cfg = compose_train(tmp_path, f"experiment={experiment}")
+    assert cfg.name != "fmnist"  # each experiment names itself
+    model = build_model(cfg, num_classes=10, in_channels=cfg.data.get("in_channels", 1))
+    assert model.head.nesting[-1] <= model.encoder.num_features

@@ -1,5 +1,6 @@
 """Training end to end: fast_dev_run per head, config errors, non-finite loss, resume, real data."""
 
+import csv
 import json
 import signal
 from pathlib import Path
@@ -121,6 +122,13 @@ def test_interrupt_then_rerun_resumes_to_the_same_weights(tmp_path: Path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    # Per-dim training losses are logged and add up to the total (unit weights).
+    with open(tmp_path / "whole" / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    assert len(rows) == 2 * steps_per_epoch
+    for r in rows:
+        per_dim = sum(float(r[f"train/loss@{m}"]) for m in (2, 4, 8, 16, 32))
+        assert per_dim == pytest.approx(float(r["train/loss"]), rel=1e-5)
     first = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert first["per_dim"] == resumed["per_dim"]
 

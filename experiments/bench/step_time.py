@@ -1,103 +1,138 @@
 """Per-step training time of MRL against a single head and against MRL-E, on one encoder.
 
-Builds the encoder, heads and loss from the real configs (`conf/`), then times full training
-steps (forward, Matryoshka loss, backward, optimizer step) of the three models, interleaved
-round by round so that machine noise hits all of them alike. Reports median step times and the
-median of the per-round ratios, and writes them to experiments/results/bench/step_time.csv.
+Two measurements, both on the encoder, nesting and loss of the composed config:
 
-    .venv/bin/python experiments/bench/step_time.py [--rounds 40] [--batch 256] [overrides...]
+1. bare PyTorch: full training steps (forward, Matryoshka loss, backward, optimizer step) of the
+   three models, interleaved round by round so that machine noise hits all of them alike;
+   median step times and the median of the per-round ratios;
+2. through Lightning: short `Trainer.fit` runs of the real `MRLClassifier` (per-dim loss logging
+   included), alternating between the models; median time per training batch.
+
+Inputs are random tensors of the data config's shape: step time does not depend on pixel values.
+Writes experiments/results/bench/step_time.csv (quantity,value).
+
+    .venv/bin/python experiments/bench/step_time.py [--rounds 40] [overrides...]
 
 Extra arguments are Hydra overrides of conf/train.yaml, e.g. `encoder=resnet18 nesting=[8,512]`.
-Inputs are random tensors of the data config's shape: step time does not depend on pixel values.
 """
 
 import argparse
-import copy
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torch.utils.data import DataLoader, TensorDataset
 
 import mrl.config  # noqa: F401
+from mrl.builders import build_model
 from mrl.results import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = {"single": ["head=ff"], "mrl": ["head=mrl"], "mrl_e": ["head=mrl_e"]}
 
 
-def build(overrides: list[str]):
-    """The encoder factory, head factories and loss of the composed config."""
+def compose_variant(overrides: list[str], name: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.run_dir=unused", *overrides])
-    datamodule = instantiate(cfg.data)
-    encoder = instantiate(cfg.encoder)(in_channels=datamodule.in_channels)
-    nesting = list(cfg.nesting)
-    heads = {
-        "single": dict(nesting=[nesting[-1]], tied=False),
-        "mrl": dict(nesting=nesting, tied=False),
-        "mrl_e": dict(nesting=nesting, tied=True),
-    }
-    make_head = instantiate(cfg.head)
-    shape = (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
-    models = {}
-    for name, kw in heads.items():
-        head = make_head(in_features=encoder.num_features, num_classes=datamodule.num_classes, **kw)
-        model = torch.nn.ModuleDict({"encoder": copy.deepcopy(encoder), "head": head})
-        models[name] = (model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
-    return models, instantiate(cfg.loss), shape, datamodule.num_classes, cfg
+        return compose("train", overrides=["paths.run_dir=unused", *overrides, *VARIANTS[name]])
 
 
-def step(model, optimizer, loss_fn, x, y) -> float:
+def bare_step(model, optimizer, x, y) -> float:
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model["head"](model["encoder"](x)), y)
+    loss = model.loss(model.head(model.encoder(x)), y)
     loss.backward()
     optimizer.step()
     return time.perf_counter() - start
 
 
+class BatchTimer(pl.Callback):
+    """Wall time of each training batch (forward, loss, logging, backward, optimizer step)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def ratio_of_medians(times: dict[str, list[float]], a: str, b: str) -> float:
+    return statistics.median(times[a]) / statistics.median(times[b])
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved bare-step rounds")
+    parser.add_argument("--fit-steps", type=int, default=40, help="steps per Trainer.fit run")
+    parser.add_argument("--fit-repeats", type=int, default=3, help="fit runs per model")
     parser.add_argument("--out", default=str(ROOT / "experiments/results/bench/step_time.csv"))
     args, overrides = parser.parse_known_args(argv)
-    torch.manual_seed(0)
-    models, loss_fn, shape, num_classes, cfg = build(overrides)
-    x = torch.randn(args.batch, *shape)
-    y = torch.randint(0, num_classes, (args.batch,))
-    names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for _ in range(args.warmup):
+
+    cfgs = {name: compose_variant(overrides, name) for name in VARIANTS}
+    datamodule = instantiate(cfgs["mrl"].data)
+    shape = (datamodule.in_channels, datamodule.image_size, datamodule.image_size)
+    batch = int(cfgs["mrl"].data.batch_size)
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, datamodule.num_classes, (batch,))
+
+    def fresh(name: str):
+        torch.manual_seed(0)
+        return build_model(cfgs[name], datamodule.num_classes, datamodule.in_channels)
+
+    names = list(VARIANTS)
+    models = {n: fresh(n) for n in names}
+    optims = {n: torch.optim.SGD(models[n].parameters(), lr=1e-3, momentum=0.9) for n in names}
+    bare: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds + 5):
+        for name in names[r % 3 :] + names[: r % 3]:  # rotate who goes first
+            t = bare_step(models[name], optims[name], x, y)
+            if r >= 5:  # warm-up rounds
+                bare[name].append(t)
+
+    loader = DataLoader(TensorDataset(x.repeat(4, 1, 1, 1), y.repeat(4)), batch_size=batch)
+    fit: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.fit_repeats):
         for name in names:
-            step(*models[name], loss_fn, x, y)
-    for r in range(args.rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
-        for name in order:
-            times[name].append(step(*models[name], loss_fn, x, y))
-    median = {n: statistics.median(t) for n, t in times.items()}
-    ratio = {
-        "mrl/single": statistics.median(a / b for a, b in zip(times["mrl"], times["single"])),
-        "mrl_e/mrl": statistics.median(a / b for a, b in zip(times["mrl_e"], times["mrl"])),
+            timer = BatchTimer()
+            trainer = pl.Trainer(
+                max_steps=args.fit_steps, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+                limit_val_batches=0,
+            )  # fmt: skip
+            trainer.fit(fresh(name), train_dataloaders=loader)
+            fit[name] += timer.times[3:]  # the first batches include start-up work
+
+    rows = {
+        "bare_ratio_mrl_over_single": statistics.median(
+            a / b for a, b in zip(bare["mrl"], bare["single"], strict=True)
+        ),
+        "bare_ratio_mrl_e_over_mrl": statistics.median(
+            a / b for a, b in zip(bare["mrl_e"], bare["mrl"], strict=True)
+        ),
+        "fit_ratio_mrl_over_single": ratio_of_medians(fit, "mrl", "single"),
+        "fit_ratio_mrl_e_over_mrl": ratio_of_medians(fit, "mrl_e", "mrl"),
     }
-    encoder = cfg.encoder._target_.rsplit(".", 1)[-1]
-    print(
-        f"encoder={encoder} nesting={list(cfg.nesting)} batch={args.batch} "
-        f"rounds={args.rounds} threads={torch.get_num_threads()}"
-    )
     for n in names:
-        print(f"  {n:>7}: median step {1000 * median[n]:8.2f} ms")
-    for k, v in ratio.items():
-        print(f"  {k:>10}: median ratio of interleaved steps {v:.3f}")
-    rows = ["quantity,value"]
-    rows += [f"median_step_ms_{n},{1000 * median[n]:.3f}" for n in names]
-    rows += [f"ratio_{k.replace('/', '_over_')},{v:.4f}" for k, v in ratio.items()]
-    rows += [f"batch,{args.batch}", f"rounds,{args.rounds}", f"threads,{torch.get_num_threads()}"]
-    atomic_write_text(args.out, "\n".join(rows) + "\n")
+        rows[f"bare_median_step_ms_{n}"] = 1000 * statistics.median(bare[n])
+        rows[f"fit_median_step_ms_{n}"] = 1000 * statistics.median(fit[n])
+    cfg = cfgs["mrl"]
+    print(
+        f"encoder={cfg.encoder._target_} nesting={list(cfg.nesting)} batch={batch} "
+        f"threads={torch.get_num_threads()} rounds={args.rounds} "
+        f"fit={args.fit_repeats}x{args.fit_steps} steps"
+    )
+    for key, value in rows.items():
+        print(f"  {key:<32} {value:9.3f}")
+    text = "quantity,value\n" + "".join(f"{k},{v:.4f}\n" for k, v in rows.items())
+    text += f"batch,{batch}\nthreads,{torch.get_num_threads()}\n"
+    atomic_write_text(args.out, text)
     print(f"wrote {args.out}")
 
 
