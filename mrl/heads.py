@@ -38,6 +38,13 @@ class MRLHead(nn.Module):
         else:
             self.linears = nn.ModuleList(nn.Linear(m, num_classes, bias=bias) for m in self.nesting)
 
+    @property
+    def method(self) -> str:
+        """`mrl`, `mrl_e` (tied) or `ff` (one untied head: the fixed-feature baseline)."""
+        if self.tied:
+            return "mrl_e"
+        return "ff" if len(self.nesting) == 1 else "mrl"
+
     def forward(self, z: Tensor) -> Tensor:
         """Logits `(K, B, C)` for the K nesting dims of `z` `(B, in_features)`."""
         if self.tied:

@@ -37,7 +37,8 @@ def per_dim_results(
         row: dict[str, Any] = {"dim": int(m)}
         for k in (1, 5):
             value = metrics.get(f"{stage}/top{k}@{m}")
-            row[f"top{k}"] = None if value is None else float(value)
+            # Accuracies are ratios of counts: 6 decimals keep them exact up to 1e6 examples.
+            row[f"top{k}"] = None if value is None else round(float(value), 6)
         rows.append(row)
     return rows
 

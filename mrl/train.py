@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     rows = per_dim_results(trainer.callback_metrics, model.nesting, stage="test")
     results = {
         "experiment": str(cfg.name),
+        "method": model.head.method,
         "nesting": list(model.nesting),
         "per_dim": rows,
         "seed": cfg.get("seed"),
@@ -79,7 +80,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "results.json", results)
-        print(format_table(rows, f"{cfg.name}: test accuracy per dim ({run_dir})"))
+        print(
+            format_table(
+                rows, f"{cfg.name} [{model.head.method}]: test accuracy per dim ({run_dir})"
+            )
+        )
     return results
 
 

@@ -41,6 +41,9 @@ def test_bad_nesting_is_named(nesting, match):
 def test_nesting_is_an_ascending_tuple():
     head = MRLHead(16, 3, [2, 4, 16])
     assert head.nesting == (2, 4, 16)
+    assert head.method == "mrl"
+    assert MRLHead(16, 3, [2, 16], tied=True).method == "mrl_e"
+    assert MRLHead(16, 3, [8]).method == "ff"
     assert halving_nesting(2048, 8) == [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
     assert halving_nesting(256, 2) == [2, 4, 8, 16, 32, 64, 128, 256]
 

@@ -29,6 +29,7 @@ def test_fast_dev_run_writes_results(tmp_path: Path, head: str, dims: list[int])
         assert 0.0 <= row["top1"] <= row["top5"] <= 1.0
     assert on_disk["config"]["head"]["tied"] == (head == "mrl_e")
     assert on_disk["experiment"] == cfg.name
+    assert on_disk["method"] == head
 
 
 def test_ff_at_a_chosen_dim(tmp_path: Path):
