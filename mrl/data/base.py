@@ -305,7 +305,8 @@ class VisionDataModule(pl.LightningDataModule):
         """Raise ``DataNotFoundError`` (one line: missing path and fix) if files are absent."""
         raise NotImplementedError
 
-    def _make_train_val(self) -> tuple[Dataset, Dataset]:
+    def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
+        """(train, val) datasets; `train_augment=False` gives the train split eval transforms."""
         raise NotImplementedError
 
     def _make_test(self) -> Dataset:
@@ -337,6 +338,11 @@ class VisionDataModule(pl.LightningDataModule):
         train_idx = train_idx[self.subset_indices(len(train_idx), self.limit_train, TRAIN_STREAM)]
         val_idx = val_idx[self.subset_indices(len(val_idx), self.limit_val, VAL_STREAM)]
         return train_idx, val_idx
+
+    def database_set(self) -> Dataset:
+        """The training split with evaluation transforms: the retrieval database of `mrl-eval`."""
+        self.check()
+        return self._make_train_val(train_augment=False)[0]
 
     def setup(self, stage: str | None = None) -> None:
         """Check the files, then build the splits ``stage`` needs (all if ``None``)."""

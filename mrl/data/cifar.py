@@ -98,12 +98,12 @@ class _CIFARDataModule(VisionDataModule):
             hflip=aug,
         )
 
-    def _make_train_val(self) -> tuple[Dataset, Dataset]:
+    def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
         x, y = self._load(train=True)
         train_idx, val_idx = self.held_out_split(x.shape[0], self.val_size)
         self.train_indices, self.val_indices = train_idx, val_idx
         return (
-            self._dataset(x[train_idx], y[train_idx], train=True),
+            self._dataset(x[train_idx], y[train_idx], train=train_augment),
             self._dataset(x[val_idx], y[val_idx], train=False),
         )
 

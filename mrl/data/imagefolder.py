@@ -167,8 +167,9 @@ class ImageFolderDataModule(VisionDataModule):
             )
         return self._eval_folder
 
-    def _make_train_val(self) -> tuple[Dataset, Dataset]:
-        train = torchvision.datasets.ImageFolder(self.train_dir, transform=self.train_transform())
+    def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
+        transform = self.train_transform() if train_augment else self.eval_transform()
+        train = torchvision.datasets.ImageFolder(self.train_dir, transform=transform)
         return (
             self._limited(train, self.limit_train, TRAIN_STREAM),
             self._limited(self._eval(), self.limit_val, VAL_STREAM),

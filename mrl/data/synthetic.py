@@ -100,7 +100,7 @@ class SyntheticDataModule(VisionDataModule):
         images = images + self.noise * torch.randn(images.shape, generator=g)
         return TensorImageDataset(images, labels)
 
-    def _make_train_val(self) -> tuple[Dataset, Dataset]:
+    def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
         return self._split(self.num_train, _TRAIN_STREAM), self._split(self.num_val, _VAL_STREAM)
 
     def _make_test(self) -> Dataset:
