@@ -32,7 +32,12 @@ def _call(factory: Any, where: str, **kwargs: Any) -> Any:
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """The data module of `cfg.data`, after a cheap check that its files are there."""
-    datamodule = _instantiate(cfg.data, "data")
+    return checked_datamodule(cfg.data)
+
+
+def checked_datamodule(data_cfg: DictConfig) -> pl.LightningDataModule:
+    """Instantiate a data config and check that its files are there (cheap, no decoding)."""
+    datamodule = _instantiate(data_cfg, "data")
     datamodule.check()
     return datamodule
 
@@ -88,15 +93,23 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     )
 
 
-def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> MRLClassifier:
-    """Rebuild a trained model from an `mrl-train` checkpoint (its config travels inside)."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+def saved_config(ckpt: dict, where: str | Path = "checkpoint") -> DictConfig:
+    """The training config stored in a checkpoint written by `mrl-train`."""
     try:
-        config = ckpt["hyper_parameters"]["config"]
-    except KeyError as err:
-        raise ConfigError(f"{path} holds no mrl config: was it written by mrl-train?") from err
-    cfg = OmegaConf.create(config)
+        return OmegaConf.create(ckpt["hyper_parameters"]["config"])
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{where} holds no mrl config: was it written by mrl-train?") from err
+
+
+def model_from_saved(ckpt: dict, where: str | Path = "checkpoint") -> MRLClassifier:
+    """Rebuild the model of an already loaded `mrl-train` checkpoint, in eval mode."""
+    cfg = saved_config(ckpt, where)
     datamodule = _instantiate(cfg.data, "data")
     model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> MRLClassifier:
+    """Rebuild a trained model from an `mrl-train` checkpoint (its config travels inside)."""
+    return model_from_saved(torch.load(path, map_location=map_location, weights_only=False), path)

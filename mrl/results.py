@@ -1,5 +1,7 @@
 """Writing a run's results: atomic files and the per-dim table printed at the end of training."""
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -52,3 +54,14 @@ def format_table(rows: list[dict], title: str) -> str:
         ]
         lines.append(f"{row['dim']:>6}  {cells[0]}  {cells[1]}")
     return "\n".join(lines)
+
+
+def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Write dict rows as CSV atomically; columns default to the keys in order of appearance."""
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
