@@ -38,3 +38,9 @@ requires_fmnist = pytest.mark.skipif(
     not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
     reason="needs Debian's dataset-fashion-mnist (make test installs it)",
 )
+
+
+def compose_eval(*overrides: str) -> DictConfig:
+    """The real `conf/eval.yaml` composed with `overrides`."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("eval", overrides=list(overrides))

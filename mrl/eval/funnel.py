@@ -1,0 +1,343 @@
+"""Adaptive and funnel retrieval: shortlist with a small prefix, re-rank with larger ones.
+
+A funnel (cascade) is a list of strictly increasing prefix sizes `dims` with non-increasing
+shortlist sizes `shortlists`. Step 1 searches the whole database with the normalised
+`dims[0]`-prefix and keeps the top `shortlists[0]`; step i re-ranks the current candidates by the
+normalised `dims[i]`-prefix and keeps the top `shortlists[i]`. Adaptive retrieval (shortlist with
+D_s, re-rank with D_r) is the 2-step funnel `dims=[D_s, D_r], shortlists=[k, k_final]`; exact
+search at dim D is the 1-step funnel `dims=[D], shortlists=[k]`.
+
+Costs follow the paper's model, counting one multiply-add per dimension and candidate:
+N_db * dims[0] + sum_{i>=1} shortlists[i-1] * dims[i] per query.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from mrl.eval.retrieval import knn_accuracy, neighbor_labels_of, retrieval_metrics
+from mrl.eval.search import build_index, normalize_prefix
+from mrl.nesting import validate_nesting
+
+# Gathered candidate block (queries x candidates x dims, float32) re-ranked at once: small
+# blocks stay in cache and avoid page-faulting fresh memory, which is faster than large ones.
+_RERANK_BLOCK_BYTES = 16 << 20
+
+
+def validate_cascade(
+    dims: Sequence[int], shortlists: Sequence[int], max_dim: int | None = None
+) -> tuple[list[int], list[int]]:
+    """`(dims, shortlists)` as int lists, or `ValueError` naming the bad value.
+
+    Both lists have the same non-zero length; dims are strictly increasing positive integers (at
+    most `max_dim` when given); shortlists are positive and non-increasing.
+    """
+    dims, shortlists = list(dims), list(shortlists)
+    if not dims or len(dims) != len(shortlists):
+        raise ValueError(
+            f"a funnel needs as many shortlists as dims (at least one): dims={dims}, "
+            f"shortlists={shortlists}"
+        )
+    for name, values in (("dims", dims), ("shortlists", shortlists)):
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} entry {v!r} is not a positive integer ({name}={values})")
+    for a, b in zip(dims, dims[1:]):
+        if b <= a:
+            raise ValueError(f"funnel dims must strictly increase, but {b} follows {a} ({dims})")
+    for a, b in zip(shortlists, shortlists[1:]):
+        if b > a:
+            raise ValueError(
+                f"funnel shortlists must not increase, but {b} follows {a} ({shortlists})"
+            )
+    if max_dim is not None and dims[-1] > max_dim:
+        raise ValueError(f"funnel dim {dims[-1]} exceeds the embedding size {max_dim} ({dims})")
+    return [int(d) for d in dims], [int(s) for s in shortlists]
+
+
+def funnel_mflops(n_db: int, dims: Sequence[int], shortlists: Sequence[int]) -> float:
+    """Theoretical cost per query in millions of multiply-adds (the paper's "MFLOPs"):
+    `(n_db * dims[0] + sum_{i>=1} shortlists[i-1] * dims[i]) / 1e6`, shortlists capped at n_db."""
+    dims, shortlists = validate_cascade(dims, shortlists)
+    ops = n_db * dims[0] + sum(min(s, n_db) * d for s, d in zip(shortlists[:-1], dims[1:]))
+    return ops / 1e6
+
+
+def default_funnel(
+    nesting: Sequence[int], n_db: int, final_k: int = 10, first_shortlist: int = 200
+) -> tuple[list[int], list[int]]:
+    """A funnel for a model trained with `nesting`, after the paper's
+    dims [16, 32, 64, 128, 2048] / shortlists [200, 100, 50, 25, 10] for nesting 8..2048.
+
+    Dims: start at the smallest nesting dim >= max(min(nesting), ceil(D / 128)), D = max(nesting);
+    then up to three times take the smallest nesting dim >= twice the previous one, as long as it
+    is below D; end at D. Shortlists: start at min(first_shortlist, n_db), halve at each further
+    step but never below the final size, and end at the final size min(final_k, n_db).
+    """
+    nesting = validate_nesting(nesting)
+    top = nesting[-1]
+    target = max(nesting[0], math.ceil(top / 128))
+    dims: list[int] = []
+    while len(dims) < 4:
+        d = min(m for m in nesting if m >= target)
+        if d >= top:
+            break
+        dims.append(d)
+        target = 2 * d
+    dims.append(top)
+    final = min(final_k, n_db)
+    if len(dims) == 1:
+        return dims, [final]
+    shortlists = [max(final, min(first_shortlist, n_db))]
+    for _ in dims[1:-1]:
+        shortlists.append(max(final, shortlists[-1] // 2))
+    shortlists.append(final)
+    return dims, shortlists
+
+
+def _rerank(
+    db_m: np.ndarray, q_m: np.ndarray, candidates: np.ndarray, keep: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top `keep` of each query's candidates by inner product of the given prefixes, ordered by
+    (descending score, ascending database index); candidate -1 (none) ranks last."""
+    n_q, n_cand = candidates.shape
+    rows = max(1, _RERANK_BLOCK_BYTES // (4 * n_cand * db_m.shape[1]))
+    scores = np.empty((n_q, keep), dtype=np.float32)
+    indices = np.empty((n_q, keep), dtype=np.int64)
+    for start in range(0, n_q, rows):
+        stop = min(n_q, start + rows)
+        cand = candidates[start:stop]
+        vecs = db_m[np.clip(cand, 0, None)]
+        s = np.einsum("bcm,bm->bc", vecs, q_m[start:stop])
+        s[cand < 0] = -np.inf
+        order = np.lexsort((cand, -s), axis=-1)[:, :keep]
+        scores[start:stop] = np.take_along_axis(s, order, axis=1)
+        indices[start:stop] = np.take_along_axis(cand, order, axis=1)
+    return scores, indices
+
+
+class FunnelIndex:
+    """The database side of a funnel: normalised prefixes at each of `dims`, and a search index
+    on the first, built once for any number of query sets and shortlist choices.
+
+    `prefix_cache` (dim -> normalised contiguous float32 prefix of `database`) supplies prefixes
+    already computed and receives the ones computed here. `prepare_seconds` and `index_seconds`
+    record the time spent normalising and building. `index_kwargs` go to `build_index`.
+    """
+
+    def __init__(
+        self,
+        database: np.ndarray,
+        dims: Sequence[int],
+        backend: str = "exact",
+        batch_size: int = 4096,
+        prefix_cache: dict[int, np.ndarray] | None = None,
+        **index_kwargs,
+    ) -> None:
+        if getattr(database, "ndim", None) != 2:
+            raise ValueError(f"database must be 2-D (rows x dims), got shape {np.shape(database)}")
+        self.dims, _ = validate_cascade(dims, [1] * len(dims), max_dim=database.shape[1])
+        self.n_db = database.shape[0]
+        self.batch_size = int(batch_size)
+        cache = {} if prefix_cache is None else prefix_cache
+        t0 = time.perf_counter()
+        for m in self.dims:
+            if m not in cache:
+                cache[m] = normalize_prefix(database, m)
+        self.prefixes = {m: cache[m] for m in self.dims}
+        t1 = time.perf_counter()
+        self.searcher = build_index(
+            self.prefixes[self.dims[0]], backend=backend, batch_size=batch_size, **index_kwargs
+        )
+        self.prepare_seconds = t1 - t0
+        self.index_seconds = time.perf_counter() - t1
+
+    def query_prefixes(self, queries: np.ndarray) -> dict[int, np.ndarray]:
+        """Normalised prefixes of `queries` at each of the funnel's dims."""
+        return {m: normalize_prefix(queries, m) for m in self.dims}
+
+    def search(
+        self,
+        queries: np.ndarray | Mapping[int, np.ndarray],
+        shortlists: Sequence[int],
+    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        """`(indices, scores, step_seconds)` of the funnel with these `shortlists`.
+
+        `queries` is either the raw query matrix (normalised here, untimed) or a mapping
+        dim -> normalised query prefix. Shortlists above N_db are capped at N_db, so the result
+        has `min(shortlists[-1], N_db)` columns. Queries go through the whole cascade a batch
+        of `batch_size` at a time; `step_seconds[i]` is the wall time spent in step i.
+        """
+        _, shortlists = validate_cascade(self.dims, shortlists)
+        if not isinstance(queries, Mapping):
+            queries = self.query_prefixes(queries)
+        missing = [m for m in self.dims if m not in queries]
+        if missing:
+            raise ValueError(f"query prefixes for dims {missing} are missing")
+        n_q = queries[self.dims[0]].shape[0]
+        keep = [min(s, self.n_db) for s in shortlists]
+        indices = np.empty((n_q, keep[-1]), dtype=np.int64)
+        scores = np.empty((n_q, keep[-1]), dtype=np.float32)
+        step_seconds = [0.0] * len(self.dims)
+        for start in range(0, n_q, self.batch_size):
+            stop = min(n_q, start + self.batch_size)
+            t = time.perf_counter()
+            s, idx = self.searcher.search(queries[self.dims[0]][start:stop], keep[0])
+            step_seconds[0] += time.perf_counter() - t
+            for i in range(1, len(self.dims)):
+                t = time.perf_counter()
+                m = self.dims[i]
+                s, idx = _rerank(self.prefixes[m], queries[m][start:stop], idx, keep[i])
+                step_seconds[i] += time.perf_counter() - t
+            indices[start:stop], scores[start:stop] = idx, s
+        return indices, scores, step_seconds
+
+
+def funnel_search(
+    database: np.ndarray,
+    queries: np.ndarray,
+    dims: Sequence[int],
+    shortlists: Sequence[int],
+    backend: str = "exact",
+    batch_size: int = 4096,
+    prefix_cache: dict[int, np.ndarray] | None = None,
+    **index_kwargs,
+) -> tuple[np.ndarray, dict]:
+    """Funnel retrieval of `queries` in the full-width `database` (see the module docstring).
+
+    Returns `(indices, timing)`: indices `(N_q, min(shortlists[-1], N_db))` int64, best first
+    (ties: ascending database index), and timing with `prepare_seconds` (normalising database and
+    query prefixes; database prefixes found in `prefix_cache` cost nothing), `index_seconds`
+    (building the step-1 index), `search_seconds` (all steps), `step_seconds` (per step) and
+    `ms_per_query` (search only). Raises `ValueError` for an invalid cascade.
+    """
+    dims, shortlists = validate_cascade(dims, shortlists, max_dim=database.shape[1])
+    funnel = FunnelIndex(
+        database,
+        dims,
+        backend=backend,
+        batch_size=batch_size,
+        prefix_cache=prefix_cache,
+        **index_kwargs,
+    )
+    t0 = time.perf_counter()
+    query_prefixes = funnel.query_prefixes(queries)
+    query_seconds = time.perf_counter() - t0
+    indices, _, step_seconds = funnel.search(query_prefixes, shortlists)
+    search_seconds = sum(step_seconds)
+    timing = {
+        "prepare_seconds": funnel.prepare_seconds + query_seconds,
+        "index_seconds": funnel.index_seconds,
+        "search_seconds": search_seconds,
+        "step_seconds": step_seconds,
+        "ms_per_query": 1000 * search_seconds / max(1, queries.shape[0]),
+    }
+    return indices, timing
+
+
+def _join(values: Sequence[int]) -> str:
+    return ">".join(str(v) for v in values)
+
+
+def evaluate_adaptive_retrieval(
+    database: np.ndarray,
+    database_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    nesting: Sequence[int],
+    shortlist_k: int = 200,
+    funnel: tuple[Sequence[int], Sequence[int]] | bool | None = None,
+    backend: str = "exact",
+    ks: Sequence[int] = (10,),
+    all_pairs: bool = False,
+    batch_size: int = 4096,
+    repeats: int = 3,
+    **index_kwargs,
+) -> list[dict]:
+    """Exact, adaptive and funnel retrieval compared on accuracy, cost and measured speed.
+
+    Methods (k_final = max(ks)):
+    - "exact": search at D = max(nesting), k_final results (the baseline);
+    - "adaptive": for each D_s in `nesting` below D, shortlist `shortlist_k` at D_s and re-rank at
+      D to k_final; with `all_pairs`, also re-rank at every nesting D_r with D_s < D_r < D;
+    - "funnel": `funnel=(dims, shortlists)`, or `default_funnel(nesting, N_db, k_final)` when
+      None; `funnel=False` leaves it out.
+
+    One row per method: `method`, `dims` ("16>256"), `shortlists` ("200>10"), `map@k`,
+    `precision@k`, `recall@k` for k in `ks`, `mflops_per_query` (`funnel_mflops`),
+    `flops_ratio_vs_exact` (exact's MFLOPs / the method's), `ms_per_query` and
+    `speedup_vs_exact` (exact's time / the method's, both measured), `index_seconds`.
+    Times are wall clock of searching all queries in batches of `batch_size`, with the index
+    built and all prefixes normalised beforehand, best of `repeats` runs. Normalised database
+    prefixes are kept only while a remaining method needs them.
+    """
+    database_labels = np.asarray(database_labels)
+    query_labels = np.asarray(query_labels)
+    nesting = validate_nesting(nesting, database.shape[1])
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    n_db, top, k_final = database.shape[0], nesting[-1], max(ks)
+    if shortlist_k < k_final:
+        raise ValueError(f"shortlist_k={shortlist_k} is below the largest k={k_final} in ks")
+
+    methods: list[tuple[str, list[int], list[int]]] = [("exact", [top], [k_final])]
+    for d_s in nesting[:-1]:
+        for d_r in nesting:
+            if d_r == top or (all_pairs and d_s < d_r):
+                methods.append(("adaptive", [d_s, d_r], [shortlist_k, k_final]))
+    if funnel is None or funnel is True:
+        funnel = default_funnel(nesting, n_db, final_k=k_final)
+    if funnel is not False:
+        f_dims, f_short = validate_cascade(*funnel, max_dim=database.shape[1])
+        if min(f_short[-1], n_db) < min(k_final, n_db):
+            raise ValueError(
+                f"the funnel's last shortlist {f_short[-1]} is below the largest k={k_final}"
+            )
+        methods.append(("funnel", f_dims, f_short))
+
+    query_prefixes = {m: normalize_prefix(queries, m) for _, dims, _ in methods for m in dims}
+    exact_mflops = funnel_mflops(n_db, [top], [k_final])
+    cache: dict[int, np.ndarray] = {}
+    rows: list[dict] = []
+    exact_seconds = float("nan")
+    for i, (method, dims, shortlists) in enumerate(methods):
+        index = FunnelIndex(
+            database,
+            dims,
+            backend=backend,
+            batch_size=batch_size,
+            prefix_cache=cache,
+            **index_kwargs,
+        )
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            indices, _, _ = index.search(query_prefixes, shortlists)
+            best = min(best, time.perf_counter() - t)
+        if method == "exact":
+            exact_seconds = best
+        labels = neighbor_labels_of(indices, database_labels, query_labels)
+        mflops = funnel_mflops(n_db, dims, shortlists)
+        row = {"method": method, "dims": _join(dims), "shortlists": _join(shortlists)}
+        row.update(retrieval_metrics(labels, query_labels, database_labels, ks))
+        row["1nn"] = knn_accuracy(labels, query_labels, 1)
+        row.update(
+            mflops_per_query=mflops,
+            flops_ratio_vs_exact=exact_mflops / mflops,
+            ms_per_query=1000 * best / len(query_labels),
+            speedup_vs_exact=exact_seconds / best,
+            index_seconds=index.index_seconds,
+        )
+        rows.append(row)
+        del index
+        still_needed = {m for _, later, _ in methods[i + 1 :] for m in later}
+        for m in [m for m in cache if m not in still_needed]:
+            del cache[m]
+    return rows
