@@ -68,11 +68,31 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClass
         optimizer=_instantiate(cfg.optimizer, "optimizer"),
         scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
         no_weight_decay_on_norm_and_bias=cfg.model.no_weight_decay_on_norm_and_bias,
+        channels_last=bool(cfg.model.get("channels_last", False)),
+        freeze_encoder=bool(cfg.model.get("freeze_encoder", False)),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    if cfg.model.get("encoder_init"):
+        load_encoder_weights(model.encoder, cfg.model.encoder_init)
     if cfg.model.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def load_encoder_weights(encoder: torch.nn.Module, ckpt_path: str | Path) -> None:
+    """Copy the encoder weights of an `mrl-train` checkpoint into `encoder` (strictly)."""
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"model.encoder_init={ckpt_path} does not exist")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    prefix = "encoder."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(
+            f"model.encoder_init={ckpt_path} does not fit the encoder: {first}"
+        ) from err
 
 
 def build_named(group: DictConfig | None, where: str) -> list[Any]:

@@ -33,6 +33,8 @@ class MRLClassifier(pl.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         no_weight_decay_on_norm_and_bias: bool = True,
+        channels_last: bool = False,
+        freeze_encoder: bool = False,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -41,6 +43,8 @@ class MRLClassifier(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.nesting = head.nesting
         loss.check_num_dims(len(self.nesting))
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
         self.metrics = nn.ModuleDict()
         for stage in ("val", "test"):
             for m in self.nesting:
@@ -59,11 +63,20 @@ class MRLClassifier(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """The representation `z` `(B, D)`; every prefix `z[:, :m]` is an embedding."""
+        if self.hparams.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.encoder(x)
+
+    def train(self, mode: bool = True) -> "MRLClassifier":
+        """As `nn.Module.train`, but a frozen encoder stays in eval mode (BatchNorm included)."""
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        per_dim = self.loss.per_dim(self.head(self.encoder(x)), y)
+        per_dim = self.loss.per_dim(self.head(self(x)), y)
         total = self.loss.weighted(per_dim)
         if not torch.isfinite(total):
             raise FloatingPointError(
@@ -84,7 +97,7 @@ class MRLClassifier(pl.LightningModule):
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch
-        logits = self.head(self.encoder(x))
+        logits = self.head(self(x))
         self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True)
         for logits_m, m in zip(logits, self.nesting):
             for k in self.top_ks:

@@ -22,7 +22,8 @@ _MIN_STD = 1e-8
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+    # A copy: memory-mapped embeddings are read-only and often a strided prefix slice.
+    return torch.tensor(np.asarray(x), dtype=dtype, device=device)
 
 
 class LinearProbe:
