@@ -27,7 +27,7 @@ from mrl.builders import checked_datamodule, model_from_saved, saved_config
 from mrl.errors import ConfigError, DataNotFoundError
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
 from mrl.heads import MRLHead
-from mrl.nesting import validate_nesting
+from mrl.nesting import halving_nesting, validate_nesting
 from mrl.results import atomic_write_json, write_csv
 
 log = logging.getLogger("mrl.eval")
@@ -47,6 +47,18 @@ class EvalTarget:
     method: str
     out_dir: Path
     checkpoint: Path
+    train_nesting: list[int] | None = None
+
+
+def compose_eval_config(overrides: list[str]) -> DictConfig:
+    """`conf/eval.yaml` with `overrides`, from inside another Hydra app or from plain Python."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # e.g. mrl-train's app, same config dir
+        return compose("eval", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("eval", overrides=overrides)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,7 +78,9 @@ def load_target(cfg: DictConfig) -> EvalTarget:
     if fmt == "auto":
         fmt = "mrl" if isinstance(raw, dict) and "hyper_parameters" in raw else "official"
     if fmt == "mrl":
-        data_cfg = cfg.data if cfg.get("data") else saved_config(raw, path).data
+        train_cfg = saved_config(raw, path)
+        data_cfg = cfg.data if cfg.get("data") else train_cfg.data
+        train_nesting = list(train_cfg.nesting)
         model = model_from_saved(raw, path)
         encoder, head = model.encoder, model.head
         default_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -81,6 +95,7 @@ def load_target(cfg: DictConfig) -> EvalTarget:
         data_cfg = cfg.data
         nesting = list(cfg.official_nesting) if cfg.official_nesting else None
         encoder, head, _ = load_official_checkpoint(raw, nesting=nesting)
+        train_nesting = None
         default_dir = path.parent / f"{path.stem}-eval"
     else:
         raise ConfigError(f"checkpoint_format={fmt} is not one of auto, mrl, official")
@@ -98,6 +113,7 @@ def load_target(cfg: DictConfig) -> EvalTarget:
         method=head.method,
         out_dir=Path(cfg.out_dir) if cfg.out_dir else default_dir,
         checkpoint=path,
+        train_nesting=train_nesting,
     )
 
 
@@ -180,8 +196,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     rows: list[dict] = []
 
-    def add(split: str, new_rows: list[dict]) -> None:
-        base = {"dataset": dataset, "split": split, "method": target.method}
+    def add(split: str, new_rows: list[dict], method: str | None = None) -> None:
+        base = {"dataset": dataset, "split": split, "method": method or target.method}
         rows.extend({**base, **r} for r in new_rows)
 
     summary: dict[str, Any] = {
@@ -213,6 +229,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 batch_size=cfg.retrieval.batch_size,
             ),
         )  # fmt: skip
+
+    if cfg.baselines and is_full_size_single_head(head, features_dim):
+        baseline_dims = (
+            cfg.baseline_dims or target.train_nesting or halving_nesting(features_dim, 8)
+        )
+        add_baselines(cfg, target, db, db_y, query, query_y, list(baseline_dims), add)
 
     eval_dir = target.out_dir / "eval"
     if cfg.adaptive_classification.enabled and probs is not None and len(head.nesting) > 1:
@@ -262,6 +284,47 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_json(eval_dir / "summary.json", summary)
     print(format_summary(summary, rows, eval_dir))
     return summary
+
+
+def is_full_size_single_head(head: MRLHead, num_features: int) -> bool:
+    """A plain (non-Matryoshka) model: one head on the whole representation."""
+    return len(head.nesting) == 1 and head.nesting[0] == num_features
+
+
+def add_baselines(cfg, target, db, db_y, query, query_y, dims: list[int], add) -> None:
+    """SVD, random-feature and low-rank-classifier baselines from a full-size model's features."""
+    from mrl.eval.baselines import (
+        iter_baseline_features,
+        svd_classifier_rows,
+        torch_head_weight,
+    )
+    from mrl.eval.probe import probe_per_dim
+    from mrl.eval.retrieval import evaluate_retrieval
+
+    for name in cfg.baselines:
+        if name == "svd_classifier":
+            weight, bias = torch_head_weight(target.head)
+            add("query", svd_classifier_rows(weight, bias, query, query_y, dims), method=name)
+            continue
+        for m, db_m, query_m in iter_baseline_features(name, db, query, dims, seed=cfg.seed):
+            add(
+                "query",
+                probe_per_dim(
+                    db_m, db_y, query_m, query_y, [m], target.datamodule.num_classes,
+                    max_iter=cfg.probe.max_iter, weight_decay=cfg.probe.weight_decay,
+                    max_samples=cfg.probe.max_samples, seed=cfg.seed, progress=False,
+                ),
+                method=name,
+            )  # fmt: skip
+            if cfg.retrieval.enabled:
+                add(
+                    "query",
+                    evaluate_retrieval(
+                        db_m, db_y, query_m, query_y, [m], ks=(10,), knn_ks=(1,),
+                        backend=cfg.retrieval.backend, batch_size=cfg.retrieval.batch_size,
+                    ),
+                    method=name,
+                )  # fmt: skip
 
 
 def robustness_sets(target: EvalTarget, cfg: DictConfig) -> dict[str, tuple[Dataset, Any]]:

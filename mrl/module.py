@@ -45,6 +45,7 @@ class MRLClassifier(pl.LightningModule):
         loss.check_num_dims(len(self.nesting))
         if freeze_encoder:
             self.encoder.requires_grad_(False)
+            self.encoder.eval()  # Lightning keeps the modes it finds; `train` below keeps this
         self.metrics = nn.ModuleDict()
         for stage in ("val", "test"):
             for m in self.nesting:

@@ -47,6 +47,17 @@ def resolve_resume(run_dir: Path, ckpt_path: str | None) -> str | None:
     return None if newest is None else str(newest)
 
 
+def evaluate_after_training(run_dir: Path, overrides: list[str]) -> None:
+    """Run `mrl-eval` on the run's last checkpoint (skipped when none was saved)."""
+    from mrl.evaluate import compose_eval_config, evaluate
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        log.warning("eval_after: no %s (fast_dev_run saves none); skipping evaluation", last)
+        return
+    evaluate(compose_eval_config([f"ckpt_path={last}", *overrides]))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and record one run; returns the results dict written to `results.json`."""
     started = time.time()
@@ -85,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 rows, f"{cfg.name} [{model.head.method}]: test accuracy per dim ({run_dir})"
             )
         )
+        if cfg.get("eval_after") is not None:
+            evaluate_after_training(run_dir, list(cfg.eval_after))
     return results
 
 

@@ -9,7 +9,17 @@ from hydra.utils import instantiate
 
 from mrl.builders import build_model, build_named
 
-GROUPS = ["data", "encoder", "head", "loss", "optimizer", "scheduler", "trainer", "logger"]
+GROUPS = [
+    "data",
+    "encoder",
+    "head",
+    "method",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+]
 
 
 def options(group: str) -> list[str]:
@@ -21,6 +31,8 @@ def options(group: str) -> list[str]:
 )
 def test_every_group_option_composes_and_instantiates(tmp_path: Path, group: str, option: str):
     overrides = [f"{group}={option}"]
+    if group == "method":  # wide enough for every FF-m option, up to the paper's 2048
+        overrides += ["encoder.widths=[8,8,8,2048]", "nesting=[8,16,2048]"]
     if group == "encoder":
         overrides += ["nesting=[8,16]", "data=synthetic", "data.image_size=32"]
         overrides += ["data.in_channels=3"]
@@ -60,10 +72,25 @@ def test_seed_zero_reaches_the_data(tmp_path: Path):
     sorted(
         str(p.relative_to(CONFIG_DIR / "experiment").with_suffix(""))
         for p in (CONFIG_DIR / "experiment").rglob("*.yaml")
+        if not p.name.startswith("_")  # shared parts, included by the experiments
     ),
 )
 def test_every_experiment_composes_and_builds(tmp_path: Path, experiment: str):
-    cfg = compose_train(tmp_path, f"experiment={experiment}")
+    required = {"fmnist/ablation_frozen": ["model.encoder_init=null"]}
+    cfg = compose_train(tmp_path, f"experiment={experiment}", *required.get(experiment, []))
     assert cfg.name != "fmnist"  # each experiment names itself
     model = build_model(cfg, num_classes=10, in_channels=cfg.data.get("in_channels", 1))
     assert model.head.nesting[-1] <= model.encoder.num_features
+
+
+def test_loss_weighting_schemes(tmp_path: Path):
+    nesting = "nesting=[2,4,8,16]"
+    weights = {}
+    for scheme in ("uniform", "increasing", "decreasing"):
+        cfg = compose_train(
+            tmp_path, "experiment=fmnist/ablation_loss_weights", nesting, f"weighting={scheme}"
+        )
+        weights[scheme] = list(cfg.loss.weights)
+    assert weights["uniform"] == [1.0, 1.0, 1.0, 1.0]
+    assert weights["increasing"] == pytest.approx([0.4, 0.8, 1.2, 1.6])
+    assert weights["decreasing"] == weights["increasing"][::-1]
