@@ -3,6 +3,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+WORDNET_DIR ?= /usr/share/wordnet
+DEBIAN_DATA := dataset-fashion-mnist wordnet-base
 ARGS ?=
 STAMP := $(VENV)/.installed
 export WANDB_MODE ?= offline
@@ -25,16 +27,17 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -e ".[dev]"
 	@touch $(STAMP)
 
-# Installs Debian's Fashion-MNIST when it is missing and this user may install packages.
+# Installs Debian's Fashion-MNIST and WordNet when missing and this user may install packages.
 data:
-	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
-	else echo "note: Fashion-MNIST is missing and this user cannot install it; run" \
-	  "'sudo apt-get install dataset-fashion-mnist' or pass data.root=<dir with the IDX files>"; \
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] && [ -f $(WORDNET_DIR)/data.noun ]; then \
 	  exit 0; fi; \
-	$$SUDO apt-get install -y -q dataset-fashion-mnist \
-	  || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist; } \
-	  || echo "note: could not install dataset-fashion-mnist; the jobs that need it will say so"
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "note: Fashion-MNIST or WordNet is missing and this user cannot install them; run" \
+	  "'sudo apt-get install $(DEBIAN_DATA)' or pass data.root=<dir with the files>"; \
+	  exit 0; fi; \
+	$$SUDO apt-get install -y -q $(DEBIAN_DATA) \
+	  || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(DEBIAN_DATA); } \
+	  || echo "note: could not install $(DEBIAN_DATA); the jobs that need them will say so"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -74,6 +74,9 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClass
     )
     if cfg.model.get("encoder_init"):
         load_encoder_weights(model.encoder, cfg.model.encoder_init)
+    if cfg.model.get("compile"):
+        # Compiled in place: the state-dict keys stay those of the plain encoder.
+        model.encoder.compile(mode=cfg.model.get("compile_mode", "default"))
     if cfg.model.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -94,3 +94,26 @@ def test_loss_weighting_schemes(tmp_path: Path):
     assert weights["uniform"] == [1.0, 1.0, 1.0, 1.0]
     assert weights["increasing"] == pytest.approx([0.4, 0.8, 1.2, 1.6])
     assert weights["decreasing"] == weights["increasing"][::-1]
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.partition=gpu"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.nodes == 2 and launcher.partition == "gpu"
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 8
+    assert launcher.signal_delay_s == 90 and launcher.max_num_timeout >= 1
+
+
+def test_compile_switch_keeps_checkpoint_keys(tmp_path: Path):
+    plain = build_model(compose_train(tmp_path, *FAST), num_classes=10, in_channels=1)
+    compiled = build_model(
+        compose_train(tmp_path, *FAST, "model.compile=true"), num_classes=10, in_channels=1
+    )
+    assert compiled.encoder._compiled_call_impl is not None
+    assert plain.encoder._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(plain.state_dict())

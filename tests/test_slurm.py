@@ -1,15 +1,74 @@
-"""The sbatch template is valid bash and launches mrl-train under srun with a stable run id."""
+"""SLURM launch scripts: valid bash, in sync with `mrl-submit`, and the right `srun` line."""
 
+import os
+import stat
 import subprocess
 from pathlib import Path
 
-SBATCH = Path(__file__).resolve().parents[1] / "slurm" / "train.sbatch"
+import pytest
+
+from mrl.slurm import main, render, sweep_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = {
+    "train.sbatch": [],
+    "train_multinode.sbatch": ["--nodes", "4", "--job-name", "mrl-multinode"],
+    "sweep_array.sbatch": ["--sweep", "slurm/example_sweep.txt", "--job-name", "mrl-sweep"],
+}
 
 
-def test_sbatch_template_parses_and_requeues_into_the_same_run():
-    subprocess.run(["bash", "-n", str(SBATCH)], check=True)
-    text = SBATCH.read_text()
-    assert "#SBATCH --signal=SIGUSR1@90" in text
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_templates_parse_and_match_mrl_submit(name, capsys, monkeypatch):
+    path = ROOT / "slurm" / name
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    monkeypatch.chdir(ROOT)
+    main(["--dry-run", *TEMPLATES[name]])
+    assert capsys.readouterr().out == path.read_text(), f"regenerate {path} with mrl-submit"
+    text = path.read_text()
+    assert "#SBATCH --signal=SIGUSR1@90" in text and "#SBATCH --requeue" in text
     assert "#SBATCH --ntasks-per-node=8" in text and "#SBATCH --gpus-per-node=8" in text
-    assert "srun .venv/bin/mrl-train" in text
-    assert 'run_id="slurm-${SLURM_JOB_ID' in text
+
+
+def fake_srun(tmp_path: Path) -> dict:
+    """An `srun` on PATH that prints the command it was given, one argument per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(ROOT)}
+
+
+def test_multinode_script_launches_ddp_over_all_nodes(tmp_path):
+    env = {**fake_srun(tmp_path), "SLURM_JOB_ID": "4242", "SLURM_NNODES": "4",
+           "SLURM_NTASKS_PER_NODE": "8"}  # fmt: skip
+    out = subprocess.run(
+        ["bash", str(ROOT / "slurm" / "train_multinode.sbatch"), "head=mrl_e"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    assert out[:6] == [
+        ".venv/bin/mrl-train", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=4",
+        "run_id=slurm-4242", "head=mrl_e",
+    ]  # fmt: skip
+
+
+def test_array_task_runs_its_line_of_the_sweep(tmp_path):
+    env = {**fake_srun(tmp_path), "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "2"}
+    out = subprocess.run(
+        ["bash", str(ROOT / "slurm" / "sweep_array.sbatch")],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    expected = sweep_lines(ROOT / "slurm" / "example_sweep.txt")[2].split()
+    assert "run_id=slurm-77_2" in out
+    assert out[-len(expected) :] == expected
+    assert "#SBATCH --array=0-4" in (ROOT / "slurm" / "sweep_array.sbatch").read_text()
+
+
+def test_render_options_and_bad_input(tmp_path, capsys):
+    text = render(["a=1"], nodes=2, gpus_per_node=4, partition="gpu", account="lab")
+    assert "#SBATCH --partition=gpu" in text and "#SBATCH --account=lab" in text
+    assert "#SBATCH --ntasks-per-node=4" in text and "--constraint" not in text
+    with pytest.raises(SystemExit) as info:
+        main(["--dry-run", "--sweep", str(tmp_path / "missing.txt")])
+    assert info.value.code == 2
+    assert "sweep file" in capsys.readouterr().err
