@@ -9,6 +9,7 @@ Outputs, under the run directory (or `out_dir=`):
 """
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 import mrl.config  # noqa: F401  (registers the config resolvers before Hydra composes)
 from mrl.builders import checked_datamodule, model_from_saved, saved_config
@@ -61,10 +62,22 @@ def compose_eval_config(overrides: list[str]) -> DictConfig:
         return compose("eval", overrides=overrides)
 
 
+def init_distributed_from_env() -> bool:
+    """Join the process group when started by `torchrun` (WORLD_SIZE > 1); True if distributed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return True
+
+
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; anything else is passed to `torch.device`."""
+    """`auto` picks CUDA when present (this process's GPU under torchrun), else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
 
@@ -132,14 +145,10 @@ def encode_split(
     if cfg.reuse_embeddings and split_is_current(split_dir, meta):
         log.info("reusing %s", split_dir)
     else:
-        loader = DataLoader(
-            dataset,
-            batch_size=target.datamodule.eval_batch_size,
-            shuffle=False,
-            num_workers=target.datamodule.num_workers,
-        )
         encode_to_disk(
-            target.encoder, loader, len(dataset), split_dir, meta, dtype=cfg.dtype,
+            target.encoder, dataset, split_dir, meta,
+            batch_size=target.datamodule.eval_batch_size,
+            num_workers=target.datamodule.num_workers, dtype=cfg.dtype,
             device=resolve_device(cfg.device), desc=f"encoding {name}",
         )  # fmt: skip
     return read_split(split_dir)
@@ -189,9 +198,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     dims = validate_nesting(list(cfg.dims) if cfg.dims else head.nesting, features_dim)
     dataset = type(dm).__name__.removesuffix("DataModule")
 
+    # Encode everything first: under torchrun every process takes part in this step only.
+    distributed = init_distributed_from_env()
     db, db_y = encode_split(target, cfg, "database", dm.database_set())
     dm.setup("test")
     query, query_y = encode_split(target, cfg, "query", dm.test_set)
+    robust = {
+        name: (*encode_split(target, cfg, f"query-{name}", ds, {"set": name}), subset)
+        for name, (ds, subset) in robustness_sets(target, cfg).items()
+    }
+    if distributed and torch.distributed.get_rank() != 0:
+        return {}
     log.info("database %s, query %s", db.shape, query.shape)
 
     rows: list[dict] = []
@@ -258,9 +275,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         write_csv(eval_dir / "adaptive_retrieval.csv", study_rows)
         summary["adaptive_retrieval"] = study_rows
 
-    robust = robustness_sets(target, cfg)
-    for name, (ds, subset) in robust.items():
-        r_features, r_labels = encode_split(target, cfg, f"query-{name}", ds, {"set": name})
+    for name, (r_features, r_labels, subset) in robust.items():
         split = f"query-{name}"
         if cfg.heads:
             r_probs = head_probabilities(head, r_features)

@@ -1,7 +1,7 @@
 """Encode a data split once into memory-mapped `.npy` files; every dim is a slice of them.
 
 Layout of one split: `<dir>/features.npy` (N x D, float32 or float16), `<dir>/labels.npy` (N,
-int64) and `<dir>/meta.json` (what produced them). A split is written into a temporary folder
+int64) and `<dir>/meta.json` (what produced them). A split is written into a `.partial` folder
 next to its final place and renamed when complete, so an interrupted encoding leaves nothing
 that looks finished.
 """
@@ -9,15 +9,13 @@ that looks finished.
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from mrl.results import atomic_write_json
@@ -49,57 +47,83 @@ def split_is_current(split_dir: str | Path, meta: dict[str, Any]) -> bool:
     return all(stored.get(key) == value for key, value in wanted.items())
 
 
+def _dist() -> tuple[int, int]:
+    """`(rank, world_size)` of the current process group, `(0, 1)` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if _dist()[1] > 1:
+        torch.distributed.barrier()
+
+
 @torch.no_grad()
 def encode_to_disk(
     encoder: nn.Module,
-    loader: DataLoader | Iterable[tuple[Tensor, Tensor]],
-    num_examples: int,
+    dataset: Dataset,
     split_dir: str | Path,
     meta: dict[str, Any],
+    batch_size: int = 256,
+    num_workers: int = 0,
     dtype: str = "float32",
     device: str | torch.device = "cpu",
     desc: str = "encoding",
 ) -> Path:
-    """Run `encoder` over `loader` (in dataset order) and stream the features to `split_dir`.
+    """Encode `dataset` with `encoder` and stream the features to `split_dir`, in dataset order.
 
-    Rows are written straight into a memory-mapped file, so memory stays at one batch whatever
-    the data set's size. `meta` is stored alongside (with N, D and dtype added) for reuse checks.
+    Rows go straight into memory-mapped files, so memory stays at one batch whatever the data
+    set's size. Under `torch.distributed` every process encodes the rows `rank::world_size` and
+    writes them at their own positions of the shared files (no gather, no padding duplicates);
+    rank 0 creates the files and publishes the finished folder. `meta` is stored alongside (with
+    N, D and dtype added) for `split_is_current`. Call it on every rank.
     """
+    rank, world = _dist()
     split_dir = Path(split_dir)
-    split_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=split_dir.parent, prefix=f".{split_dir.name}."))
+    tmp = split_dir.parent / f".{split_dir.name}.partial"
+    num_examples, dim = len(dataset), int(encoder.num_features)
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.lib.format.open_memmap(tmp / "features.npy", "w+", dtype, (num_examples, dim)).flush()
+        np.lib.format.open_memmap(tmp / "labels.npy", "w+", np.int64, (num_examples,)).flush()
+    _barrier()
     try:
+        features = np.load(tmp / "features.npy", mmap_mode="r+")
+        labels = np.load(tmp / "labels.npy", mmap_mode="r+")
+        rows = np.arange(rank, num_examples, world)
+        loader = DataLoader(
+            Subset(dataset, rows.tolist()) if world > 1 else dataset,
+            batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        )  # fmt: skip
         encoder = encoder.to(device).eval()
-        labels = np.empty(num_examples, dtype=np.int64)
-        features = None
-        row = 0
-        with tqdm(total=num_examples, desc=desc, unit="img", dynamic_ncols=True) as bar:
+        done = 0
+        with tqdm(total=len(rows), desc=desc, unit="img", disable=rank != 0) as bar:
             for x, y in loader:
                 z = encoder(x.to(device, non_blocking=True)).float().cpu().numpy()
-                if features is None:
-                    features = np.lib.format.open_memmap(
-                        tmp / "features.npy",
-                        mode="w+",
-                        dtype=dtype,
-                        shape=(num_examples, z.shape[1]),
-                    )
-                if row + len(z) > num_examples:
-                    raise ValueError(f"the loader gave more than the expected {num_examples} rows")
-                features[row : row + len(z)] = z
-                labels[row : row + len(z)] = y.numpy()
-                row += len(z)
+                if z.shape[1] != dim:
+                    raise ValueError(f"the encoder gave {z.shape[1]} features, expected {dim}")
+                at = rows[done : done + len(z)]
+                features[at] = z
+                labels[at] = y.numpy()
+                done += len(z)
                 bar.update(len(z))
-        if features is None or row != num_examples:
-            raise ValueError(f"the loader gave {row} rows, expected {num_examples}")
+        if done != len(rows):
+            raise ValueError(f"the loader gave {done} rows, expected {len(rows)}")
         features.flush()
-        del features
-        np.save(tmp / "labels.npy", labels)
-        full_meta = {**meta, "num_examples": num_examples, "dim": z.shape[1], "dtype": dtype}
-        atomic_write_json(tmp / "meta.json", full_meta)
-        if split_dir.exists():
-            shutil.rmtree(split_dir)
-        os.replace(tmp, split_dir)
+        labels.flush()
+        del features, labels
+        _barrier()
+        if rank == 0:
+            full_meta = {**meta, "num_examples": num_examples, "dim": dim, "dtype": dtype}
+            atomic_write_json(tmp / "meta.json", full_meta)
+            if split_dir.exists():
+                shutil.rmtree(split_dir)
+            os.replace(tmp, split_dir)
+        _barrier()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return split_dir
