@@ -9,6 +9,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mrl.checkpoint_io import AtomicCheckpointIO
 from mrl.errors import ConfigError
 from mrl.module import MRLClassifier
 
@@ -113,6 +114,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         default_root_dir=str(run_dir),
         logger=build_named(cfg.get("logger"), "logger") or False,
         callbacks=build_named(cfg.get("callbacks"), "callbacks"),
+        plugins=[AtomicCheckpointIO()],
     )
 
 

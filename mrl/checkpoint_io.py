@@ -1,0 +1,37 @@
+"""Checkpoint writing that never leaves a half-written file under a checkpoint's name."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in its own directory, then renames it.
+
+    A rename within one directory is atomic on POSIX file systems, so a job killed mid-save
+    (preemption, time limit) leaves the previous checkpoint intact. Lightning's default writes
+    through the system temp dir, which is often another file system than a cluster's run
+    directory, where the final move becomes a non-atomic copy. Remote (`scheme://`) paths go to
+    Lightning's own writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path) or storage_options is not None:
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
