@@ -76,6 +76,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"mrl-train: interrupted; rerun with hydra.run.dir={run_dir} to resume", file=sys.stderr
         )
         raise
+    # A finished fit no longer needs SLURM's requeue checkpoints, and Lightning would load the
+    # newest of them into the model for `test` (its SLURM default), not the final weights.
+    for stale in run_dir.glob("hpc_ckpt_*.ckpt"):
+        if trainer.is_global_zero:
+            stale.unlink()
+    trainer.strategy.barrier()
     trainer.test(model, datamodule=datamodule, verbose=False)
 
     rows = per_dim_results(trainer.callback_metrics, model.nesting, stage="test")

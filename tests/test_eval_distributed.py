@@ -48,9 +48,7 @@ def encode_on_rank(rank: int, world: int, store: str, out: str) -> None:
 def test_two_processes_write_the_same_file_as_one(tmp_path: Path):
     single = encode_to_disk(TinyEncoder(), dataset(), tmp_path / "single", {"test": True})
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    mp.spawn(
-        encode_on_rank, args=(2, str(tmp_path / "store"), str(tmp_path / "double")), nprocs=2
-    )
+    mp.spawn(encode_on_rank, args=(2, str(tmp_path / "store"), str(tmp_path / "double")), nprocs=2)
     f1, y1 = read_split(single, mmap=False)
     f2, y2 = read_split(tmp_path / "double", mmap=False)
     np.testing.assert_array_equal(y2, np.arange(11) % 3)

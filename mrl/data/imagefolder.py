@@ -2,16 +2,21 @@
 
 Training images come from ``train_dir`` (RandomResizedCrop + horizontal flip),
 validation and test images both from ``val_dir`` (Resize + CenterCrop), all
-normalised with the ImageNet mean/std.
+normalised with the ImageNet mean/std. The training crop side (``train_resolution``)
+can be changed between epochs, e.g. by ``mrl.callbacks.ProgressiveResolution``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import torch
 import torchvision
-from torch.utils.data import Dataset, Subset
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
 from mrl.data.base import TEST_STREAM, TRAIN_STREAM, VAL_STREAM, VisionDataModule
@@ -27,6 +32,27 @@ def _class_folders(path: Path) -> list[str]:
         return sorted(e.name for e in it if e.is_dir())
 
 
+class SharedSizeRandomResizedCrop(T.RandomResizedCrop):
+    """``RandomResizedCrop`` whose output side is read, for every image, from ``side``.
+
+    ``side`` is a one-element integer tensor in shared memory: DataLoader workers hold
+    copies of the dataset and its transforms, but a shared tensor stays one buffer in
+    every process (inherited by forked workers, passed by handle to spawned ones), so a
+    value written by the main process reaches persistent workers too, from their next
+    image on.
+    """
+
+    def __init__(self, side: Tensor, **kwargs: Any) -> None:
+        super().__init__(int(side[0]), **kwargs)
+        self.side = side
+
+    def forward(self, img: Any) -> Any:
+        """Crop and resize ``img`` to the side currently held by ``side``."""
+        size = int(self.side[0])
+        self.size = (size, size)
+        return super().forward(img)
+
+
 class ImageFolderDataModule(VisionDataModule):
     """Image classification from class-per-folder directory trees, RGB images.
 
@@ -38,7 +64,8 @@ class ImageFolderDataModule(VisionDataModule):
             and test.
         num_classes: expected number of classes; checked against the class folders.
             ``None`` counts the folders of ``train_dir`` at construction.
-        image_size: training crop (RandomResizedCrop) side.
+        image_size: training crop (RandomResizedCrop) side at the start; see
+            ``train_resolution`` to change it between epochs.
         eval_resize: shorter-side resize before the evaluation center crop.
         eval_crop: evaluation center-crop side (normally equal to ``image_size``).
         Other arguments: see ``VisionDataModule``.
@@ -96,6 +123,24 @@ class ImageFolderDataModule(VisionDataModule):
         self._expected_classes = num_classes
         self.num_classes = num_classes if num_classes is not None else len(self._check_classes())
         self._eval_folder: torchvision.datasets.ImageFolder | None = None
+        # In shared memory so that a change reaches the workers' copies of the transform.
+        self._train_side = torch.tensor([image_size], dtype=torch.int64).share_memory_()
+        self.train_resolution_schedule: Callable[[int], int] | None = None
+
+    @property
+    def train_resolution(self) -> int:
+        """Side of the training crops; setting it changes them from the next image on.
+
+        Set it before an epoch's iterator is created, since DataLoader workers prefetch
+        batches from that moment (see ``mrl.callbacks.ProgressiveResolution``).
+        """
+        return int(self._train_side[0])
+
+    @train_resolution.setter
+    def train_resolution(self, side: int) -> None:
+        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+            raise ConfigError(f"train_resolution must be a positive integer, got {side!r}")
+        self._train_side.fill_(side)
 
     def _check_classes(self) -> list[str]:
         """Verify both trees exist with identical class folders; return the class names."""
@@ -133,11 +178,22 @@ class ImageFolderDataModule(VisionDataModule):
         ``ConfigError`` if the class folders disagree with each other or ``num_classes``."""
         self._check_classes()
 
+    def train_dataloader(self) -> DataLoader:
+        """The training loader; with a ``train_resolution_schedule`` (epoch -> side) and a
+        trainer attached, the crops are first set to the side of the trainer's current epoch.
+
+        Lightning creates the first iterator of a ``fit`` (and of every reload) right after
+        this call and before any epoch hook, so this is where its side must be set.
+        """
+        if self.train_resolution_schedule is not None and self.trainer is not None:
+            self.train_resolution = int(self.train_resolution_schedule(self.trainer.current_epoch))
+        return super().train_dataloader()
+
     def train_transform(self) -> T.Compose:
-        """RandomResizedCrop(image_size) + horizontal flip + ImageNet normalisation."""
+        """RandomResizedCrop(train_resolution) + horizontal flip + ImageNet normalisation."""
         return T.Compose(
             [
-                T.RandomResizedCrop(self.image_size),
+                SharedSizeRandomResizedCrop(self._train_side),
                 T.RandomHorizontalFlip(),
                 T.ToTensor(),
                 T.Normalize(IMAGENET_MEAN, IMAGENET_STD),

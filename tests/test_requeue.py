@@ -1,0 +1,97 @@
+"""SLURM preemption: SIGUSR1 saves Lightning's HPC checkpoint, a relaunch under the same job id
+resumes from it and ends exactly where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import stat
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from conftest import FAST, compose_train
+
+from mrl.builders import model_from_checkpoint
+from mrl.config import run_name
+from mrl.train import train
+
+SLURM_ENV = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "mrl",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_NODEID": "0",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+}
+
+
+class Preempted(Exception):
+    """What the scheduler does to the job after its warning signal."""
+
+
+class PreemptAtStep(pl.Callback):
+    """Sends this process SIGUSR1 (SLURM's warning) before training step `step`, then stops it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)  # Lightning's handler saves and requeues
+            raise Preempted
+
+
+def test_run_directory_name_follows_the_slurm_job(monkeypatch):
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(key, raising=False)
+    assert run_name("mine") == "mine"
+    assert not run_name(None).startswith("slurm-")  # a timestamp off the cluster
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert run_name(None) == "slurm-4242"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert run_name(None) == "slurm-77_3"
+    assert run_name("explicit") == "explicit"
+
+
+@pytest.mark.slow
+def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypatch):
+    common = [*FAST, "trainer.max_epochs=3", "callbacks.interrupted=null"]
+    whole = compose_train(tmp_path / "whole", *common)
+    expected = train(whole)
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"  # records the requeue request instead of talking to SLURM
+    scontrol.write_text(f'#!/bin/bash\necho "$@" > {tmp_path / "requeued"}\n')
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for key, value in SLURM_ENV.items():
+        monkeypatch.setenv(key, value)
+    previous = signal.getsignal(signal.SIGUSR1)
+    run_dir = tmp_path / "slurm-4242"
+    preempt = [
+        "+callbacks.preempt._target_=test_requeue.PreemptAtStep",
+        "+callbacks.preempt.step=8",  # the first step of the second epoch
+    ]
+    try:
+        with pytest.raises(Preempted):
+            train(compose_train(run_dir, *common, *preempt))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"))
+    assert len(hpc) == 1 and not (run_dir / "results.json").exists()
+    assert torch.load(hpc[0], weights_only=False)["epoch"] == 1
+
+    resumed = train(compose_train(run_dir, *common))  # the requeued job: same directory
+    assert resumed["per_dim"] == expected["per_dim"]
+    a = model_from_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt").state_dict()
+    b = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # no longer needed once the run is done
+    assert json.loads((run_dir / "results.json").read_text())["per_dim"] == expected["per_dim"]
