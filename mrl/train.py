@@ -8,6 +8,7 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 import mrl.config  # noqa: F401  (registers the config resolvers before Hydra composes)
@@ -58,17 +59,18 @@ def evaluate_after_training(run_dir: Path, overrides: list[str]) -> None:
     evaluate(compose_eval_config([f"ckpt_path={last}", *overrides]))
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test and record one run; returns the results dict written to `results.json`."""
-    started = time.time()
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.run_dir)
-    ckpt_path = resolve_resume(run_dir, cfg.get("ckpt_path"))
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
-    trainer = build_trainer(cfg, run_dir)
+def finish_loggers(trainer: pl.Trainer) -> None:
+    """Close the wandb run, so the next run of a multirun sweep (same process) gets its own."""
+    if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+        import wandb
 
+        wandb.finish()
+
+
+def fit_and_test(
+    trainer: pl.Trainer, model: Any, datamodule: Any, run_dir: Path, ckpt_path: str | None
+) -> None:
+    """Fit (resuming from `ckpt_path` when given), then test the final weights."""
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning exits after saving checkpoints on Ctrl-C
@@ -83,6 +85,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             stale.unlink()
     trainer.strategy.barrier()
     trainer.test(model, datamodule=datamodule, verbose=False)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test and record one run; returns the results dict written to `results.json`."""
+    started = time.time()
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.run_dir)
+    ckpt_path = resolve_resume(run_dir, cfg.get("ckpt_path"))
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
+    trainer = build_trainer(cfg, run_dir)
+    try:
+        fit_and_test(trainer, model, datamodule, run_dir, ckpt_path)
+    finally:
+        finish_loggers(trainer)
 
     rows = per_dim_results(trainer.callback_metrics, model.nesting, stage="test")
     results = {

@@ -170,3 +170,13 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, 
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mrl-train: error:") and message in err[0]
+
+
+def test_each_run_of_a_sweep_gets_its_own_wandb_run(tmp_path: Path):
+    # Runs of a Hydra multirun share one process: a wandb run left open would swallow the next.
+    for name in ("a", "b"):
+        cfg = compose_train(tmp_path / name, *FAST, "logger=default", "trainer.max_steps=2",
+                            "trainer.max_epochs=1", "callbacks.lr_monitor=null")  # fmt: skip
+        train(cfg)
+    assert list((tmp_path / "a" / "wandb").glob("offline-run-*"))
+    assert list((tmp_path / "b" / "wandb").glob("offline-run-*"))
