@@ -1,0 +1,214 @@
+"""Lightning modules for the text tasks: Matryoshka contrastive training and classification.
+
+- `TextContrastiveModule`: one encoder pass per step over anchors and positives together, the
+  `MatryoshkaContrastiveLoss` on their prefixes, and reverse-dictionary retrieval metrics per
+  dim on the validation/test loaders (queries, then database).
+- `TextClassifierModule`: `mrl.module.MRLClassifier` with a text encoder behind the
+  `TokenizedInput` adapter (batches are `(features dict, labels)`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+
+from mrl.eval.retrieval import evaluate_retrieval
+from mrl.heads import MRLHead
+from mrl.losses import MatryoshkaLoss
+from mrl.module import MRLClassifier, OptimizerFactory, SchedulerFactory
+from mrl.nesting import validate_nesting
+from mrl.text.encoders import HFTextEncoder, TokenizedInput
+from mrl.text.losses import MatryoshkaContrastiveLoss
+
+QUERY_LOADER, DATABASE_LOADER = 0, 1
+
+
+def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
+    """Raise `FloatingPointError` naming the step when the training loss is not finite."""
+    if not torch.isfinite(total):
+        raise FloatingPointError(
+            f"non-finite training loss {total.item()} at step {step} (batch {batch_idx}): lower "
+            f"the learning rate or check the data"
+        )
+
+
+def retrieval_metric_names(k: int) -> tuple[str, ...]:
+    """Per-dim metric names logged by `TextContrastiveModule` (before `@{m}`)."""
+    return (f"recall{k}", f"map{k}", "1nn")
+
+
+class TextContrastiveModule(pl.LightningModule):
+    """Trains a text encoder with a Matryoshka contrastive loss; evaluates reverse-dictionary
+    retrieval at every dim of `nesting`.
+
+    `nesting` is the list of dims evaluated; the loss has its own (a single-dim baseline trains
+    at `[D]` and is still evaluated at every prefix). Logged: `train/loss`, `train/loss@{m}` (the
+    loss's dims) and, for stage in (val, test), `{stage}/recall{k}@{m}`, `{stage}/map{k}@{m}`,
+    `{stage}/1nn@{m}` and `{stage}/recall{k}` (the largest dim). Evaluation batches come from
+    two loaders, queries (index 0) then database (index 1), each seen in full by every process.
+    """
+
+    def __init__(
+        self,
+        encoder: HFTextEncoder,
+        loss: MatryoshkaContrastiveLoss,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        nesting: list[int] | tuple[int, ...] | None = None,
+        eval_k: int = 10,
+        retrieval_backend: str = "exact",
+        no_weight_decay_on_norm_and_bias: bool = True,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "loss", "optimizer", "scheduler"])
+        self.encoder, self.loss = encoder, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.nesting = validate_nesting(
+            loss.nesting if nesting is None else nesting, encoder.num_features
+        )
+        validate_nesting(loss.nesting, encoder.num_features)
+        self.eval_k = int(eval_k)
+        self.metric_names = retrieval_metric_names(self.eval_k)
+        self._eval_buffer: dict[int, list[tuple[Tensor, Tensor]]] = {}
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        """The representation `(B, D)` of a tokenized batch; every prefix is an embedding."""
+        return self.encoder(features["input_ids"], features["attention_mask"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        z = self(batch["features"])  # one pass: B anchors then B positives
+        anchor, positive = z.chunk(2)
+        per_dim = self.loss.per_dim(anchor, positive)
+        total = self.loss.weighted(per_dim)
+        check_finite(total, self.global_step, batch_idx)
+        batch_size = anchor.shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self.log_dict(
+            {f"train/loss@{m}": v for m, v in zip(self.loss.nesting, per_dim.detach())},
+            batch_size=batch_size,
+        )
+        return total
+
+    def _collect(self, batch: tuple[dict, Tensor], dataloader_idx: int) -> None:
+        features, labels = batch
+        z = self(features).detach().float().cpu()
+        self._eval_buffer.setdefault(dataloader_idx, []).append((z, labels.cpu()))
+
+    def validation_step(self, batch: tuple[dict, Tensor], batch_idx: int, dataloader_idx: int = 0):
+        self._collect(batch, dataloader_idx)
+
+    def test_step(self, batch: tuple[dict, Tensor], batch_idx: int, dataloader_idx: int = 0):
+        self._collect(batch, dataloader_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_buffer = {}
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def retrieval_rows(self) -> list[dict]:
+        """`evaluate_retrieval` rows of the collected queries against the collected database."""
+        parts = {}
+        for idx in (QUERY_LOADER, DATABASE_LOADER):
+            chunks = self._eval_buffer.get(idx)
+            if not chunks:
+                return []
+            parts[idx] = (
+                torch.cat([z for z, _ in chunks]).numpy(),
+                torch.cat([y for _, y in chunks]).numpy(),
+            )
+        (queries, query_labels), (database, database_labels) = (
+            parts[QUERY_LOADER],
+            parts[DATABASE_LOADER],
+        )
+        return evaluate_retrieval(
+            database,
+            database_labels,
+            queries,
+            query_labels,
+            dims=self.nesting,
+            ks=(self.eval_k,),
+            knn_ks=(1,),
+            backend=self.hparams.retrieval_backend,
+        )
+
+    def _log_retrieval(self, stage: str) -> None:
+        rename = {
+            f"recall@{self.eval_k}": f"recall{self.eval_k}",
+            f"map@{self.eval_k}": f"map{self.eval_k}",
+            "1nn": "1nn",
+        }
+        values = {}
+        for row in self.retrieval_rows():
+            if row["metric"] in rename and not math.isnan(row["value"]):
+                values[f"{stage}/{rename[row['metric']]}@{row['dim']}"] = float(row["value"])
+        self._eval_buffer = {}
+        if not values:
+            return
+        largest = f"{stage}/recall{self.eval_k}@{self.nesting[-1]}"
+        if largest in values:
+            values[f"{stage}/recall{self.eval_k}"] = values[largest]
+        # Every process evaluated the same full set: the mean over processes is each one's value.
+        self.log_dict(values, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_retrieval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_retrieval("test")
+
+    # The optimizer set-up is the classifier's: decay on weights only, schedulers that get the
+    # run's length in steps.
+    parameter_groups = MRLClassifier.parameter_groups
+    configure_optimizers = MRLClassifier.configure_optimizers
+
+
+class TextClassifierModule(MRLClassifier):
+    """`MRLClassifier` over a text encoder: `head(encoder(features))` with per-dim accuracies.
+
+    The encoder is wrapped in `TokenizedInput`, so batches are `(features dict, labels)` and all
+    of `MRLClassifier` (training step, metrics, optimizers) applies unchanged.
+    """
+
+    def __init__(
+        self,
+        encoder: HFTextEncoder | TokenizedInput,
+        head: MRLHead,
+        loss: MatryoshkaLoss,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(encoder, HFTextEncoder):
+            encoder = TokenizedInput(encoder)
+        super().__init__(encoder, head, loss, optimizer, scheduler, **kwargs)
+
+    @property
+    def text_encoder(self) -> HFTextEncoder:
+        """The wrapped `HFTextEncoder`."""
+        return self.encoder.encoder
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Per-dim metric names logged at test time (before `@{m}`)."""
+        return tuple(f"top{k}" for k in self.top_ks)
+
+
+def per_dim_rows(
+    metrics: dict[str, Any], nesting: tuple[int, ...], names: tuple[str, ...], stage: str = "test"
+) -> list[dict]:
+    """Rows `{"dim", name: value}` from logged metrics named `{stage}/{name}@{m}` (None when
+    absent); values rounded to 6 decimals."""
+    rows = []
+    for m in nesting:
+        row: dict[str, Any] = {"dim": int(m)}
+        for name in names:
+            value = metrics.get(f"{stage}/{name}@{m}")
+            row[name] = None if value is None else round(float(np.asarray(value)), 6)
+        rows.append(row)
+    return rows

