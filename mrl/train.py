@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 import mrl.config  # noqa: F401  (registers the config resolvers before Hydra composes)
 from mrl.builders import build_datamodule, build_model, build_trainer
 from mrl.errors import ConfigError, DataNotFoundError
+from mrl.report.provenance import current_provenance
 from mrl.results import atomic_write_json, format_table, per_dim_results
 
 log = logging.getLogger("mrl.train")
@@ -111,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.get("seed"),
         "wall_time_s": round(time.time() - started, 1),
         "run_dir": str(run_dir),
+        "provenance": current_provenance(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     if trainer.is_global_zero:

@@ -30,6 +30,7 @@ def test_fast_dev_run_writes_results(tmp_path: Path, head: str, dims: list[int])
     assert on_disk["config"]["head"]["tied"] == (head == "mrl_e")
     assert on_disk["experiment"] == cfg.name
     assert on_disk["method"] == head
+    assert on_disk["provenance"]["git_revision"]  # what made the numbers travels with them
 
 
 def test_ff_at_a_chosen_dim(tmp_path: Path):

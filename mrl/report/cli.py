@@ -1,0 +1,151 @@
+"""`mrl-report`: render the paper's figures from a results folder into PNG/SVG and one HTML page.
+
+    mrl-report DIR [--out OUT] [--reference REF] [--formats png,svg]
+
+Reads every table under DIR (`mrl.report.load`), draws each figure the data supports
+(`mrl.report.plots`), writes `OUT/<figure>.<format>` and `OUT/index.html` (default OUT:
+`DIR/report`), all atomically, and prints each figure's notes of what it could not draw. A
+folder with nothing recognisable is one line `mrl-report: error: ...` and exit status 2.
+
+Files are written by a small atomic writer here rather than `mrl.results`, so that this module
+needs nothing of the training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from mrl.report.html import render_page
+from mrl.report.load import default_reference_dir, load_reference, load_results
+from mrl.report.plots import render_all
+
+PROG = "mrl-report"
+FORMATS = ("png", "svg")
+
+
+class ReportError(Exception):
+    """Unusable input: reported as one line and exit status 2."""
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` via a temporary file and `os.replace`: never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _formats(text: str) -> list[str]:
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in FORMATS]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(FORMATS)}, got {text!r}"
+        )
+    return list(dict.fromkeys(items))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of `mrl-report`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Render the paper's figures (top-1 and retrieval against size, adaptive "
+        "classification and retrieval, robustness) from the tables under DIR: a run folder, a "
+        "sweep of runs, or an mrl-aggregate folder. Writes OUT/<figure>.png/.svg and one "
+        "self-contained OUT/index.html with every figure and its table.",
+    )
+    parser.add_argument("dir", type=Path, help="results folder, searched recursively")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: DIR/report)"
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="folder of the paper's numbers (paper_resnet50_imagenet1k.csv, paper_adaptive.csv); "
+        "default: $MRL_REFERENCE_DIR, else ../shared/reference next to the checkout; figures "
+        "are drawn without the overlay when none is found",
+    )
+    parser.add_argument(
+        "--formats",
+        type=_formats,
+        default=list(FORMATS),
+        help="comma-separated image formats to write: png, svg (default: png,svg)",
+    )
+    return parser
+
+
+def report(
+    root: Path, out: Path | None = None, reference: Path | None = None, formats: list[str] = None
+) -> list[Path]:
+    """Draw and write every figure and the HTML page; returns the files written.
+
+    Raises `ReportError` when `root` is not a folder or holds nothing recognisable.
+    """
+    formats = list(formats or FORMATS)
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a directory")
+    tables = load_results(root)
+    if tables.empty:
+        raise ReportError(
+            f"nothing recognisable under {root} (no results.csv of mrl-aggregate, "
+            "results.json or eval/*.csv of a run)"
+        )
+    ref_dir = reference if reference is not None else default_reference_dir()
+    ref = load_reference(ref_dir) if ref_dir is not None else None
+    if ref is None:
+        where = f" at {ref_dir}" if ref_dir is not None else ""
+        print(f"no paper reference{where}: figures are drawn without the overlay")
+    out = out if out is not None else root / "report"
+    drawn = render_all(tables, ref)
+    written: list[Path] = []
+    for figure in drawn:
+        if figure.figure is None:
+            print(f"{figure.name}: not drawn")
+        else:
+            for fmt in formats:
+                path = out / f"{figure.name}.{fmt}"
+                write_atomic(path, figure.png() if fmt == "png" else figure.svg())
+                written.append(path)
+            print(f"{figure.name}: " + ", ".join(f"{figure.name}.{f}" for f in formats))
+        for note in figure.missing:
+            print(f"  missing: {note}")
+    for note in tables.notes:
+        print(f"note: {note}")
+    page = render_page(drawn, tables, ref, image="png" if "png" in formats else "svg")
+    index = out / "index.html"
+    write_atomic(index, page)
+    written.append(index)
+    n_drawn = sum(d.figure is not None for d in drawn)
+    runs = f"{len(tables.runs)} run{'s' if len(tables.runs) != 1 else ''}"
+    print(f"{n_drawn} figures from {runs}; wrote {len(written)} files to {out}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; unusable input ends with one line on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        report(args.dir, args.out, args.reference, args.formats)
+    except ReportError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,527 @@
+"""Finding and reading the tidy tables under a results folder, and the paper's reference numbers.
+
+`load_results(root)` walks `root` recursively and reads what it recognises:
+
+- aggregate tables, `results.csv` with the `mrl-aggregate` columns
+  (`study, run, status, seed, method, dim, source, metric, value`; a metric on a corrupted split
+  is named `<split>/<metric>`);
+- run folders: `results.json` (train-time `per_dim` top-1), `eval/metrics.csv`
+  (`dataset, split, method, dim, metric, value`), `eval/adaptive_classification.csv`,
+  `eval/adaptive_retrieval.csv` and `eval/summary.json`.
+
+A run that an aggregate table already covers (its `run` resolves to the same folder) is taken
+from the aggregate only, so nothing is counted twice. The result is a `Tables` of normalised
+DataFrames, all with the columns `study, dataset, run, seed` (`run` is a key of `Tables.runs`):
+
+- `classification`: `method, dim, top1, metric` (top-1 as a fraction: eval `head_top1`, else the
+  train-time `top1`, else `probe_top1`, the only top-1 of baselines such as SVD; `metric` says
+  which);
+- `retrieval`: `method, dim, metric, value` (clean split; `1nn`, `knn@k`, `map@k`, ...);
+- `adaptive_classification`: `method` (the run's), `kind` (`sweep` rows of the threshold sweep,
+  `head` fixed-dim heads, `oracle`, `match` the smallest expected dim at the largest head's
+  accuracy), `target, accuracy, expected_dim` and the sweep's `exit@m`/`threshold@m` columns;
+- `adaptive_retrieval`: the `adaptive_retrieval.csv` columns (`method` is exact, adaptive or
+  funnel) and `representation` (the run's method);
+- `robustness`: `split, corruption, severity, method, dim, metric, value` for runs with
+  corrupted splits, including their clean split (`corruption` "clean", severity 0); `metric` is
+  `top1` or a retrieval metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mrl.report.provenance import collect_provenance
+
+AGGREGATE_COLUMNS = ["study", "run", "status", "seed", "method", "dim", "source", "metric", "value"]
+EVAL_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
+CLEAN_SPLIT = "query"
+KEYS = ["study", "dataset", "run", "seed"]
+CLASSIFICATION_COLUMNS = [*KEYS, "method", "dim", "top1", "metric"]
+LONG_COLUMNS = [*KEYS, "method", "dim", "metric", "value"]
+ROBUSTNESS_COLUMNS = [*KEYS, "split", "corruption", "severity", "method", "dim", "metric", "value"]
+ADAPTIVE_CLASSIFICATION_COLUMNS = [
+    *KEYS, "method", "kind", "target", "accuracy", "expected_dim"
+]  # fmt: skip
+ADAPTIVE_RETRIEVAL_COLUMNS = [
+    *KEYS, "representation", "method", "dims", "shortlists", "map@10", "mflops_per_query"
+]  # fmt: skip
+# Accuracy metrics that are not retrieval metrics; timings are not plotted.
+_ACCURACY_METRICS = {"head_top1", "head_top5", "probe_top1", "probe_top5", "top1", "top5"}
+# Folders of a run that hold no tables; walking them would only cost time.
+_SKIP_DIRS = {"embeddings", "checkpoints", "wandb", "csv", "__pycache__", "node_modules"}
+# The paper's method names in the reference CSV, mapped to this package's.
+PAPER_METHODS = {
+    "MRL": "mrl",
+    "MRL-E": "mrl_e",
+    "FF": "ff",
+    "SVD": "svd",
+    "Slimmable": "slimmable",
+    "Rand-LP": "random",
+}
+REFERENCE_FILES = ("paper_resnet50_imagenet1k.csv", "paper_adaptive.csv")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_SPLIT = re.compile(r"^query-(?P<corruption>.+?)(?:-(?P<severity>\d+))?$")
+
+
+@dataclass
+class Tables:
+    """The normalised tables found under `root` (see the module docstring for the columns)."""
+
+    root: Path
+    classification: pd.DataFrame
+    retrieval: pd.DataFrame
+    adaptive_classification: pd.DataFrame
+    adaptive_retrieval: pd.DataFrame
+    robustness: pd.DataFrame
+    # Run key -> provenance (`collect_provenance`, or what an aggregate row tells).
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing drawable was found."""
+        return all(
+            f.empty
+            for f in (
+                self.classification,
+                self.retrieval,
+                self.adaptive_classification,
+                self.adaptive_retrieval,
+                self.robustness,
+            )
+        )
+
+
+@dataclass
+class Reference:
+    """The paper's numbers (`/work/shared/reference`), values as fractions.
+
+    `curves`: `metric` (top1, 1nn, map@10), `method` (this package's name), `dim`, `value`;
+    `adaptive`: the rows of `paper_adaptive.csv` (`study, setting, value_name, value, cost_name,
+    cost`), values as fractions.
+    """
+
+    path: Path
+    curves: pd.DataFrame
+    adaptive: pd.DataFrame
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_csv(path: Path, notes: list[str]) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        notes.append(f"unreadable {path}: {err}")
+        return None
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open() as f:
+            return [c.strip() for c in f.readline().strip().split(",")]
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def dataset_name(config: dict[str, Any] | None) -> str:
+    """Data set of a run config: `data._target_`'s class without "DataModule", else ""."""
+    data = (config or {}).get("data")
+    target = data.get("_target_") if isinstance(data, dict) else None
+    if not isinstance(target, str):
+        return ""
+    return target.rsplit(".", 1)[-1].removesuffix("DataModule")
+
+
+def run_method(results: dict[str, Any] | None) -> tuple[str | None, list[int]]:
+    """`(method, head dims)` of a run from its `results.json`: the `mrl-aggregate` rule.
+
+    tied head -> `mrl_e`, one nesting entry -> `ff`, several -> `mrl`; None when unknown.
+    """
+    results = results or {}
+    cfg = results.get("config") if isinstance(results.get("config"), dict) else {}
+    head = cfg.get("head") if isinstance(cfg.get("head"), dict) else {}
+    dims = results.get("nesting") if isinstance(results.get("nesting"), list) else []
+    dims = [int(d) for d in dims if isinstance(d, int)]
+    if results.get("method"):
+        return str(results["method"]), dims
+    if head.get("tied") is True:
+        return "mrl_e", dims
+    entries = head.get("nesting")
+    if isinstance(entries, list) and entries:
+        return ("ff" if len(entries) == 1 else "mrl"), dims
+    if dims:
+        return ("ff" if len(dims) == 1 else "mrl"), dims
+    return None, dims
+
+
+def parse_split(split: str) -> tuple[str, int]:
+    """`(corruption, severity)` of a split: `query` -> ("clean", 0), `query-blur-3` -> ("blur", 3).
+
+    A split without a severity (`query-blur`) has severity 0.
+    """
+    if split == CLEAN_SPLIT:
+        return "clean", 0
+    match = _SPLIT.match(split)
+    if not match:
+        return split, 0
+    return match.group("corruption"), int(match.group("severity") or 0)
+
+
+@dataclass
+class _RunInfo:
+    key: str
+    path: Path | None
+    study: str
+    dataset: str
+    seed: Any
+    method: str | None
+    dims: list[int]
+
+
+def _key(path: Path, root: Path) -> str:
+    try:
+        rel = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+    return rel or "."
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """Aggregate `results.csv` files and run folders under `root`, in sorted order."""
+    aggregates, runs = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        files = set(filenames)
+        if "results.csv" in files and set(AGGREGATE_COLUMNS) <= set(_header(here / "results.csv")):
+            aggregates.append(here / "results.csv")
+        if here.name == "eval" and "metrics.csv" in files and here.parent not in runs:
+            runs.append(here.parent)  # eval folder written with out_dir= outside a run
+        elif "results.json" in files or (here / "eval" / "metrics.csv").is_file():
+            runs.append(here)
+            dirnames[:] = [d for d in dirnames if d == "eval"]
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
+    return sorted(set(aggregates)), sorted(set(runs))
+
+
+def _run_info(path: Path, root: Path) -> tuple[_RunInfo, dict[str, Any] | None]:
+    results = _read_json(path / "results.json")
+    summary = _read_json(path / "eval" / "summary.json") or {}
+    prov = collect_provenance(path)
+    method, dims = run_method(results)
+    method = method or summary.get("method")
+    if not dims and isinstance(summary.get("nesting"), list):
+        dims = [int(d) for d in summary["nesting"]]
+    study = str(prov.get("experiment") or path.name)
+    info = _RunInfo(
+        _key(path, root), path, study, dataset_name(prov.get("config")), prov.get("seed"),
+        method, dims,
+    )  # fmt: skip
+    return info, results
+
+
+def _long_rows_of_run(info: _RunInfo, results: dict | None, notes: list[str]) -> pd.DataFrame:
+    """Every metric row of one run folder: `KEYS, split, method, dim, source, metric, value`."""
+    frames = []
+    if results and isinstance(results.get("per_dim"), list):
+        rows = []
+        for entry in results["per_dim"]:
+            for metric in ("top1", "top5"):
+                if isinstance(entry, dict) and entry.get(metric) is not None:
+                    rows.append(
+                        {"split": CLEAN_SPLIT, "method": info.method or "mrl",
+                         "dim": entry.get("dim"), "source": "train", "metric": metric,
+                         "value": entry[metric]}
+                    )  # fmt: skip
+        frames.append(pd.DataFrame(rows))
+    metrics_csv = info.path / "eval" / "metrics.csv" if info.path else None
+    if metrics_csv is not None and metrics_csv.is_file():
+        frame = _read_csv(metrics_csv, notes)
+        if frame is not None and set(EVAL_COLUMNS) <= set(frame.columns):
+            if not info.dataset and frame["dataset"].notna().any():
+                info.dataset = str(frame["dataset"].dropna().iloc[0])
+            if info.method is None:
+                heads = frame.loc[frame["metric"] == "head_top1", "method"].dropna()
+                info.method = str(heads.iloc[0]) if len(heads) else None
+            frames.append(frame.drop(columns="dataset").assign(source="eval"))
+        elif frame is not None:
+            notes.append(f"{metrics_csv}: not an eval table (columns {list(frame.columns)})")
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    return out.assign(study=info.study, dataset=info.dataset, run=info.key, seed=info.seed)
+
+
+def _aggregate_rows(
+    path: Path, root: Path, notes: list[str], runs: dict[str, dict[str, Any]]
+) -> tuple[pd.DataFrame, dict[str, _RunInfo]]:
+    """Metric rows of an aggregate `results.csv` in the long format, and its runs' infos."""
+    frame = _read_csv(path, notes)
+    if frame is None:
+        return pd.DataFrame(), {}
+    # `mrl-aggregate` writes into DIR/aggregate by default; its run names are relative to DIR.
+    base = path.parent.parent if path.parent.name == "aggregate" else path.parent
+    failed = frame[frame["status"].astype(str) == "failed"]
+    for name in failed["run"].astype(str).unique():
+        notes.append(f"{_key(path, root)}: run {name} failed (no results.json)")
+    frame = frame[frame["status"].astype(str) != "failed"].copy()
+    frame["dim"] = pd.to_numeric(frame["dim"], errors="coerce")
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    frame = frame.dropna(subset=["dim", "value", "metric", "method"])
+    infos: dict[str, _RunInfo] = {}
+    keys = {}
+    for name, group in frame.groupby("run", sort=False):
+        folder = base / str(name)
+        if folder.is_dir():
+            info, results = _run_info(folder, root)
+            runs.setdefault(info.key, collect_provenance(folder))
+        else:
+            key = f"{_key(path, root)}#{name}"
+            train = group[group["source"] == "train"]
+            method = str(train["method"].iloc[0]) if len(train) else None
+            seed = group["seed"].iloc[0]
+            info = _RunInfo(key, None, "", "", seed, method, sorted({int(d) for d in train["dim"]}))
+            runs.setdefault(
+                key, {"run_dir": key, "experiment": None, "seed": seed, "git_revision": "unknown",
+                      "hardware": "unknown", "config": None, "source": "aggregate"},
+            )  # fmt: skip
+        info.study = str(group["study"].iloc[0])
+        info.seed = group["seed"].iloc[0] if pd.notna(group["seed"].iloc[0]) else info.seed
+        infos[info.key] = info
+        keys[name] = info
+    split_metric = frame["metric"].astype(str).str.split("/", n=1, expand=True)
+    if split_metric.shape[1] == 1:
+        split_metric[1] = None
+    corrupted = split_metric[1].notna()
+    frame["split"] = split_metric[0].where(corrupted, CLEAN_SPLIT)
+    frame["metric"] = split_metric[1].where(corrupted, split_metric[0])
+    frame["run"] = frame["run"].map(lambda n: keys[n].key)
+    frame["dataset"] = frame["run"].map(lambda k: infos[k].dataset)
+    frame["seed"] = frame["run"].map(lambda k: infos[k].seed)
+    return frame.drop(columns="status"), infos
+
+
+def _pick_top1(long: pd.DataFrame) -> pd.DataFrame:
+    """Top-1 per (run, split, method, dim): eval head_top1 > train top1 > eval probe_top1."""
+    order = {("eval", "head_top1"): 0, ("train", "top1"): 1, ("eval", "probe_top1"): 2}
+    rank = [order.get((s, m)) for s, m in zip(long["source"], long["metric"])]
+    cand = long.assign(_rank=rank).dropna(subset=["_rank"])
+    cand = cand[cand["value"].map(lambda v: isinstance(v, float) and math.isfinite(v))]
+    cand = cand.sort_values("_rank", kind="stable")
+    best = cand.drop_duplicates(["run", "split", "method", "dim"], keep="first")
+    return best.drop(columns="_rank")
+
+
+def _normalise(long: pd.DataFrame, infos: dict[str, _RunInfo]) -> dict[str, pd.DataFrame]:
+    """Classification, retrieval and robustness tables from the long rows of all runs."""
+    if long.empty:
+        return {
+            "classification": _empty(CLASSIFICATION_COLUMNS),
+            "retrieval": _empty(LONG_COLUMNS),
+            "robustness": _empty(ROBUSTNESS_COLUMNS),
+        }
+    long = long.copy()
+    long["dim"] = pd.to_numeric(long["dim"], errors="coerce")
+    long["value"] = pd.to_numeric(long["value"], errors="coerce").astype(float)
+    long = long.dropna(subset=["dim", "value"])
+    long["dim"] = long["dim"].astype(int)
+
+    # An FF-m run stands for FF at its own dim m only (as in mrl-aggregate).
+    def stands_for(row_run: str, method: str, dim: int) -> bool:
+        info = infos.get(row_run)
+        if info is None or method != "ff" or info.method != "ff" or not info.dims:
+            return True
+        return dim in info.dims
+
+    keep = [stands_for(r, m, d) for r, m, d in zip(long["run"], long["method"], long["dim"])]
+    long = long[keep]
+    top1 = _pick_top1(long)
+    classification = top1[top1["split"] == CLEAN_SPLIT].rename(columns={"value": "top1"})
+    classification = classification[CLASSIFICATION_COLUMNS].reset_index(drop=True)
+    retrieval_rows = long[
+        (long["source"] == "eval")
+        & ~long["metric"].isin(_ACCURACY_METRICS)
+        & ~long["metric"].astype(str).str.endswith("_seconds")
+    ]
+    retrieval = retrieval_rows[retrieval_rows["split"] == CLEAN_SPLIT][LONG_COLUMNS]
+    # Only (run, method) pairs evaluated on a corrupted split, with their clean rows.
+    corrupted = long[long["split"] != CLEAN_SPLIT]
+    evaluated = set(zip(corrupted["run"], corrupted["method"]))
+    robust = pd.concat([top1.assign(metric="top1"), retrieval_rows], ignore_index=True)
+    robust = robust[[(r, m) in evaluated for r, m in zip(robust["run"], robust["method"])]].copy()
+    parsed = [parse_split(s) for s in robust["split"]]
+    robust["corruption"] = [p[0] for p in parsed]
+    robust["severity"] = [p[1] for p in parsed]
+    return {
+        "classification": classification,
+        "retrieval": retrieval.reset_index(drop=True),
+        "robustness": robust[ROBUSTNESS_COLUMNS].reset_index(drop=True),
+    }
+
+
+def _adaptive_of_run(info: _RunInfo, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The adaptive classification rows (sweep, heads, oracle, match) and retrieval rows."""
+    eval_dir = info.path / "eval" if info.path else None
+    keys = {"study": info.study, "dataset": info.dataset, "run": info.key, "seed": info.seed}
+    classification, retrieval = pd.DataFrame(), pd.DataFrame()
+    if eval_dir is None:
+        return classification, retrieval
+    parts = []
+    sweep_csv = eval_dir / "adaptive_classification.csv"
+    if sweep_csv.is_file():
+        sweep = _read_csv(sweep_csv, notes)
+        if sweep is not None and {"accuracy", "expected_dim"} <= set(sweep.columns):
+            parts.append(sweep.assign(kind="sweep"))
+    summary = (_read_json(eval_dir / "summary.json") or {}).get("adaptive_classification")
+    if isinstance(summary, dict) and parts:
+        heads = summary.get("per_head_accuracy") or {}
+        parts.append(
+            pd.DataFrame(
+                [
+                    {"kind": "head", "expected_dim": float(d), "accuracy": a}
+                    for d, a in heads.items()
+                ]
+            )
+        )
+        oracle = summary.get("oracle")
+        if isinstance(oracle, dict) and oracle.get("accuracy") is not None:
+            parts.append(
+                pd.DataFrame(
+                    [{"kind": "oracle", "expected_dim": oracle.get("expected_dim"),
+                      "accuracy": oracle["accuracy"]}]
+                )
+            )  # fmt: skip
+        match = summary.get("matching_row")
+        if isinstance(match, dict):
+            parts.append(pd.DataFrame([{**match, "kind": "match"}]))
+    if parts:
+        classification = pd.concat(parts, ignore_index=True).assign(method=info.method, **keys)
+    retrieval_csv = eval_dir / "adaptive_retrieval.csv"
+    if retrieval_csv.is_file():
+        frame = _read_csv(retrieval_csv, notes)
+        if frame is not None and {"method", "mflops_per_query"} <= set(frame.columns):
+            retrieval = frame.assign(representation=info.method, **keys)
+    return classification, retrieval
+
+
+def _ordered(frame: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    if frame.empty:
+        return _empty(first) if not len(frame.columns) else frame
+    rest = [c for c in frame.columns if c not in first]
+    for c in first:
+        if c not in frame.columns:
+            frame[c] = None
+    return frame[first + rest].reset_index(drop=True)
+
+
+def load_results(root: str | Path) -> Tables:
+    """Every table under `root` (recursively), normalised; empty frames where nothing is found."""
+    root = Path(root)
+    notes: list[str] = []
+    runs: dict[str, dict[str, Any]] = {}
+    aggregates, run_dirs = _walk(root) if root.is_dir() else ([], [])
+    long_parts, infos = [], {}
+    covered: set[str] = set()
+    for path in aggregates:
+        rows, agg_infos = _aggregate_rows(path, root, notes, runs)
+        long_parts.append(rows)
+        infos.update(agg_infos)
+        covered |= set(agg_infos)
+    adaptive_c, adaptive_r = [], []
+    for path in run_dirs:
+        info, results = _run_info(path, root)
+        runs.setdefault(info.key, collect_provenance(path))
+        if info.key not in covered:
+            long_parts.append(_long_rows_of_run(info, results, notes))
+            infos[info.key] = info
+        c, r = _adaptive_of_run(info, notes)
+        adaptive_c.append(c)
+        adaptive_r.append(r)
+    long_parts = [p for p in long_parts if not p.empty]
+    long = pd.concat(long_parts, ignore_index=True) if long_parts else pd.DataFrame()
+    if not long.empty:
+        long["dataset"] = [infos[k].dataset if k in infos else d
+                           for k, d in zip(long["run"], long["dataset"])]  # fmt: skip
+    tables = _normalise(long, infos)
+    ac = [f for f in adaptive_c if not f.empty]
+    ar = [f for f in adaptive_r if not f.empty]
+    return Tables(
+        root=root,
+        classification=tables["classification"],
+        retrieval=tables["retrieval"],
+        adaptive_classification=_ordered(
+            pd.concat(ac, ignore_index=True) if ac else pd.DataFrame(),
+            ADAPTIVE_CLASSIFICATION_COLUMNS,
+        ),
+        adaptive_retrieval=_ordered(
+            pd.concat(ar, ignore_index=True) if ar else pd.DataFrame(), ADAPTIVE_RETRIEVAL_COLUMNS
+        ),
+        robustness=tables["robustness"],
+        runs=runs,
+        sources=[*aggregates, *run_dirs],
+        notes=notes,
+    )
+
+
+def default_reference_dir() -> Path | None:
+    """`$MRL_REFERENCE_DIR` if set, else `../shared/reference` next to the checkout, else None."""
+    env = os.environ.get("MRL_REFERENCE_DIR")
+    if env:
+        return Path(env)
+    candidate = REPO_ROOT.parent / "shared" / "reference"
+    return candidate if candidate.is_dir() else None
+
+
+def load_reference(path: str | Path | None = None) -> Reference | None:
+    """The paper's numbers from folder `path` (default `default_reference_dir()`), or None.
+
+    None where the folder or both its files are missing or unreadable: figures are then drawn
+    without the overlay, never failing.
+    """
+    folder = Path(path) if path is not None else default_reference_dir()
+    if folder is None or not folder.is_dir():
+        return None
+    curves, adaptive = (
+        _empty(["metric", "method", "dim", "value"]),
+        _empty(["study", "setting", "value_name", "value", "cost_name", "cost"]),
+    )
+    try:
+        wide = pd.read_csv(folder / REFERENCE_FILES[0])
+        dims = [c for c in wide.columns if c.isdigit()]
+        curves = wide.melt(id_vars=["metric", "method"], value_vars=dims, var_name="dim")
+        curves = curves.dropna(subset=["value"])
+        curves["dim"] = curves["dim"].astype(int)
+        curves["value"] = curves["value"].astype(float) / 100.0
+        curves["method"] = curves["method"].map(lambda m: PAPER_METHODS.get(m, str(m).lower()))
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        pass
+    try:
+        adaptive = pd.read_csv(folder / REFERENCE_FILES[1])
+        adaptive["value"] = adaptive["value"].astype(float) / 100.0
+        adaptive["cost"] = adaptive["cost"].astype(float)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        pass
+    if curves.empty and adaptive.empty:
+        return None
+    return Reference(folder, curves.reset_index(drop=True), adaptive.reset_index(drop=True))

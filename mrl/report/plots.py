@@ -1,0 +1,1016 @@
+"""The paper's figures, one function per figure, from the DataFrames of `mrl.report.load`.
+
+Each `plot_*` function takes DataFrames and returns a `Drawn`: the matplotlib `Figure` (None
+when nothing could be drawn), the table of the numbers drawn, and `missing`, the notes of what it
+could not draw ("no SVD rows", "dim 64 missing for ff"). The `*_figures(tables, reference)`
+functions draw one figure per study found and are what the CLI and the notebooks call;
+`render_all` draws every figure group.
+
+Figures are plain `matplotlib.figure.Figure` objects on an Agg canvas (no pyplot, so no global
+backend state and nothing to close); every method has one colour in every figure (`PALETTE`).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from mrl.report.load import Reference, Tables
+from mrl.report.provenance import summarize
+
+# One colour per method (and per search strategy) in every figure.
+PALETTE: dict[str, str] = {
+    "mrl": "#1f77b4",
+    "mrl_e": "#ff7f0e",
+    "ff": "#2ca02c",
+    "svd": "#d62728",
+    "random": "#9467bd",
+    "slimmable": "#8c564b",
+    "svd_classifier": "#e377c2",
+    "exact": "#222222",
+    "adaptive": "#17becf",
+    "funnel": "#bcbd22",
+}
+_FALLBACK_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+LABELS: dict[str, str] = {
+    "mrl": "MRL",
+    "mrl_e": "MRL-E",
+    "ff": "FF",
+    "svd": "SVD",
+    "random": "random features",
+    "slimmable": "slimmable",
+    "svd_classifier": "SVD classifier",
+    "exact": "exact search",
+    "adaptive": "adaptive (shortlist, re-rank)",
+    "funnel": "funnel",
+}
+METHOD_ORDER = ("mrl", "mrl_e", "ff", "svd", "slimmable", "random", "svd_classifier")
+CLASSIFICATION_METHODS = ("mrl", "mrl_e", "ff", "svd", "random")
+RETRIEVAL_METHODS = ("mrl", "ff")
+RETRIEVAL_METRICS = ("map@10", "1nn")
+ROBUSTNESS_METRICS = ("top1", "map@10")
+METRIC_LABELS = {"top1": "top-1 accuracy", "map@10": "mAP@10", "1nn": "1-NN accuracy"}
+PAPER = "paper (ResNet-50, ImageNet-1K)"
+NO_REFERENCE = "no paper reference (--reference or $MRL_REFERENCE_DIR): overlay not drawn"
+_SEVERITY_STYLES = ("--", "-.", ":", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)))
+_DPI = 150
+
+
+def color(method: str) -> str:
+    """The fixed colour of `method`; unknown names get a stable colour from their name."""
+    if method in PALETTE:
+        return PALETTE[method]
+    return _FALLBACK_COLOURS[zlib.crc32(str(method).encode()) % len(_FALLBACK_COLOURS)]
+
+
+def label(method: str) -> str:
+    """Display name of a method."""
+    return LABELS.get(method, str(method))
+
+
+def method_key(method: str) -> tuple[int, str]:
+    """Sort key: the paper's methods in `METHOD_ORDER`, then others by name."""
+    m = str(method)
+    return (METHOD_ORDER.index(m), "") if m in METHOD_ORDER else (len(METHOD_ORDER), m)
+
+
+@dataclass
+class Drawn:
+    """One figure: the matplotlib Figure, the numbers drawn, and what could not be drawn."""
+
+    name: str
+    title: str
+    figure: Figure | None
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    missing: list[str] = field(default_factory=list)
+    footer: str = ""
+    # Rendered PNGs by dpi: the file and the HTML page share one rendering.
+    _png: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def png(self, dpi: int = _DPI) -> bytes:
+        """The figure as PNG bytes (white background, nothing clipped)."""
+        if self.figure is None:
+            raise ValueError(f"{self.name}: nothing was drawn")
+        if dpi not in self._png:
+            buffer = io.BytesIO()
+            self.figure.savefig(
+                buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white",
+                metadata={"Software": None},
+            )  # fmt: skip
+            self._png[dpi] = buffer.getvalue()
+        return self._png[dpi]
+
+    def svg(self) -> str:
+        """The figure as SVG text (no date, so reruns give the same file)."""
+        if self.figure is None:
+            raise ValueError(f"{self.name}: nothing was drawn")
+        buffer = io.StringIO()
+        self.figure.savefig(
+            buffer, format="svg", bbox_inches="tight", facecolor="white", metadata={"Date": None}
+        )
+        return buffer.getvalue()
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the figure, its footer and the notes (the table is shown apart)."""
+        from mrl.report.html import figure_block
+
+        return figure_block(self, include_table=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _stats(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Mean, sample std (NaN for one value) and count of `value` per `by` group."""
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, "mean", "std", "n"])
+    grouped = frame.groupby(by, dropna=False)[value]
+    out = grouped.agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"count": "n"})
+
+
+def _fmt(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 2) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    text = f"{scale * mean:.{digits}f}"
+    if n > 1 and std == std:
+        text += f" ± {scale * std:.{digits}f} (n={n})"
+    return text
+
+
+def _pivot(stats: pd.DataFrame, index: list[str], scale: float = 100.0) -> pd.DataFrame:
+    """Display table: `index` rows x dims, cells "mean ± std (n)" (in percent by default)."""
+    if stats.empty:
+        return pd.DataFrame()
+    cells = stats.assign(
+        cell=[_fmt(m, s, int(n), scale) for m, s, n in zip(stats["mean"], stats["std"], stats["n"])]
+    )
+    keys = list(index)
+    if "method" in index:
+        # Rows in the paper's method order, not alphabetical.
+        cells = cells.assign(_order=[method_key(m) for m in cells["method"]])
+        cells = cells.assign(method=cells["method"].map(label))
+        keys.insert(index.index("method"), "_order")
+    table = cells.pivot_table(index=keys, columns="dim", values="cell", aggfunc="first")
+    if "_order" in keys:
+        table = table.droplevel("_order")
+    table = table.reindex(sorted(table.columns), axis=1).fillna("–")
+    table.columns = [str(c) for c in table.columns]
+    table.columns.name = "dim"
+    return table
+
+
+def _methods(frame: pd.DataFrame, column: str = "method") -> list[str]:
+    return sorted({str(m) for m in frame[column].dropna()}, key=method_key)
+
+
+def _dims_text(dims: Iterable[int]) -> str:
+    dims = sorted(dims)
+    return f"dim {dims[0]}" if len(dims) == 1 else "dims " + ", ".join(str(d) for d in dims)
+
+
+def _missing_methods(present: Iterable[str], expected: Iterable[str]) -> list[str]:
+    have = set(present)
+    return [f"no {label(m)} rows" for m in expected if m not in have]
+
+
+def _missing_dims(frame: pd.DataFrame, what: str = "") -> list[str]:
+    """Notes like "dim 64 missing for ff": each method lacking a dim another method has."""
+    notes = []
+    all_dims = set(frame["dim"])
+    for method in _methods(frame):
+        have = set(frame.loc[frame["method"] == method, "dim"])
+        lacking = all_dims - have
+        if lacking:
+            notes.append(f"{_dims_text(lacking)} missing for {method}{what}")
+    return notes
+
+
+def _log2_axis(ax: Axes, dims: Iterable[float]) -> None:
+    """Log2 x axis with the given dims as the only tick labels."""
+    ticks = sorted({int(d) for d in dims})
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    if ticks:
+        ax.set_xlim(ticks[0] / 1.35, ticks[-1] * 1.35)
+    if len(ticks) > 9:
+        ax.tick_params(axis="x", labelrotation=45)
+
+
+def _fraction_label(value: float) -> str:
+    if value >= 1:
+        return f"{value:g}"
+    return f"1/{round(1 / value)}"
+
+
+def _fraction_axis(ax: Axes, fractions: Iterable[float]) -> None:
+    """Log2 x axis of sizes relative to the largest, ticks at powers of two ("1/8")."""
+    values = [f for f in fractions if f > 0]
+    if not values:
+        return
+    low = 2 ** math.floor(math.log2(min(values)) + 1e-9)
+    ticks = []
+    t = 1.0
+    while t >= low:
+        ticks.append(t)
+        t /= 2
+    ticks = sorted(ticks)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_xticklabels([_fraction_label(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(ticks[0] / 1.35, max(values) * 1.35)
+    if len(ticks) > 9:
+        ax.tick_params(axis="x", labelrotation=45)
+
+
+def _series(
+    ax: Axes,
+    x: Iterable[float],
+    y: Iterable[float],
+    err: Iterable[float] | None = None,
+    **style: Any,
+) -> None:
+    """A line with error bars where any std is known (several seeds), else a plain line."""
+    x, y = list(x), list(y)
+    errs = [e if e == e else 0.0 for e in err] if err is not None else []
+    if errs and any(e > 0 for e in errs):
+        ax.errorbar(x, y, yerr=errs, capsize=3, elinewidth=1, **style)
+    else:
+        ax.plot(x, y, **style)
+
+
+def _style_axes(ax: Axes) -> None:
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _describe_source(frame: pd.DataFrame, source: str) -> str:
+    runs = frame["run"].dropna().unique()
+    seeds = sorted({str(s) for s in frame["seed"].dropna().unique()}) if "seed" in frame else []
+    aggregate = any("#" in str(r) for r in runs)
+    parts = [source] if source else []
+    parts.append(f"{len(runs)} run{'s' if len(runs) != 1 else ''}")
+    if aggregate:
+        parts.append("aggregate results.csv")
+    if seeds:
+        parts.append(("seed " if len(seeds) == 1 else "seeds ") + ", ".join(seeds[:8]))
+    return "source: " + ", ".join(parts)
+
+
+def _title(frame: pd.DataFrame, what: str, source: str) -> str:
+    datasets = sorted({str(d) for d in frame.get("dataset", pd.Series()).dropna() if str(d)})
+    studies = sorted({str(s) for s in frame.get("study", pd.Series()).dropna() if str(s)})
+    where = " / ".join(datasets)
+    if studies:
+        study = f"study {', '.join(studies)}"
+        where = f"{where} ({study})" if where else study
+    where = where or "unknown data set"
+    return f"{where}: {what}\n{_describe_source(frame, source)}"
+
+
+def _footer(frame: pd.DataFrame, runs: dict[str, dict[str, Any]] | None) -> str:
+    keys = list(frame["run"].dropna().unique()) if "run" in frame else []
+    runs = runs or {}
+    return summarize(runs.get(k, {"git_revision": None}) for k in keys)
+
+
+def _finish(fig: Figure, title: str, footer: str) -> None:
+    fig.suptitle(title, fontsize=11)
+    if footer:
+        fig.text(0.5, -0.01, footer, ha="center", va="top", fontsize=8, color="0.35")
+
+
+def _new_figure(ncols: int, nrows: int = 1, width: float = 5.6, height: float = 4.2) -> Figure:
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    # The Agg canvas set per figure, not through pyplot: no global backend switch in notebooks.
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _paper_series(reference: Reference | None, metric: str, method: str) -> pd.DataFrame:
+    if reference is None or reference.curves.empty:
+        return pd.DataFrame(columns=["dim", "value"])
+    rows = reference.curves[
+        (reference.curves["metric"] == metric) & (reference.curves["method"] == method)
+    ]
+    return rows.sort_values("dim")[["dim", "value"]]
+
+
+def _paper_largest_dim(reference: Reference | None) -> int | None:
+    if reference is None or reference.curves.empty:
+        return None
+    return int(reference.curves["dim"].max())
+
+
+def _relative_panel(
+    ax: Axes,
+    stats: pd.DataFrame,
+    reference: Reference | None,
+    metric: str,
+    methods: list[str],
+    ylabel: str,
+) -> bool:
+    """Each method's curve over its own largest-dim value, with the paper's the same way.
+
+    Returns whether a paper curve was drawn.
+    """
+    largest = int(stats["dim"].max())
+    fractions: list[float] = []
+    drew_paper = False
+    for method in methods:
+        s = stats[stats["method"] == method].sort_values("dim")
+        top = s.iloc[-1]["mean"]
+        if not top:
+            continue
+        x = s["dim"] / largest
+        fractions += list(x)
+        _series(
+            ax, x, s["mean"] / top, s["std"] / top, color=color(method), marker="o",
+            markersize=4, linewidth=1.8, label=label(method),
+        )  # fmt: skip
+        paper = _paper_series(reference, metric, method)
+        if not paper.empty:
+            paper_largest = _paper_largest_dim(reference) or int(paper["dim"].max())
+            px = paper["dim"] / paper_largest
+            fractions += list(px)
+            ax.plot(
+                px, paper["value"] / paper["value"].iloc[-1], color=color(method), linestyle="--",
+                marker="o", markerfacecolor="white", markersize=4, linewidth=1.2, alpha=0.9,
+            )  # fmt: skip
+            drew_paper = True
+    _fraction_axis(ax, fractions)
+    paper_largest = _paper_largest_dim(reference)
+    sizes = f"ours: {largest}" + (f", paper: {paper_largest}" if drew_paper else "")
+    ax.set_xlabel(f"representation size / largest size ({sizes}; log scale)")
+    ax.set_ylabel(ylabel)
+    _style_axes(ax)
+    handles = [Line2D([], [], color="0.2", marker="o", markersize=4, label="ours")]
+    if drew_paper:
+        handles.append(
+            Line2D([], [], color="0.2", linestyle="--", marker="o", markerfacecolor="white",
+                   markersize=4, label=PAPER)
+        )  # fmt: skip
+    ax.legend(handles=handles, loc="lower right", fontsize=8, title="colour = method",
+              title_fontsize=8)  # fmt: skip
+    return drew_paper
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 1: classification
+
+
+def plot_classification(
+    classification: pd.DataFrame,
+    reference: Reference | None = None,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+    name: str = "classification",
+) -> Drawn:
+    """Top-1 accuracy against representation size per method, and relative to the paper.
+
+    Left: top-1 (%) of MRL, MRL-E, FF, SVD, random features (and slimmable, if present) per dim,
+    mean ± std over seeds. Right: each method's top-1 as a fraction of its own largest-dim
+    top-1 against the size relative to the largest, with the paper's ResNet-50/ImageNet-1K
+    curves dashed.
+    """
+    what = "top-1 accuracy against representation size"
+    frame = classification.dropna(subset=["top1"]) if not classification.empty else classification
+    if frame.empty:
+        return Drawn(name, what, None, missing=["no top-1 rows (classification)"])
+    stats = _stats(frame, ["method", "dim"], "top1")
+    methods = _methods(stats)
+    missing = _missing_methods(methods, CLASSIFICATION_METHODS) + _missing_dims(stats)
+    title = _title(frame, what, source)
+    fig = _new_figure(2)
+    ax, rel = fig.subplots(1, 2)
+    for method in methods:
+        s = stats[stats["method"] == method].sort_values("dim")
+        _series(
+            ax, s["dim"], 100 * s["mean"], 100 * s["std"], color=color(method), marker="o",
+            markersize=4, linewidth=1.8, label=label(method),
+        )  # fmt: skip
+    _log2_axis(ax, stats["dim"])
+    ax.set_xlabel("representation size (dimensions, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("top-1 per size" + (" (mean ± std over seeds)" if stats["n"].max() > 1 else ""))
+    _style_axes(ax)
+    ax.legend(loc="lower right", fontsize=8)
+    drew = _relative_panel(
+        rel, stats, reference, "top1", methods, "top-1 / top-1 at the method's largest size"
+    )
+    rel.set_title("relative to each method's largest size")
+    if not drew:
+        missing.append(NO_REFERENCE if reference is None else "no paper top-1 for these methods")
+    footer = _footer(frame, runs)
+    _finish(fig, title, footer)
+    table = _pivot(stats, ["method"])
+    return Drawn(name, title, fig, table, missing, footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 2: retrieval
+
+
+def plot_retrieval(
+    retrieval: pd.DataFrame,
+    reference: Reference | None = None,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+    name: str = "retrieval",
+    metrics: tuple[str, ...] = RETRIEVAL_METRICS,
+) -> Drawn:
+    """Retrieval mAP@10 and 1-NN accuracy against representation size, with the paper's.
+
+    Top row: each metric (%) per dim and method (mean ± std over seeds). Bottom row: relative
+    to each method's largest size, with the paper's MRL and FF curves dashed.
+    """
+    what = "retrieval (" + ", ".join(METRIC_LABELS.get(m, m) for m in metrics) + ") against size"
+    frame = retrieval[retrieval["metric"].isin(metrics)] if not retrieval.empty else retrieval
+    missing = [f"no {m} rows" for m in metrics if frame.empty or m not in set(frame["metric"])]
+    if frame.empty:
+        return Drawn(name, what, None, missing=missing or ["no retrieval rows"])
+    drawn_metrics = [m for m in metrics if m in set(frame["metric"])]
+    stats = _stats(frame, ["metric", "method", "dim"], "value")
+    missing += _missing_methods(_methods(stats), RETRIEVAL_METHODS)
+    title = _title(frame, what, source)
+    fig = _new_figure(len(drawn_metrics), 2, height=3.9)
+    axes = fig.subplots(2, len(drawn_metrics), squeeze=False)
+    drew_paper = False
+    for col, metric in enumerate(drawn_metrics):
+        ms = stats[stats["metric"] == metric]
+        methods = _methods(ms)
+        missing += _missing_dims(ms, f" ({metric})")
+        ax = axes[0][col]
+        for method in methods:
+            s = ms[ms["method"] == method].sort_values("dim")
+            _series(
+                ax, s["dim"], 100 * s["mean"], 100 * s["std"], color=color(method), marker="o",
+                markersize=4, linewidth=1.8, label=label(method),
+            )  # fmt: skip
+        _log2_axis(ax, ms["dim"])
+        ax.set_xlabel("representation size (dimensions, log scale)")
+        ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
+        ax.set_title(METRIC_LABELS.get(metric, metric))
+        _style_axes(ax)
+        ax.legend(loc="lower right", fontsize=8)
+        rel = axes[1][col]
+        drew_paper |= _relative_panel(
+            rel, ms, reference, metric, methods,
+            f"{METRIC_LABELS.get(metric, metric)} / value at the largest size",
+        )  # fmt: skip
+        rel.set_title(f"{METRIC_LABELS.get(metric, metric)}, relative to the largest size")
+    if not drew_paper:
+        missing.append(NO_REFERENCE if reference is None else "no paper curves for these methods")
+    footer = _footer(frame, runs)
+    _finish(fig, title, footer)
+    table = _pivot(stats, ["metric", "method"])
+    return Drawn(name, title, fig, table, missing, footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 3: adaptive classification
+
+
+def _nesting_dims(frame: pd.DataFrame) -> list[int]:
+    heads = frame.loc[frame["kind"] == "head", "expected_dim"].dropna()
+    if len(heads):
+        return sorted({int(d) for d in heads})
+    cols = [c for c in frame.columns if str(c).startswith("exit@")]
+    return sorted(int(str(c).split("@", 1)[1]) for c in cols)
+
+
+def _paper_cascade(reference: Reference | None) -> tuple[pd.DataFrame, float | None, int]:
+    """The paper's cascade rows, the accuracy they are normalised by, and the full size."""
+    if reference is None or reference.adaptive.empty:
+        return pd.DataFrame(), None, 2048
+    rows = reference.adaptive[reference.adaptive["study"] == "adaptive_classification"]
+    full = _paper_largest_dim(reference) or 2048
+    mrl = _paper_series(reference, "top1", "mrl")
+    if not mrl.empty:
+        return rows, float(mrl["value"].iloc[-1]), full
+    return rows, float(rows["value"].max()) if len(rows) else None, full
+
+
+def plot_adaptive_classification(
+    adaptive_classification: pd.DataFrame,
+    reference: Reference | None = None,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+    name: str = "adaptive_classification",
+) -> Drawn:
+    """Accuracy against expected representation size of the confidence cascade.
+
+    Left: the threshold sweep (one curve per run), the fixed-dim heads as points (mean ± std
+    over runs), the oracle (each example at its smallest correct head) and the smallest
+    expected size that matches the largest head. Right: the same relative to the largest head
+    (accuracy and size), with the paper's cascade on ImageNet-1K.
+    """
+    what = "adaptive classification, accuracy against expected representation size"
+    frame = adaptive_classification
+    sweep = frame[frame["kind"] == "sweep"] if not frame.empty else frame
+    if sweep.empty:
+        return Drawn(name, what, None, missing=["no adaptive classification sweep rows"])
+    missing: list[str] = []
+    heads = frame[frame["kind"] == "head"]
+    oracle = frame[frame["kind"] == "oracle"]
+    match = frame[frame["kind"] == "match"]
+    if heads.empty:
+        missing.append("no fixed-dim head accuracies (eval/summary.json): head points not drawn")
+    if oracle.empty:
+        missing.append("no oracle (eval/summary.json): oracle point not drawn")
+    title = _title(frame, what, source)
+    dims = _nesting_dims(frame)
+    largest = max(dims) if dims else float(sweep["expected_dim"].max())
+    fig = _new_figure(2, height=4.4)
+    ax, rel = fig.subplots(1, 2)
+    labelled: set[str] = set()
+    table_rows = []
+    head_stats = _stats(heads, ["method", "expected_dim"], "accuracy")
+    top_acc: dict[str, float] = {}
+    for method in _methods(head_stats):
+        hs = head_stats[head_stats["method"] == method].sort_values("expected_dim")
+        top_acc[method] = float(hs["mean"].iloc[-1])
+    fractions: list[float] = []
+    for run, rs in sweep.groupby("run", sort=True):
+        method = str(rs["method"].iloc[0]) if rs["method"].notna().any() else "mrl"
+        rs = rs.sort_values(["expected_dim", "accuracy"]).drop_duplicates(
+            ["expected_dim", "accuracy"]
+        )
+        # The Pareto front (best accuracy at no larger expected size) is the curve; every
+        # sweep row is a faint dot, since rows of nearby targets scatter around it.
+        front, best = [], -1.0
+        for _, row in rs.iterrows():
+            if row["accuracy"] > best:
+                front.append(row)
+                best = row["accuracy"]
+        front_frame = pd.DataFrame(front)
+        first = f"sweep:{method}" not in labelled
+        labelled.add(f"sweep:{method}")
+        ax.plot(
+            rs["expected_dim"], 100 * rs["accuracy"], color=color(method), linestyle="none",
+            marker=".", markersize=3, alpha=0.35,
+            label=f"{label(method)} cascade, every threshold setting" if first else None,
+        )  # fmt: skip
+        ax.plot(
+            front_frame["expected_dim"], 100 * front_frame["accuracy"], color=color(method),
+            linewidth=1.8, label=f"{label(method)} cascade, best at each size" if first else None,
+        )  # fmt: skip
+        run_top = heads[(heads["run"] == run)].sort_values("expected_dim")
+        norm = float(run_top["accuracy"].iloc[-1]) if len(run_top) else top_acc.get(method)
+        if norm:
+            x = front_frame["expected_dim"] / largest
+            fractions += list(x)
+            rel.plot(x, front_frame["accuracy"] / norm, color=color(method), linewidth=1.8)
+        for row in front:
+            table_rows.append(
+                {"run": run, "method": method, "kind": "sweep (Pareto front)",
+                 "target": row.get("target"), "expected_dim": row["expected_dim"],
+                 "accuracy": row["accuracy"]}
+            )  # fmt: skip
+    for method in _methods(head_stats):
+        hs = head_stats[head_stats["method"] == method].sort_values("expected_dim")
+        _series(
+            ax, hs["expected_dim"], 100 * hs["mean"], 100 * hs["std"], color=color(method),
+            marker="s", markersize=6, linestyle=":", linewidth=1, markerfacecolor="white",
+            markeredgewidth=1.5, label=f"{label(method)} fixed-dim heads",
+        )  # fmt: skip
+        top = top_acc[method]
+        rel.plot(
+            hs["expected_dim"] / largest, hs["mean"] / top, color=color(method), marker="s",
+            markersize=6, linestyle=":", linewidth=1, markerfacecolor="white", markeredgewidth=1.5,
+        )  # fmt: skip
+        fractions += list(hs["expected_dim"] / largest)
+        for _, row in hs.iterrows():
+            table_rows.append(
+                {"run": "mean over runs", "method": method, "kind": "fixed-dim head",
+                 "target": None, "expected_dim": row["expected_dim"], "accuracy": row["mean"],
+                 "std": row["std"], "n": row["n"]}
+            )  # fmt: skip
+    for i, (_, row) in enumerate(oracle.iterrows()):
+        method = str(row["method"]) if pd.notna(row["method"]) else "mrl"
+        ax.plot(
+            row["expected_dim"], 100 * row["accuracy"], linestyle="none", marker="*",
+            markersize=13, color=color(method), markeredgecolor="black",
+            label="oracle (smallest correct head)" if i == 0 else None,
+        )  # fmt: skip
+        table_rows.append(
+            {"run": row["run"], "method": method, "kind": "oracle", "target": None,
+             "expected_dim": row["expected_dim"], "accuracy": row["accuracy"]}
+        )  # fmt: skip
+    for i, (_, row) in enumerate(match.iterrows()):
+        method = str(row["method"]) if pd.notna(row["method"]) else "mrl"
+        ax.plot(
+            row["expected_dim"], 100 * row["accuracy"], linestyle="none", marker="o",
+            markersize=12, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.5,
+            label="matches the largest head" if i == 0 else None,
+        )  # fmt: skip
+        if i == 0 and row["expected_dim"]:
+            ax.annotate(
+                f"{row['expected_dim']:.1f} dims: {largest / row['expected_dim']:.1f}x smaller",
+                (row["expected_dim"], 100 * row["accuracy"]), textcoords="offset points",
+                xytext=(0, 12), ha="center", va="bottom", fontsize=8,
+            )  # fmt: skip
+        table_rows.append(
+            {"run": row["run"], "method": method, "kind": "matches largest head",
+             "target": row.get("target"), "expected_dim": row["expected_dim"],
+             "accuracy": row["accuracy"]}
+        )  # fmt: skip
+    _log2_axis(ax, dims or sweep["expected_dim"])
+    ax.set_xlabel("expected representation size (dimensions per example, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("cascade over the nested heads")
+    _style_axes(ax)
+    ax.legend(loc="lower right", fontsize=8)
+
+    paper, paper_norm, paper_full = _paper_cascade(reference)
+    if not paper.empty and paper_norm:
+        cascade = paper[paper["setting"].str.contains("cascade", case=False)].sort_values("cost")
+        others = paper[~paper["setting"].str.contains("cascade", case=False)]
+        px = cascade["cost"] / paper_full
+        fractions += list(px)
+        rel.plot(
+            px, cascade["value"] / paper_norm, color=color("mrl"), linestyle="--", marker="o",
+            markerfacecolor="white", markersize=5, linewidth=1.2, label="paper: MRL cascade",
+        )  # fmt: skip
+        for _, row in others.iterrows():
+            fractions.append(row["cost"] / paper_full)
+            rel.plot(
+                row["cost"] / paper_full, row["value"] / paper_norm, linestyle="none",
+                marker="D", markersize=6, markerfacecolor="white",
+                markeredgecolor=color(str(row["setting"]).lower().split("-")[0]),
+                label=f"paper: {row['setting']} at {row['cost']:g} dims",
+            )  # fmt: skip
+    else:
+        missing.append(NO_REFERENCE if reference is None else "no paper cascade rows")
+    rel.plot([], [], color="0.2", label="ours: cascade (solid), heads (squares)")
+    _fraction_axis(rel, fractions or [1.0])
+    paper_text = f", paper: {paper_full}" if not paper.empty else ""
+    rel.set_xlabel(f"expected size / largest size (ours: {int(largest)}{paper_text}; log scale)")
+    rel.set_ylabel("accuracy / largest head's accuracy")
+    rel.set_title(
+        "relative to the largest head" + (f"; dashed: {PAPER}" if not paper.empty else ""),
+        fontsize=10 if not paper.empty else None,
+    )
+    _style_axes(rel)
+    rel.legend(loc="lower right", fontsize=8)
+    footer = _footer(frame, runs)
+    _finish(fig, title, footer)
+    table = pd.DataFrame(table_rows)
+    if not table.empty:
+        table["accuracy (%)"] = (100 * table.pop("accuracy")).round(2)
+        if "std" in table:
+            table["std (%)"] = (100 * table.pop("std")).round(2)
+        table["expected_dim"] = table["expected_dim"].astype(float).round(2)
+        table["method"] = table["method"].map(label)
+    return Drawn(name, title, fig, table, missing, footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 4: adaptive / funnel retrieval
+
+
+def _strategy(setting: str) -> str:
+    text = str(setting).lower()
+    if text.startswith("exact"):
+        return "exact"
+    return "funnel" if text.startswith("funnel") else "adaptive"
+
+
+def plot_adaptive_retrieval(
+    adaptive_retrieval: pd.DataFrame,
+    reference: Reference | None = None,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+    name: str = "adaptive_retrieval",
+    metric: str = "map@10",
+) -> Drawn:
+    """Retrieval mAP@10 against MFLOPs per query (log x) of exact, adaptive and funnel search.
+
+    Left: absolute, exact search as the reference point (mean ± std over runs). Right: relative
+    to exact search (MFLOPs and mAP@10 as fractions of exact's), with the paper's points.
+    """
+    what = f"adaptive retrieval, {METRIC_LABELS.get(metric, metric)} against cost per query"
+    frame = adaptive_retrieval
+    if frame.empty or metric not in frame.columns:
+        return Drawn(name, what, None, missing=[f"no adaptive retrieval rows with {metric}"])
+    frame = frame.dropna(subset=[metric, "mflops_per_query"])
+    missing: list[str] = []
+    by = ["method", "dims", "shortlists"]
+    stats = _stats(frame, by, metric)
+    cost = frame.groupby(by, dropna=False)["mflops_per_query"].mean().rename("mflops")
+    stats = stats.merge(cost.reset_index(), on=by)
+    extra = {}
+    for column in ("ms_per_query", "speedup_vs_exact", "1nn"):
+        if column in frame:
+            extra[column] = frame.groupby(by, dropna=False)[column].mean()
+    exact = stats[stats["method"] == "exact"]
+    if exact.empty:
+        missing.append("no exact search row: relative panel not drawn")
+    for strategy in ("adaptive", "funnel"):
+        if strategy not in set(stats["method"]):
+            missing.append(f"no {strategy} rows")
+    title = _title(frame, what, source)
+    fig = _new_figure(2, height=4.4)
+    ax, rel = fig.subplots(1, 2)
+    ex = exact.iloc[0] if len(exact) else None
+
+    def draw(target: Axes, relative: bool) -> None:
+        sx = 1 / ex["mflops"] if relative else 1.0
+        sy = 1 / ex["mean"] if relative else 100.0
+        for strategy in ("adaptive", "funnel"):
+            rows = stats[stats["method"] == strategy]
+            if rows.empty:
+                continue
+            rows = rows.assign(rerank=[str(d).split(">")[-1] for d in rows["dims"]])
+            for rerank, group in rows.groupby("rerank", sort=False):
+                group = group.sort_values("mflops")
+                shortlist = str(group["shortlists"].iloc[0]).split(">")[0]
+                text = (
+                    f"adaptive: shortlist {shortlist} at Ds, re-rank at {rerank}"
+                    if strategy == "adaptive"
+                    else f"funnel {group['dims'].iloc[0]}"
+                )
+                _series(
+                    target, group["mflops"] * sx, group["mean"] * sy, group["std"] * sy,
+                    color=color(strategy), marker="o" if strategy == "adaptive" else "D",
+                    markersize=5 if strategy == "adaptive" else 7,
+                    linewidth=1.4 if strategy == "adaptive" else 0, label=text,
+                )  # fmt: skip
+                if relative:
+                    continue
+                for _, row in group.iterrows():
+                    if strategy != "adaptive":
+                        continue
+                    target.annotate(
+                        f"Ds={str(row['dims']).split('>')[0]}", (row["mflops"], 100 * row["mean"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.25",
+                    )  # fmt: skip
+        if ex is not None:
+            target.errorbar(
+                [ex["mflops"] * sx], [ex["mean"] * sy],
+                yerr=[ex["std"] * sy] if ex["n"] > 1 and ex["std"] == ex["std"] else None,
+                color=color("exact"), marker="*", markersize=13, linestyle="none",
+                label=f"exact search at {ex['dims']}",
+            )  # fmt: skip
+            target.axhline(ex["mean"] * sy, color=color("exact"), linewidth=0.8, linestyle=":")
+        target.set_xscale("log")
+        target.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        target.margins(x=0.08, y=0.08)
+        _style_axes(target)
+
+    draw(ax, relative=False)
+    ax.set_xlabel("MFLOPs per query (log scale)")
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
+    ax.set_title("cost against quality")
+    ax.legend(loc="lower right", fontsize=8)
+    if ex is not None:
+        draw(rel, relative=True)
+        paper = (
+            reference.adaptive[reference.adaptive["study"].str.startswith("adaptive_retrieval")]
+            if reference is not None and not reference.adaptive.empty
+            else pd.DataFrame()
+        )
+        if len(paper):
+            paper_exact = paper[[_strategy(s) == "exact" for s in paper["setting"]]]
+        else:
+            paper_exact = paper
+        if len(paper_exact):
+            pe = paper_exact.iloc[0]
+            for _, row in paper.iterrows():
+                strategy = _strategy(row["setting"])
+                if strategy == "exact":
+                    continue  # (1, 1) by definition, under ours
+                rel.plot(
+                    row["cost"] / pe["cost"], row["value"] / pe["value"], linestyle="none",
+                    marker="D" if strategy == "funnel" else "o", markersize=7,
+                    markerfacecolor="white",
+                    markeredgecolor=color(strategy), markeredgewidth=1.5,
+                    label=f"paper: {row['setting']}",
+                )  # fmt: skip
+        else:
+            missing.append(NO_REFERENCE if reference is None else "no paper retrieval rows")
+        rel.set_xlabel("MFLOPs per query / exact search's (log scale)")
+        rel.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} / exact search's")
+        rel.set_title(f"relative to exact search; hollow: {PAPER}", fontsize=10)
+        handles = [h for h, t in zip(*rel.get_legend_handles_labels()) if t.startswith("paper")]
+        handles.append(Line2D([], [], color="0.3", marker="o", label="ours (filled, as left)"))
+        rel.legend(handles=handles, loc="lower right", fontsize=8)
+    else:
+        rel.set_visible(False)
+    footer = _footer(frame, runs)
+    _finish(fig, title, footer)
+    table = stats.rename(columns={"mean": f"{metric} (%)", "mflops": "MFLOPs/query"})
+    table[f"{metric} (%)"] = (100 * table[f"{metric} (%)"]).round(2)
+    table["std"] = (100 * table["std"]).round(2)
+    for column, values in extra.items():
+        merged = values.reset_index()
+        table = table.merge(merged, on=by, how="left")
+        if column == "1nn":
+            table["1nn"] = (100 * table["1nn"]).round(2)
+            table = table.rename(columns={"1nn": "1-NN (%)"})
+    if ex is not None:
+        table["FLOPs / exact"] = (table["MFLOPs/query"] / ex["mflops"]).round(4)
+    table = table.rename(columns={"method": "search", "std": "std (%)"})
+    return Drawn(name, title, fig, table.reset_index(drop=True), missing, footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 5: robustness
+
+
+def plot_robustness(
+    robustness: pd.DataFrame,
+    reference: Reference | None = None,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+    name: str = "robustness",
+    metrics: tuple[str, ...] = ROBUSTNESS_METRICS,
+    max_cols: int = 4,
+) -> Drawn:
+    """Top-1 (and mAP@10 where present) per corruption and severity against size.
+
+    One panel per (metric, corruption); in each, the clean test set in bold and each severity
+    as a thinner line of its own style, colour = method, mean ± std over seeds. `reference` is
+    accepted for a uniform signature; the paper's robustness numbers are not in it.
+    """
+    del reference
+    what = "robustness, accuracy per corruption and severity against size"
+    frame = robustness[robustness["metric"].isin(metrics)] if not robustness.empty else robustness
+    corrupted = frame[frame["corruption"] != "clean"] if not frame.empty else frame
+    if corrupted.empty:
+        return Drawn(
+            name, what, None,
+            missing=["no corrupted splits (query-<corruption>-<severity>) in eval/metrics.csv"],
+        )  # fmt: skip
+    # A metric is drawn where some corrupted split has it; clean rows alone show no robustness.
+    drawn_metrics = [m for m in metrics if m in set(corrupted["metric"])]
+    missing = [f"no {m} on corrupted splits" for m in metrics if m not in drawn_metrics]
+    corruptions = sorted(set(corrupted["corruption"]))
+    severities = sorted({int(s) for s in corrupted["severity"]})
+    styles = {s: _SEVERITY_STYLES[i % len(_SEVERITY_STYLES)] for i, s in enumerate(severities)}
+    stats = _stats(frame, ["metric", "method", "corruption", "severity", "dim"], "value")
+    methods = _methods(stats)
+    ncols = min(max_cols, len(corruptions))
+    rows_per_metric = math.ceil(len(corruptions) / ncols)
+    nrows = rows_per_metric * len(drawn_metrics)
+    title = _title(frame, what, source)
+    fig = _new_figure(ncols, nrows, width=3.9, height=3.3)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for r in range(nrows):
+        for c in range(ncols):
+            axes[r][c].set_visible(False)
+    for mi, metric in enumerate(drawn_metrics):
+        ms = stats[stats["metric"] == metric]
+        clean = ms[ms["corruption"] == "clean"]
+        if clean.empty:
+            missing.append(f"no clean {metric} rows: bold clean line not drawn")
+        for ci, corruption in enumerate(corruptions):
+            ax = axes[mi * rows_per_metric + ci // ncols][ci % ncols]
+            ax.set_visible(True)
+            cs = ms[ms["corruption"] == corruption]
+            have = sorted({int(s) for s in cs["severity"]})
+            lacking = [s for s in severities if s not in have]
+            if lacking and mi == 0:
+                missing.append(f"severity {', '.join(map(str, lacking))} missing for {corruption}")
+            for method in methods:
+                base = clean[clean["method"] == method].sort_values("dim")
+                if len(base):
+                    _series(
+                        ax, base["dim"], 100 * base["mean"], 100 * base["std"],
+                        color=color(method), linewidth=2.8, marker="o", markersize=3.5,
+                    )  # fmt: skip
+                for severity in have:
+                    s = cs[(cs["method"] == method) & (cs["severity"] == severity)]
+                    s = s.sort_values("dim")
+                    if s.empty:
+                        if mi == 0:
+                            missing.append(f"no {corruption}-{severity} rows for {method}")
+                        continue
+                    _series(
+                        ax, s["dim"], 100 * s["mean"], 100 * s["std"], color=color(method),
+                        linewidth=1.2, linestyle=styles[severity], marker=".", markersize=4,
+                        alpha=0.9,
+                    )  # fmt: skip
+            _log2_axis(ax, ms["dim"])
+            ax.set_title(f"{corruption}: {METRIC_LABELS.get(metric, metric)}", fontsize=10)
+            if ci % ncols == 0:
+                ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
+            ax.set_xlabel("representation size (dims, log scale)", fontsize=9)
+            _style_axes(ax)
+    handles = [
+        Line2D([], [], color="0.15", linewidth=2.8, label="clean test set"),
+        *[
+            Line2D([], [], color="0.15", linewidth=1.2, linestyle=styles[s],
+                   label=f"severity {s}" if s else "corrupted")
+            for s in severities
+        ],
+        *[Line2D([], [], color=color(m), linewidth=2.5, label=label(m)) for m in methods],
+    ]  # fmt: skip
+    # Beside the top-right panel: constrained layout makes room for an axes legend, and a
+    # figure legend above or below collides with the title or the footer.
+    axes[0][ncols - 1].legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=8, frameon=False
+    )
+    footer = _footer(frame, runs)
+    _finish(fig, title, footer)
+    table = _pivot(stats, ["metric", "method", "corruption", "severity"])
+    return Drawn(name, title, fig, table, missing, footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure groups over the studies of a `Tables`
+
+PlotFunction = Callable[..., Drawn]
+GROUPS: dict[str, tuple[str, PlotFunction]] = {
+    "classification": ("classification", plot_classification),
+    "retrieval": ("retrieval", plot_retrieval),
+    "adaptive_classification": ("adaptive_classification", plot_adaptive_classification),
+    "adaptive_retrieval": ("adaptive_retrieval", plot_adaptive_retrieval),
+    "robustness": ("robustness", plot_robustness),
+}
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_") or "x"
+
+
+def figures_for(group: str, tables: Tables, reference: Reference | None = None) -> list[Drawn]:
+    """One figure of `group` (a key of `GROUPS`) per study in its table.
+
+    Names are the group (`classification`), or `<group>__<study>` when several studies are
+    found; a group without rows gives one `Drawn` without a figure, whose notes say so.
+    """
+    attribute, function = GROUPS[group]
+    frame: pd.DataFrame = getattr(tables, attribute)
+    source = tables.root.resolve().name
+    studies = sorted({str(s) for s in frame["study"].dropna()}) if not frame.empty else []
+    if len(studies) <= 1:
+        return [function(frame, reference, runs=tables.runs, source=source, name=group)]
+    return [
+        function(
+            frame[frame["study"].astype(str) == study].reset_index(drop=True),
+            reference,
+            runs=tables.runs,
+            source=source,
+            name=f"{group}__{_safe(study)}",
+        )  # fmt: skip
+        for study in studies
+    ]
+
+
+def classification_figures(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
+    """Figure 1 (top-1 against size) per study."""
+    return figures_for("classification", tables, reference)
+
+
+def retrieval_figures(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
+    """Figure 2 (mAP@10 and 1-NN against size) per study."""
+    return figures_for("retrieval", tables, reference)
+
+
+def adaptive_classification_figures(
+    tables: Tables, reference: Reference | None = None
+) -> list[Drawn]:
+    """Figure 3 (cascade accuracy against expected size) per study."""
+    return figures_for("adaptive_classification", tables, reference)
+
+
+def adaptive_retrieval_figures(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
+    """Figure 4 (mAP@10 against MFLOPs per query) per study."""
+    return figures_for("adaptive_retrieval", tables, reference)
+
+
+def robustness_figures(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
+    """Figure 5 (accuracy per corruption and severity against size) per study."""
+    return figures_for("robustness", tables, reference)
+
+
+def render_all(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
+    """Every figure group, in the paper's order."""
+    return [d for group in GROUPS for d in figures_for(group, tables, reference)]
+
+
+def png_data_uri(drawn: Drawn) -> str:
+    """`data:image/png;base64,...` of a drawn figure, for self-contained HTML."""
+    return "data:image/png;base64," + base64.b64encode(drawn.png()).decode("ascii")

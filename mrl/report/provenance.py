@@ -1,0 +1,158 @@
+"""Provenance of runs: what made a result (code revision, config, seed, hardware, wall time).
+
+- `current_provenance()`: the machine and code of the running process, for the training code to
+  store under `results.json["provenance"]`;
+- `collect_provenance(run_dir)`: read back what travels with a finished run;
+- `summarize(provenances)`: the one-line figure footer, "made from N runs, git <rev>, <hardware>".
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+UNKNOWN = "unknown"
+# The package's own checkout, not the caller's working directory (Hydra changes it per run).
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _git(*args: str, cwd: Path = _PACKAGE_DIR) -> str | None:
+    """Output of a read-only git command, or None when git or the checkout is unavailable."""
+    try:
+        done = subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def _gpu_name() -> str | None:
+    """Name of CUDA device 0, only where torch is already imported (never pulls torch in)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(0))
+    except Exception:  # a broken driver must not fail the run that records provenance
+        return None
+    return None
+
+
+def current_provenance() -> dict[str, Any]:
+    """The code and machine of this process, for `results.json["provenance"]`.
+
+    Keys: `git_revision` (short hash, or "unknown" outside a git checkout), `git_dirty`
+    (tracked files modified; None when unknown), `hostname`, `platform`, `python`, `torch`
+    (installed version, or None), `cuda_device` (GPU 0's name where torch is imported and sees
+    one, else None).
+    """
+    revision = _git("rev-parse", "--short", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if revision else None
+    try:
+        torch_version: str | None = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    return {
+        "git_revision": revision or UNKNOWN,
+        "git_dirty": None if status is None else bool(status),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch_version,
+        "cuda_device": _gpu_name(),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    try:
+        import yaml
+    except ImportError:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def collect_provenance(run_dir: str | Path) -> dict[str, Any]:
+    """What travels with a run folder: config, seed, wall time, git revision and hardware.
+
+    Reads `results.json` (`config`, `seed`, `wall_time_s`, `experiment`, and `provenance` when
+    the training code stored one) and falls back to `.hydra/config.yaml` for the config. Keys
+    always present: `run_dir`, `experiment`, `seed`, `wall_time_s`, `git_revision`,
+    `git_dirty`, `hostname`, `platform`, `python`, `torch`, `cuda_device`, `hardware` (the GPU
+    name, else the host name, else "unknown") and `config` (a dict, or None); unknown values are
+    None, except `git_revision` which is "unknown".
+    """
+    run_dir = Path(run_dir)
+    results = _read_json(run_dir / "results.json") or {}
+    config = results.get("config") if isinstance(results.get("config"), dict) else None
+    if config is None:
+        config = _read_yaml(run_dir / ".hydra" / "config.yaml")
+    stored = results.get("provenance") if isinstance(results.get("provenance"), dict) else {}
+    seed = results.get("seed", (config or {}).get("seed"))
+    out: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "experiment": results.get("experiment") or (config or {}).get("name"),
+        "seed": seed,
+        "wall_time_s": results.get("wall_time_s"),
+        "git_revision": stored.get("git_revision") or UNKNOWN,
+        "git_dirty": stored.get("git_dirty"),
+        "hostname": stored.get("hostname"),
+        "platform": stored.get("platform"),
+        "python": stored.get("python"),
+        "torch": stored.get("torch"),
+        "cuda_device": stored.get("cuda_device"),
+        "config": config,
+    }
+    out["hardware"] = out["cuda_device"] or out["hostname"] or UNKNOWN
+    return out
+
+
+def _joined(values: Iterable[Any], what: str) -> str:
+    known = sorted({str(v) for v in values if v not in (None, "", UNKNOWN)})
+    if not known:
+        return f"{what} unknown"
+    if len(known) > 2:
+        return f"{what} {known[0]}, {known[1]} +{len(known) - 2} more"
+    return f"{what} " + ", ".join(known)
+
+
+def summarize(provenances: Iterable[dict[str, Any]]) -> str:
+    """Footer line "made from N runs, git <rev>, <hardware>" of the runs behind a figure."""
+    runs = list(provenances)
+    noun = "run" if len(runs) == 1 else "runs"
+    revisions = [
+        f"{p.get('git_revision')}{'+dirty' if p.get('git_dirty') else ''}"
+        if p.get("git_revision") not in (None, UNKNOWN)
+        else None
+        for p in runs
+    ]
+    git = _joined(revisions, "git")
+    hardware = _joined((p.get("hardware") for p in runs), "hardware")
+    if hardware != "hardware unknown":
+        hardware = hardware.removeprefix("hardware ")
+    return f"made from {len(runs)} {noun}, {git}, {hardware}"

@@ -1,0 +1,520 @@
+"""`mrl.report`: loading the tidy tables, the figures, `mrl-report`, the notebooks, provenance.
+
+Everything runs on small fabricated tables in tmp_path: an `mrl-aggregate` sweep (several
+methods, two seeds, a corrupted split) and one fully evaluated run folder.
+"""
+
+import asyncio
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mrl.report import cli, load, plots, provenance
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+DIMS = [2, 4, 8, 16, 32]
+GROUPS = list(plots.GROUPS)
+
+
+def _acc(method: str, dim: int, seed: int = 0, drop: float = 0.0) -> float:
+    """A plausible accuracy: rises with dim, baselines worse at small dims."""
+    penalty = {"mrl": 0.0, "mrl_e": 0.01, "ff": 0.005, "svd": 0.2, "random": 0.3}.get(method, 0.1)
+    return round(0.9 - 0.3 / dim - penalty / math.sqrt(dim) - drop + 0.002 * seed, 4)
+
+
+def write_aggregate(
+    folder: Path, methods=("mrl", "mrl_e", "ff", "svd", "random"), dims=DIMS, skip=()
+) -> Path:
+    """An `mrl-aggregate` results.csv under folder/aggregate; `skip` holds (method, dim)."""
+    rows = []
+    run = 0
+    for seed in (0, 1):
+        for method in methods:
+            run_dims = [[d] for d in dims] if method == "ff" else [dims]
+            for head_dims in run_dims:
+                name = str(run)
+                run += 1
+                base = {"study": "toy_table1", "run": name, "status": "ok", "seed": seed}
+                for dim in head_dims if method not in ("svd", "random") else dims:
+                    if (method, dim) in skip:
+                        continue
+                    value = _acc(method, dim, seed)
+                    if method in ("svd", "random"):
+                        rows.append({**base, "method": method, "dim": dim, "source": "eval",
+                                     "metric": "probe_top1", "value": value})  # fmt: skip
+                    else:
+                        rows.append({**base, "method": method, "dim": dim, "source": "train",
+                                     "metric": "top1", "value": value})  # fmt: skip
+                        rows.append({**base, "method": method, "dim": dim, "source": "eval",
+                                     "metric": "head_top1", "value": value})  # fmt: skip
+                    for metric, shift in (("1nn", 0.01), ("map@10", 0.05)):
+                        rows.append({**base, "method": method, "dim": dim, "source": "eval",
+                                     "metric": metric, "value": value - shift})  # fmt: skip
+                    rows.append(
+                        {**base, "method": method, "dim": dim, "source": "eval",
+                         "metric": "query-gaussian_noise-3/head_top1", "value": value - 0.2}
+                    )  # fmt: skip
+    # A failed run: listed, not drawn.
+    rows.append(
+        {
+            "study": "toy_table1",
+            "run": str(run),
+            "status": "failed",
+            "seed": 2,
+            "method": "mrl",
+            "dim": None,
+            "source": None,
+            "metric": None,
+            "value": None,
+        }
+    )
+    path = folder / "aggregate" / "results.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=load.AGGREGATE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_run(folder: Path, dims=DIMS, seed: int = 0) -> Path:
+    """One fully evaluated MRL run: results.json and eval/ with every table mrl-eval writes."""
+    eval_dir = folder / "eval"
+    eval_dir.mkdir(parents=True)
+    results = {
+        "experiment": "toy",
+        "nesting": dims,
+        "per_dim": [{"dim": d, "top1": _acc("mrl", d, seed), "top5": 0.99} for d in dims],
+        "seed": seed,
+        "wall_time_s": 12.5,
+        "config": {
+            "name": "toy", "seed": seed, "nesting": dims,
+            "data": {"_target_": "mrl.data.SyntheticDataModule"},
+            "head": {"nesting": dims, "tied": False},
+        },
+        "provenance": {"git_revision": "abc1234", "git_dirty": False, "hostname": "node1",
+                       "python": "3.11.2", "torch": "2.5.0", "cuda_device": "Fake GPU 80GB"},
+    }  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(results))
+    rows = []
+    splits = ["query", "query-gaussian_noise-1", "query-gaussian_noise-3", "query-contrast-1"]
+    for split in splits:
+        drop = 0.0 if split == "query" else 0.05 * int(split[-1])
+        for dim in dims:
+            value = _acc("mrl", dim, seed, drop)
+            for metric, v in (("head_top1", value), ("probe_top1", value - 0.01),
+                              ("1nn", value - 0.01), ("map@10", value - 0.05),
+                              ("search_seconds", 0.01)):  # fmt: skip
+                rows.append(["Synthetic", split, "mrl", dim, metric, v])
+            if split == "query":
+                rows.append(["Synthetic", split, "svd", dim, "probe_top1", _acc("svd", dim)])
+    with (eval_dir / "metrics.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(load.EVAL_COLUMNS)
+        writer.writerows(rows)
+    exit_cols = [f"exit@{d}" for d in dims]
+    thr_cols = [f"threshold@{d}" for d in dims]
+    with (eval_dir / "adaptive_classification.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["target", "accuracy", "expected_dim", *exit_cols, *thr_cols])
+        for i, target in enumerate([0.5, 0.7, 0.8, 0.85, 0.88, 0.9]):
+            exits = [0.0] * len(dims)
+            exits[min(i, len(dims) - 1)] = 1.0
+            writer.writerow([target, 0.6 + 0.05 * i, 2 + 5 * i, *exits,
+                             *(["inf"] * (len(dims) - 1)), 0.0])  # fmt: skip
+    summary = {
+        "method": "mrl",
+        "nesting": dims,
+        "adaptive_classification": {
+            "per_head_accuracy": {str(d): _acc("mrl", d, seed) for d in dims},
+            "oracle": {"accuracy": 0.95, "expected_dim": 3.1},
+            "matching_row": {"target": 0.9, "accuracy": 0.85, "expected_dim": 27.0},
+        },
+    }
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    with (eval_dir / "adaptive_retrieval.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "method",
+                "dims",
+                "shortlists",
+                "map@10",
+                "1nn",
+                "mflops_per_query",
+                "flops_ratio_vs_exact",
+                "ms_per_query",
+                "speedup_vs_exact",
+            ]
+        )
+        writer.writerow(["exact", "32", "10", 0.85, 0.88, 3.2, 1.0, 0.2, 1.0])
+        for i, d in enumerate(dims[:-1]):
+            writer.writerow(["adaptive", f"{d}>32", "200>10", 0.8 + 0.01 * i, 0.85,
+                             0.1 * 2**i, 3.2 / (0.1 * 2**i), 0.1, 2.0])  # fmt: skip
+        writer.writerow(["funnel", "2>4>8>32", "200>100>50>10", 0.83, 0.86, 0.15, 21.3, 0.1, 2])
+    return folder
+
+
+def write_reference(folder: Path) -> Path:
+    """A small reference folder in the format of the paper's numbers."""
+    folder.mkdir(parents=True)
+    (folder / "paper_resnet50_imagenet1k.csv").write_text(
+        "metric,method,8,16,32,64\n"
+        "top1,MRL,66.6,73.5,75.0,75.8\n"
+        "top1,FF,65.3,72.9,74.6,75.3\n"
+        "top1,SVD,2.3,7.2,20.5,\n"
+        "1nn,MRL,62.2,67.9,69.5,70.2\n"
+        "map@10,MRL,56.7,62.9,64.2,64.7\n"
+        "map@10,FF,53.4,61.6,63.4,63.3\n"
+    )
+    (folder / "paper_adaptive.csv").write_text(
+        "study,setting,value_name,value,cost_name,cost\n"
+        "adaptive_classification,MRL cascade,top1,73.79,expected_dim,13.6\n"
+        "adaptive_classification,MRL cascade,top1,75.23,expected_dim,18.9\n"
+        "adaptive_classification,FF,top1,76.30,expected_dim,512\n"
+        "adaptive_retrieval_1k,Ds=8 Dr=2048 shortlist=200,map@10,64.90,mflops_per_query,10.66\n"
+        "adaptive_retrieval_1k,funnel from 16,map@10,65.19,mflops_per_query,20.54\n"
+        "adaptive_retrieval_1k,exact 2048,map@10,65.20,mflops_per_query,2624\n"
+    )
+    return folder
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A results folder holding an aggregate sweep and one evaluated run, as committed."""
+    root = tmp_path / "results"
+    write_aggregate(root / "toy_table1")
+    write_run(root / "toy_default")
+    return root
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Path:
+    return write_reference(tmp_path / "reference")
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: dict[str, int] = {}
+        self.images: list[str] = []
+        self.missing_items = 0
+        self._in_missing = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "ul" and attrs.get("class") == "missing":
+            self._in_missing = True
+        if tag == "li" and self._in_missing:
+            self.missing_items += 1
+
+    def handle_endtag(self, tag):
+        if tag == "ul":
+            self._in_missing = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def test_load_normalises_aggregate_and_run(results: Path) -> None:
+    tables = load.load_results(results)
+    c = tables.classification
+    assert set(c["study"]) == {"toy_table1", "toy"}
+    sweep = c[c["study"] == "toy_table1"]
+    assert set(sweep["method"]) == {"mrl", "mrl_e", "ff", "svd", "random"}
+    # Two seeds per (method, dim); FF has one run per dim, each standing for its own dim only.
+    assert (sweep.groupby(["method", "dim"]).size() == 2).all()
+    # head_top1 is preferred over the train-time top1 and the probe.
+    run = c[c["study"] == "toy"]
+    assert set(run["metric"]) == {"head_top1", "probe_top1"}  # probe only for svd
+    assert set(run.loc[run["method"] == "svd", "metric"]) == {"probe_top1"}
+    assert set(run["dataset"]) == {"Synthetic"}
+    assert set(tables.retrieval["metric"]) == {"1nn", "map@10"}
+    robust = tables.robustness
+    assert {"clean", "gaussian_noise", "contrast"} <= set(robust["corruption"])
+    assert set(robust.loc[robust["corruption"] == "gaussian_noise", "severity"]) == {1, 3}
+    ac = tables.adaptive_classification
+    assert set(ac["kind"]) == {"sweep", "head", "oracle", "match"}
+    assert set(tables.adaptive_retrieval["method"]) == {"exact", "adaptive", "funnel"}
+    assert any("failed" in note for note in tables.notes)
+    assert tables.runs["toy_default"]["git_revision"] == "abc1234"
+
+
+def test_aggregate_wins_over_the_runs_it_covers(tmp_path: Path) -> None:
+    """A sweep folder with runs and their aggregate: each run's numbers are counted once."""
+    root = tmp_path / "sweep"
+    write_run(root / "0")
+    rows = load.load_results(root).classification
+    # The aggregate of the same folder names run "0" and holds the same numbers.
+    path = root / "aggregate" / "results.csv"
+    path.parent.mkdir()
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(load.AGGREGATE_COLUMNS)
+        for d in DIMS:
+            writer.writerow(["toy", "0", "ok", 0, "mrl", d, "eval", "head_top1", _acc("mrl", d)])
+    both = load.load_results(root).classification
+    assert len(both[both["method"] == "mrl"]) == len(DIMS) == len(rows[rows["method"] == "mrl"])
+
+
+def test_reference_absent_or_present(tmp_path: Path, reference: Path) -> None:
+    assert load.load_reference(tmp_path / "nowhere") is None
+    ref = load.load_reference(reference)
+    assert ref is not None
+    assert set(ref.curves["method"]) == {"mrl", "ff", "svd"}
+    assert ref.curves["value"].max() < 1.0  # fractions, not percent
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def test_plots_draw_what_exists_and_report_what_is_missing(tmp_path: Path, reference: Path):
+    root = tmp_path / "partial"
+    write_aggregate(root, methods=("mrl", "ff", "random"), skip={("ff", 16)})
+    tables = load.load_results(root)
+    ref = load.load_reference(reference)
+    (drawn,) = plots.classification_figures(tables, ref)
+    assert drawn.figure is not None
+    assert "no SVD rows" in drawn.missing and "no MRL-E rows" in drawn.missing
+    assert "dim 16 missing for ff" in drawn.missing
+    labels = {t.get_text() for ax in drawn.figure.axes if ax.get_legend()
+              for t in ax.get_legend().get_texts()}  # fmt: skip
+    assert {"MRL", "FF", "random features"} <= labels
+    assert list(drawn.table.index) == ["MRL", "FF", "random features"]
+    assert drawn.table.loc["FF", "16"] == "–"
+    assert "±" in drawn.table.loc["MRL", "2"]  # two seeds: mean ± std
+    assert drawn.png()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # No reference: drawn without the overlay, and said so.
+    (bare,) = plots.classification_figures(tables, None)
+    assert bare.figure is not None and plots.NO_REFERENCE in bare.missing
+
+    # Groups without rows: no figure, a note.
+    for group in ("adaptive_classification", "adaptive_retrieval"):
+        (empty,) = plots.figures_for(group, tables, ref)
+        assert empty.figure is None and empty.missing
+    robust = tables.robustness[tables.robustness["corruption"] != "clean"]
+    (only_corrupted,) = plots.figures_for(
+        "robustness", load.Tables(root, *[pd.DataFrame()] * 4, robust), ref
+    )
+    assert only_corrupted.figure is not None
+    assert any("no clean" in note for note in only_corrupted.missing)
+
+
+def test_adaptive_figures_without_summary(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    (run / "eval" / "summary.json").unlink()
+    tables = load.load_results(run)
+    (drawn,) = plots.adaptive_classification_figures(tables, None)
+    assert drawn.figure is not None
+    assert any("head" in note for note in drawn.missing)
+    assert any("oracle" in note for note in drawn.missing)
+
+
+def test_palette_gives_each_method_one_colour_across_figures(results: Path, reference: Path):
+    tables = load.load_results(results)
+    ref = load.load_reference(reference)
+    seen: dict[str, set[str]] = {}
+    for drawn in plots.classification_figures(tables, ref) + plots.retrieval_figures(tables, ref):
+        for ax in drawn.figure.axes:
+            for handle, name in zip(*ax.get_legend_handles_labels()):
+                method = {plots.label(m): m for m in plots.PALETTE}.get(name)
+                line = handle.lines[0] if hasattr(handle, "lines") else handle  # error bars
+                if method:
+                    seen.setdefault(method, set()).add(matplotlib_colour(line.get_color()))
+    assert {"mrl", "ff", "svd"} <= set(seen)
+    for method, colours in seen.items():
+        assert colours == {matplotlib_colour(plots.PALETTE[method])}, method
+    assert len(set(plots.PALETTE.values())) == len(plots.PALETTE)
+    assert plots.color("something_new") == plots.color("something_new")
+
+
+def matplotlib_colour(value) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def test_cli_writes_every_figure_and_one_html_page(
+    results: Path, reference: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "report"
+    cli.main([str(results), "--out", str(out), "--reference", str(reference)])
+    studies = {
+        "classification": ["toy", "toy_table1"],
+        "retrieval": ["toy", "toy_table1"],
+        "robustness": ["toy", "toy_table1"],
+        "adaptive_classification": [None],
+        "adaptive_retrieval": [None],
+    }
+    names = [g if s is None else f"{g}__{s}" for g, ss in studies.items() for s in ss]
+    for name in names:
+        for fmt in ("png", "svg"):
+            assert (out / f"{name}.{fmt}").stat().st_size > 1000, name
+    assert (out / "classification__toy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in (out / "retrieval__toy.svg").read_text()
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+    page = (out / "index.html").read_text()
+    parser = _Collector()
+    parser.feed(page)
+    assert len(parser.images) == len(names)
+    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert parser.tags.get("table", 0) >= len(names) + 1  # each figure's table, and the runs
+    assert parser.missing_items >= 1
+    assert "abc1234" in page and "Fake GPU 80GB" in page  # the run's provenance
+    printed = capsys.readouterr().out
+    assert "missing: no SVD rows" not in printed.split("classification__toy_table1")[1][:200]
+    assert "missing:" in printed
+
+
+def test_cli_svg_only_and_no_reference(tmp_path: Path, capsys, monkeypatch) -> None:
+    run = write_run(tmp_path / "run")
+    # Only the train-time results: one figure, inline SVG in the page.
+    for name in ("metrics.csv", "adaptive_classification.csv", "adaptive_retrieval.csv"):
+        (run / "eval" / name).unlink()
+    monkeypatch.setenv("MRL_REFERENCE_DIR", str(tmp_path / "absent"))
+    cli.main([str(run), "--formats", "svg"])
+    out = run / "report"
+    assert sorted(p.name for p in out.iterdir()) == ["classification.svg", "index.html"]
+    page = (out / "index.html").read_text()
+    assert "<svg" in page and "<img" not in page
+    assert "no paper reference" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make", ["empty", "junk", "missing"])
+def test_cli_error_exit_for_nothing_recognisable(tmp_path: Path, capsys, make: str) -> None:
+    target = tmp_path / "d"
+    if make != "missing":
+        target.mkdir()
+    if make == "junk":
+        (target / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([str(target)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mrl-report: error: ")
+
+
+def test_console_script_is_declared() -> None:
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'mrl-report = "mrl.report.cli:main"' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+
+
+def test_collect_provenance_reads_what_travels_with_a_run(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    prov = provenance.collect_provenance(run)
+    assert prov["seed"] == 0 and prov["wall_time_s"] == 12.5
+    assert prov["git_revision"] == "abc1234" and prov["hardware"] == "Fake GPU 80GB"
+    assert prov["config"]["name"] == "toy"
+    # A run without results.json: the Hydra config, and unknowns.
+    bare = tmp_path / "bare"
+    (bare / ".hydra").mkdir(parents=True)
+    (bare / ".hydra" / "config.yaml").write_text("name: x\nseed: 3\n")
+    prov = provenance.collect_provenance(bare)
+    assert prov["seed"] == 3 and prov["git_revision"] == "unknown"
+    assert prov["hardware"] == "unknown"
+    line = provenance.summarize([provenance.collect_provenance(run)] * 2)
+    assert line == "made from 2 runs, git abc1234, Fake GPU 80GB"
+
+
+def test_current_provenance(monkeypatch) -> None:
+    prov = provenance.current_provenance()
+    assert set(prov) >= {"git_revision", "git_dirty", "hostname", "platform", "python", "torch"}
+    assert prov["python"].count(".") == 2 and prov["git_revision"]
+    json.dumps(prov)  # stored in results.json
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    prov = provenance.current_provenance()
+    assert prov["git_revision"] == "unknown" and prov["git_dirty"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks
+
+
+def test_notebooks_are_stored_without_outputs() -> None:
+    import nbformat
+
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert nb.cells[0].cell_type == "markdown"
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and "RESULTS = Path(" in params[0].source
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, path.name
+                assert "matplotlib" not in cell.source and "plt." not in cell.source
+
+
+def test_notebooks_execute_top_to_bottom(results: Path, reference: Path, monkeypatch) -> None:
+    """Each notebook runs in a fresh python3 kernel (this interpreter) on fabricated results."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("MRL_RESULTS", str(results))
+    monkeypatch.setenv("MRL_REFERENCE_DIR", str(reference))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    notebooks = [nbformat.read(path, as_version=4) for path in NOTEBOOKS]
+    clients = [
+        NotebookClient(
+            nb,
+            timeout=120,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(REPO / "notebooks")}},
+        )  # fmt: skip
+        for nb in notebooks
+    ]
+
+    async def run_all() -> None:
+        # One kernel per notebook, run side by side: kernel start-up dominates.
+        await asyncio.gather(*(client.async_execute() for client in clients))
+
+    asyncio.run(run_all())
+    for path, nb in zip(NOTEBOOKS, notebooks):
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+        assert "data:image/png;base64," in html, path.name  # the figure was displayed
+        assert "<table" in html, path.name  # and its table
+        printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+        assert str(results) in printed and str(reference) in printed
+
+
+def test_python3_kernel_is_this_interpreter() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    km = KernelManager(kernel_name="python3")
+    cmd = km.format_kernel_cmd()
+    assert cmd[0] == sys.executable or os.path.realpath(cmd[0]) == os.path.realpath(
+        sys.executable
+    ), (spec.argv, cmd)
