@@ -16,6 +16,34 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
+    """Raise `FloatingPointError` naming the step when the training loss is not finite."""
+    if not torch.isfinite(total):
+        raise FloatingPointError(
+            f"non-finite training loss {total.item()} at step {step} (batch {batch_idx}): lower "
+            f"the learning rate or check the data"
+        )
+
+
+def log_training_losses(
+    module: pl.LightningModule,
+    total: Tensor,
+    per_dim: Tensor,
+    nesting: tuple[int, ...] | list[int],
+    batch_size: int | None = None,
+) -> None:
+    """Log `train/loss` every step and `train/loss@{m}` on the steps the loggers keep."""
+    module.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+    # K `self.log` calls per step cost several percent of a small model's step, and the
+    # loggers only keep step values every `log_every_n_steps`, so log them only then.
+    connector = getattr(module._trainer, "_logger_connector", None)  # None: no Trainer attached
+    if getattr(connector, "should_update_logs", True):
+        module.log_dict(
+            {f"train/loss@{m}": v for m, v in zip(nesting, per_dim.detach())},
+            batch_size=batch_size,
+        )
+
+
 class MRLClassifier(pl.LightningModule):
     """Trains `head(encoder(x))` with `loss`, logging the loss and accuracy of every nesting dim.
 
@@ -79,22 +107,9 @@ class MRLClassifier(pl.LightningModule):
         x, y = batch
         per_dim = self.loss.per_dim(self.head(self(x)), y)
         total = self.loss.weighted(per_dim)
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite training loss {total.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}): lower the learning rate or "
-                f"check the data"
-            )
-        self.log("train/loss", total, prog_bar=True)
-        if self._writes_step_logs():
-            self.log_dict({f"train/loss@{m}": v for m, v in zip(self.nesting, per_dim.detach())})
+        check_finite(total, self.global_step, batch_idx)
+        log_training_losses(self, total, per_dim, self.nesting)
         return total
-
-    def _writes_step_logs(self) -> bool:
-        # K `self.log` calls per step cost several percent of a small model's step, and the
-        # loggers only keep step values every `log_every_n_steps`, so log them only then.
-        connector = getattr(self.trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch

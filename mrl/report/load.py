@@ -29,7 +29,6 @@ DataFrames, all with the columns `study, dataset, run, seed` (`run` is a key of 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -39,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from mrl.report.provenance import collect_provenance
+from mrl.report.provenance import collect_provenance, read_json
 
 AGGREGATE_COLUMNS = ["study", "run", "status", "seed", "method", "dim", "source", "metric", "value"]
 EVAL_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
@@ -118,14 +117,6 @@ class Reference:
 
 def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _read_csv(path: Path, notes: list[str]) -> pd.DataFrame | None:
@@ -226,8 +217,8 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _run_info(path: Path, root: Path) -> tuple[_RunInfo, dict[str, Any] | None]:
-    results = _read_json(path / "results.json")
-    summary = _read_json(path / "eval" / "summary.json") or {}
+    results = read_json(path / "results.json")
+    summary = read_json(path / "eval" / "summary.json") or {}
     prov = collect_provenance(path)
     method, dims = run_method(results)
     method = method or summary.get("method")
@@ -393,7 +384,7 @@ def _adaptive_of_run(info: _RunInfo, notes: list[str]) -> tuple[pd.DataFrame, pd
         sweep = _read_csv(sweep_csv, notes)
         if sweep is not None and {"accuracy", "expected_dim"} <= set(sweep.columns):
             parts.append(sweep.assign(kind="sweep"))
-    summary = (_read_json(eval_dir / "summary.json") or {}).get("adaptive_classification")
+    summary = (read_json(eval_dir / "summary.json") or {}).get("adaptive_classification")
     if isinstance(summary, dict) and parts:
         heads = summary.get("per_head_accuracy") or {}
         parts.append(

@@ -77,7 +77,8 @@ def current_provenance() -> dict[str, Any]:
     }
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -108,7 +109,7 @@ def collect_provenance(run_dir: str | Path) -> dict[str, Any]:
     None, except `git_revision` which is "unknown".
     """
     run_dir = Path(run_dir)
-    results = _read_json(run_dir / "results.json") or {}
+    results = read_json(run_dir / "results.json") or {}
     config = results.get("config") if isinstance(results.get("config"), dict) else None
     if config is None:
         config = _read_yaml(run_dir / ".hydra" / "config.yaml")

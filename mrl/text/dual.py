@@ -24,11 +24,16 @@ from torchmetrics.classification import MulticlassAccuracy
 from mrl.data.base import eval_sampler, train_sampler
 from mrl.data.synthetic import SyntheticDataModule
 from mrl.errors import ConfigError
-from mrl.module import MRLClassifier, OptimizerFactory, SchedulerFactory
+from mrl.module import (
+    MRLClassifier,
+    OptimizerFactory,
+    SchedulerFactory,
+    check_finite,
+    log_training_losses,
+)
 from mrl.nesting import validate_nesting
 from mrl.text.encoders import HFTextEncoder, load_tokenizer, tokenize
 from mrl.text.losses import MatryoshkaContrastiveLoss
-from mrl.text.module import check_finite
 
 
 class DualEncoder(nn.Module):
@@ -212,12 +217,7 @@ class DualEncoderModule(pl.LightningModule):
         per_dim = self.loss.per_dim(image_z, text_z)
         total = self.loss.weighted(per_dim)
         check_finite(total, self.global_step, batch_idx)
-        batch_size = image_z.shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
-        self.log_dict(
-            {f"train/loss@{m}": v for m, v in zip(self.loss.nesting, per_dim.detach())},
-            batch_size=batch_size,
-        )
+        log_training_losses(self, total, per_dim, self.loss.nesting, batch_size=image_z.shape[0])
         return total
 
     def _encode_class_captions(self) -> None:

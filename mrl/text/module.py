@@ -20,21 +20,18 @@ from torch import Tensor
 from mrl.eval.retrieval import evaluate_retrieval
 from mrl.heads import MRLHead
 from mrl.losses import MatryoshkaLoss
-from mrl.module import MRLClassifier, OptimizerFactory, SchedulerFactory
+from mrl.module import (
+    MRLClassifier,
+    OptimizerFactory,
+    SchedulerFactory,
+    check_finite,
+    log_training_losses,
+)
 from mrl.nesting import validate_nesting
 from mrl.text.encoders import HFTextEncoder, TokenizedInput
 from mrl.text.losses import MatryoshkaContrastiveLoss
 
 QUERY_LOADER, DATABASE_LOADER = 0, 1
-
-
-def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
-    """Raise `FloatingPointError` naming the step when the training loss is not finite."""
-    if not torch.isfinite(total):
-        raise FloatingPointError(
-            f"non-finite training loss {total.item()} at step {step} (batch {batch_idx}): lower "
-            f"the learning rate or check the data"
-        )
 
 
 def retrieval_metric_names(k: int) -> tuple[str, ...]:
@@ -87,12 +84,7 @@ class TextContrastiveModule(pl.LightningModule):
         per_dim = self.loss.per_dim(anchor, positive)
         total = self.loss.weighted(per_dim)
         check_finite(total, self.global_step, batch_idx)
-        batch_size = anchor.shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
-        self.log_dict(
-            {f"train/loss@{m}": v for m, v in zip(self.loss.nesting, per_dim.detach())},
-            batch_size=batch_size,
-        )
+        log_training_losses(self, total, per_dim, self.loss.nesting, batch_size=anchor.shape[0])
         return total
 
     def _collect(self, batch: tuple[dict, Tensor], dataloader_idx: int) -> None:
