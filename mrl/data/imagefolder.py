@@ -4,10 +4,15 @@ Training images come from ``train_dir`` (RandomResizedCrop + horizontal flip),
 validation and test images both from ``val_dir`` (Resize + CenterCrop), all
 normalised with the ImageNet mean/std. The training crop side (``train_resolution``)
 can be changed between epochs, e.g. by ``mrl.callbacks.ProgressiveResolution``.
+
+``decode="cpu"`` (default) decodes with PIL and transforms in the loader workers;
+``decode="device"`` has the workers only read the files' bytes and decodes and augments
+whole batches on the training device (``mrl.data.jpeg``) in ``on_before_batch_transfer``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +25,19 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
 from mrl.data.base import TEST_STREAM, TRAIN_STREAM, VAL_STREAM, VisionDataModule
+from mrl.data.jpeg import (
+    EncodedImageFolder,
+    EncodedImages,
+    collate_encoded,
+    decode_images,
+    eval_batch,
+    train_batch,
+)
 from mrl.errors import ConfigError, DataNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DECODE_MODES = ("cpu", "device")
 
 
 def _class_folders(path: Path) -> list[str]:
@@ -68,6 +82,14 @@ class ImageFolderDataModule(VisionDataModule):
             ``train_resolution`` to change it between epochs.
         eval_resize: shorter-side resize before the evaluation center crop.
         eval_crop: evaluation center-crop side (normally equal to ``image_size``).
+        decode: ``cpu``: PIL decoding and torchvision transforms in the loader workers.
+            ``device``: the workers only read the files; each batch is decoded (one
+            ``decode_jpeg`` call, nvjpeg on a GPU; non-JPEG files on the CPU) and augmented
+            on the trainer's device in ``on_before_batch_transfer``, with the same crops,
+            flips, resizing and normalisation (crops and flips drawn from a generator
+            seeded by seed, rank, epoch and batch, so independent of ``num_workers``). This
+            applies to the loaders a Trainer drives: without a trainer attached (e.g. the
+            datasets ``mrl-eval`` reads) images are decoded as with ``cpu``.
         Other arguments: see ``VisionDataModule``.
     """
 
@@ -91,6 +113,7 @@ class ImageFolderDataModule(VisionDataModule):
         limit_test: int | None = None,
         drop_last: bool = True,
         pin_memory: bool | None = None,
+        decode: str = "cpu",
     ) -> None:
         super().__init__(
             root=root,
@@ -112,6 +135,8 @@ class ImageFolderDataModule(VisionDataModule):
             raise ConfigError(
                 f"data.eval_crop={eval_crop} must not exceed data.eval_resize={eval_resize}"
             )
+        if decode not in DECODE_MODES:
+            raise ConfigError(f"data.decode must be one of {DECODE_MODES}, got {decode!r}")
         if num_classes is not None and (
             isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
         ):
@@ -122,7 +147,10 @@ class ImageFolderDataModule(VisionDataModule):
         self.eval_crop = eval_crop
         self._expected_classes = num_classes
         self.num_classes = num_classes if num_classes is not None else len(self._check_classes())
+        self.decode = decode
         self._eval_folder: torchvision.datasets.ImageFolder | None = None
+        self._encoded_eval_folder: EncodedImageFolder | None = None
+        self._augment_epoch, self._augment_batches = -1, 0
         # In shared memory so that a change reaches the workers' copies of the transform.
         self._train_side = torch.tensor([image_size], dtype=torch.int64).share_memory_()
         self.train_resolution_schedule: Callable[[int], int] | None = None
@@ -211,12 +239,79 @@ class ImageFolderDataModule(VisionDataModule):
             ]
         )
 
+    def _decodes_on_device(self) -> bool:
+        # Only a Trainer calls on_before_batch_transfer, so only its loaders get bytes.
+        return self.decode == "device" and self.trainer is not None
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        kwargs = super()._loader_kwargs()
+        if self.decode == "device":
+            kwargs["collate_fn"] = collate_encoded
+        return kwargs
+
+    def _augment_generator(self) -> torch.Generator:
+        """Generator of the next training batch's crops and flips, seeded by
+        (seed, rank, epoch, batch of the epoch)."""
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        if epoch != self._augment_epoch:
+            self._augment_epoch, self._augment_batches = epoch, 0
+        key = f"{self.seed}/{rank}/{epoch}/{self._augment_batches}".encode()
+        self._augment_batches += 1
+        digest = hashlib.blake2b(key, digest_size=8).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+    def decode_batch(
+        self,
+        batch: tuple[EncodedImages, Tensor],
+        device: str | torch.device,
+        train: bool,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Decode and transform an encoded batch on ``device``: (float32 images, labels).
+
+        ``train``: RandomResizedCrop(``train_resolution``) + flip, drawn from ``generator``
+        (default: the next batch's seeded generator); else Resize(``eval_resize``) +
+        CenterCrop(``eval_crop``). Both are normalised with the ImageNet mean/std; the labels
+        are returned as they are.
+        """
+        encoded, labels = batch
+        images = decode_images(encoded.split(), device)
+        if train:
+            generator = generator if generator is not None else self._augment_generator()
+            x = train_batch(
+                images, self.train_resolution, IMAGENET_MEAN, IMAGENET_STD, generator=generator
+            )
+        else:
+            x = eval_batch(images, self.eval_resize, self.eval_crop, IMAGENET_MEAN, IMAGENET_STD)
+        return x, labels
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Decode an encoded batch (``decode="device"``) on the trainer's device, with the
+        training transform while the trainer trains and the evaluation one otherwise;
+        other batches pass unchanged."""
+        encoded = isinstance(batch, (tuple, list)) and len(batch) == 2
+        if not (encoded and isinstance(batch[0], EncodedImages)):
+            return batch
+        trainer = self.trainer
+        if trainer is None:
+            return self.decode_batch(batch, "cpu", train=False)
+        decoded = self.decode_batch(batch, trainer.strategy.root_device, train=trainer.training)
+        # The loops convert a batch's float tensors for "*-true" precisions before this
+        # hook, when the images were still bytes; convert the decoded ones now.
+        return trainer.precision_plugin.convert_input(decoded)
+
     def _limited(self, ds: Dataset, limit: int | None, stream: int) -> Dataset:
         if limit is None or limit >= len(ds):
             return ds
         return Subset(ds, self.subset_indices(len(ds), limit, stream).tolist())
 
-    def _eval(self) -> torchvision.datasets.ImageFolder:
+    def _eval(self) -> Dataset:
+        if self._decodes_on_device():
+            if self._encoded_eval_folder is None:
+                self._encoded_eval_folder = EncodedImageFolder(self.val_dir)
+            return self._encoded_eval_folder
         if self._eval_folder is None:
             self._eval_folder = torchvision.datasets.ImageFolder(
                 self.val_dir, transform=self.eval_transform()
@@ -224,6 +319,12 @@ class ImageFolderDataModule(VisionDataModule):
         return self._eval_folder
 
     def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
+        if train_augment and self._decodes_on_device():
+            train: Dataset = EncodedImageFolder(self.train_dir)
+            return (
+                self._limited(train, self.limit_train, TRAIN_STREAM),
+                self._limited(self._eval(), self.limit_val, VAL_STREAM),
+            )
         transform = self.train_transform() if train_augment else self.eval_transform()
         train = torchvision.datasets.ImageFolder(self.train_dir, transform=transform)
         return (
