@@ -402,3 +402,60 @@ class VisionDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Same as the test loader."""
         return self.test_dataloader()
+
+
+class InMemoryDataModule(VisionDataModule):
+    """Data sets decoded once into memory: a seeded validation split held out of the training
+    images, tensor augmentation (random crop with `crop_pad` px padding, optional flip).
+
+    Subclasses set `mean`/`std` (per channel), `crop_pad`, `hflip`, `num_classes`,
+    `in_channels`, and implement `check` and `_load(train) -> (images in [0, 1] [N,C,H,W],
+    labels [N])`.
+
+    Args:
+        val_size: training images held out for validation (seeded).
+        augment: augment the training split.
+        Other arguments: see `VisionDataModule`.
+    """
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    crop_pad: int = 0
+    hflip: bool = False
+
+    def __init__(self, val_size: int = 5000, augment: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.val_size = check_val_size(val_size)
+        self.augment = bool(augment)
+        # Indices into the training file, set by setup().
+        self.train_indices: Tensor | None = None
+        self.val_indices: Tensor | None = None
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _dataset(self, x: Tensor, y: Tensor, train: bool) -> Dataset:
+        aug = train and self.augment
+        return make_tensor_dataset(
+            x,
+            y,
+            mean=self.mean,
+            std=self.std,
+            image_size=self.image_size,
+            crop_pad=self.crop_pad if aug else 0,
+            hflip=aug and self.hflip,
+        )
+
+    def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
+        x, y = self._load(train=True)
+        train_idx, val_idx = self.held_out_split(x.shape[0], self.val_size)
+        self.train_indices, self.val_indices = train_idx, val_idx
+        return (
+            self._dataset(x[train_idx], y[train_idx], train=train_augment),
+            self._dataset(x[val_idx], y[val_idx], train=False),
+        )
+
+    def _make_test(self) -> Dataset:
+        x, y = self._load(train=False)
+        idx = self.subset_indices(x.shape[0], self.limit_test, TEST_STREAM)
+        return self._dataset(x[idx], y[idx], train=False)

@@ -8,59 +8,30 @@ and horizontal flip) is done on tensors.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from mrl.data.base import TEST_STREAM, VisionDataModule, check_val_size, make_tensor_dataset
+from mrl.data.base import InMemoryDataModule
 from mrl.errors import DataNotFoundError
 
 
-class _CIFARDataModule(VisionDataModule):
+class _CIFARDataModule(InMemoryDataModule):
     """Shared logic for CIFAR-10/100: seeded val split out of the 50k training images."""
 
     display_name: str = ""
     folder: str = ""
     torchvision_cls: type = torchvision.datasets.CIFAR10
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    crop_pad = 4
+    hflip = True
     in_channels = 3
 
     def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        image_size: int = 32,
-        val_size: int = 5000,
-        augment: bool = True,
-        limit_train: int | None = None,
-        limit_val: int | None = None,
-        limit_test: int | None = None,
-        drop_last: bool = True,
-        pin_memory: bool | None = None,
+        self, root: str = "data", image_size: int = 32, augment: bool = True, **kwargs: Any
     ) -> None:
-        super().__init__(
-            root=root,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            image_size=image_size,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-            limit_train=limit_train,
-            limit_val=limit_val,
-            limit_test=limit_test,
-        )
-        self.val_size = check_val_size(val_size)
-        self.augment = bool(augment)
-        self.train_indices: Tensor | None = None
-        self.val_indices: Tensor | None = None
+        super().__init__(root=root, image_size=image_size, augment=augment, **kwargs)
 
     def check(self) -> None:
         """Raise ``DataNotFoundError`` unless ``root/<cifar folder>`` exists."""
@@ -85,32 +56,6 @@ class _CIFARDataModule(VisionDataModule):
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0)
         y = torch.as_tensor(ds.targets, dtype=torch.int64)
         return x, y
-
-    def _dataset(self, x: Tensor, y: Tensor, train: bool) -> Dataset:
-        aug = train and self.augment
-        return make_tensor_dataset(
-            x,
-            y,
-            mean=self.mean,
-            std=self.std,
-            image_size=self.image_size,
-            crop_pad=4 if aug else 0,
-            hflip=aug,
-        )
-
-    def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
-        x, y = self._load(train=True)
-        train_idx, val_idx = self.held_out_split(x.shape[0], self.val_size)
-        self.train_indices, self.val_indices = train_idx, val_idx
-        return (
-            self._dataset(x[train_idx], y[train_idx], train=train_augment),
-            self._dataset(x[val_idx], y[val_idx], train=False),
-        )
-
-    def _make_test(self) -> Dataset:
-        x, y = self._load(train=False)
-        idx = self.subset_indices(x.shape[0], self.limit_test, TEST_STREAM)
-        return self._dataset(x[idx], y[idx], train=False)
 
 
 class CIFAR10DataModule(_CIFARDataModule):

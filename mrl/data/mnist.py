@@ -8,12 +8,12 @@ normalised float tensors without per-sample PIL work.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from mrl.data.base import TEST_STREAM, VisionDataModule, check_val_size, make_tensor_dataset
+from mrl.data.base import InMemoryDataModule
 from mrl.data.idx import read_idx
 from mrl.errors import DataNotFoundError
 
@@ -25,51 +25,19 @@ IDX_STEMS = {
 }
 
 
-class _IDXDataModule(VisionDataModule):
+class _IDXDataModule(InMemoryDataModule):
     """Shared logic for 28x28 grey-scale IDX data sets (MNIST family)."""
 
     display_name: str = ""
     default_root: str = ""
-    mean: float = 0.0
-    std: float = 1.0
-    hflip: bool = False
+    crop_pad = 2
     num_classes = 10
     in_channels = 1
 
-    def __init__(
-        self,
-        root: str | None = None,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        image_size: int = 28,
-        val_size: int = 5000,
-        augment: bool = False,
-        limit_train: int | None = None,
-        limit_val: int | None = None,
-        limit_test: int | None = None,
-        drop_last: bool = True,
-        pin_memory: bool | None = None,
-    ) -> None:
+    def __init__(self, root: str | None = None, image_size: int = 28, **kwargs: Any) -> None:
         super().__init__(
-            root=self.default_root if root is None else root,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            image_size=image_size,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-            limit_train=limit_train,
-            limit_val=limit_val,
-            limit_test=limit_test,
+            root=self.default_root if root is None else root, image_size=image_size, **kwargs
         )
-        self.val_size = check_val_size(val_size)
-        self.augment = bool(augment)
-        # Indices into the 60k training file, set by setup().
-        self.train_indices: Tensor | None = None
-        self.val_indices: Tensor | None = None
 
     # -- files ------------------------------------------------------------------
     def _find(self, stem: str) -> Path | None:
@@ -91,9 +59,10 @@ class _IDXDataModule(VisionDataModule):
                 f"(need {', '.join(s + '[.gz]' for s in missing)}): {self._missing_hint()}"
             )
 
-    def _load(self, images_key: str, labels_key: str) -> tuple[Tensor, Tensor]:
-        img_path = self._find(IDX_STEMS[images_key])
-        lbl_path = self._find(IDX_STEMS[labels_key])
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        split = "train" if train else "test"
+        img_path = self._find(IDX_STEMS[f"{split}_images"])
+        lbl_path = self._find(IDX_STEMS[f"{split}_labels"])
         assert img_path is not None and lbl_path is not None  # check() ran
         images = read_idx(img_path)
         labels = read_idx(lbl_path)
@@ -102,36 +71,9 @@ class _IDXDataModule(VisionDataModule):
                 f"{img_path}, {lbl_path}: expected images [N,H,W] and labels [N], got "
                 f"{images.shape} and {labels.shape}"
             )
-        x = torch.from_numpy(images).unsqueeze(1)
+        x = torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
         y = torch.from_numpy(labels.astype("int64"))
         return x, y
-
-    def _dataset(self, x_uint8: Tensor, y: Tensor, train: bool) -> Dataset:
-        aug = train and self.augment
-        return make_tensor_dataset(
-            x_uint8.float().div_(255.0),
-            y,
-            mean=(self.mean,),
-            std=(self.std,),
-            image_size=self.image_size,
-            crop_pad=2 if aug else 0,
-            hflip=aug and self.hflip,
-        )
-
-    # -- splits -----------------------------------------------------------------
-    def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
-        x, y = self._load("train_images", "train_labels")
-        train_idx, val_idx = self.held_out_split(x.shape[0], self.val_size)
-        self.train_indices, self.val_indices = train_idx, val_idx
-        return (
-            self._dataset(x[train_idx], y[train_idx], train=train_augment),
-            self._dataset(x[val_idx], y[val_idx], train=False),
-        )
-
-    def _make_test(self) -> Dataset:
-        x, y = self._load("test_images", "test_labels")
-        idx = self.subset_indices(x.shape[0], self.limit_test, TEST_STREAM)
-        return self._dataset(x[idx], y[idx], train=False)
 
 
 class FashionMNISTDataModule(_IDXDataModule):
@@ -144,8 +86,8 @@ class FashionMNISTDataModule(_IDXDataModule):
 
     display_name = "Fashion-MNIST"
     default_root = "/usr/share/datasets/fashion-mnist"
-    mean = 0.2860
-    std = 0.3530
+    mean = (0.2860,)
+    std = (0.3530,)
     hflip = True
 
     def _missing_hint(self) -> str:
@@ -165,8 +107,8 @@ class MNISTDataModule(_IDXDataModule):
 
     display_name = "MNIST"
     default_root = "data/MNIST/raw"
-    mean = 0.1307
-    std = 0.3081
+    mean = (0.1307,)
+    std = (0.3081,)
     hflip = False
 
     def _missing_hint(self) -> str:

@@ -201,8 +201,8 @@ def corrupted_datasets(
 
 
 # The normalisation FashionMNISTDataModule applies, as per-channel tuples.
-FASHION_MNIST_MEAN: tuple[float] = (FashionMNISTDataModule.mean,)
-FASHION_MNIST_STD: tuple[float] = (FashionMNISTDataModule.std,)
+FASHION_MNIST_MEAN: tuple[float, ...] = tuple(FashionMNISTDataModule.mean)
+FASHION_MNIST_STD: tuple[float, ...] = tuple(FashionMNISTDataModule.std)
 
 
 def fashion_mnist_test_images01(
@@ -234,12 +234,6 @@ def fashion_mnist_test_images01(
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{paths}: {images.shape[0]} images but {labels.shape[0]} labels")
     return images, labels
-
-
-def _per_channel(value: float | Sequence[float]) -> tuple[float, ...]:
-    if isinstance(value, (int, float)):
-        return (float(value),)
-    return tuple(float(v) for v in value)
 
 
 def corrupted_test_sets(
@@ -274,7 +268,7 @@ def corrupted_test_sets(
             f"{type(test_set).__name__}, not an in-memory TensorImageDataset; "
             "use corrupted_datasets(images01, labels, mean, std, ...) instead"
         )
-    mean, std = _per_channel(datamodule.mean), _per_channel(datamodule.std)
+    mean, std = tuple(datamodule.mean), tuple(datamodule.std)
     mean_t = torch.tensor(mean).reshape(1, -1, 1, 1)
     std_t = torch.tensor(std).reshape(1, -1, 1, 1)
     # Un-normalising leaves float rounding of ~1e-7 outside [0, 1]; clamp it away.
