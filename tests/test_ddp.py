@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mrl.builders import model_from_checkpoint
+
+MRL_TRAIN = Path(sys.executable).parent / "mrl-train"
+# Odd split sizes: a padding sampler would count some examples twice.
+COMMON = [
+    "data=synthetic", "data.num_val=101", "data.num_test=77", "logger=csv",
+    "encoder.widths=[8,16,16,32]", "nesting=[2,8,32]", "trainer.max_epochs=4",
+    "trainer.enable_progress_bar=false",
+]  # fmt: skip
 
 
 def accuracy_per_dim(model, loader) -> dict[int, float]:
@@ -27,26 +37,19 @@ def accuracy_per_dim(model, loader) -> dict[int, float]:
     return {m: c / seen for m, c in correct.items()}
 
 
-@pytest.mark.slow
-def test_two_process_ddp_metrics_equal_single_process_evaluation(tmp_path: Path):
-    # Odd split sizes: a padding sampler would count some examples twice.
-    cmd = [
-        str(Path(sys.executable).parent / "mrl-train"),
-        "trainer=ddp_cpu",
-        "data=synthetic",
-        "data.num_val=101",
-        "data.num_test=77",
-        "logger=csv",
-        "encoder.widths=[8,16,16,32]",
-        "nesting=[2,8,32]",
-        "trainer.max_epochs=4",
-        "trainer.enable_progress_bar=false",
-        "run_id=ddp",
-        f"paths.output_root={tmp_path}",
-    ]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+@pytest.fixture(scope="module")
+def one_node_run(tmp_path_factory) -> Path:
+    """A 2-process DDP run on one node; returns its run directory."""
+    root = tmp_path_factory.mktemp("ddp")
+    cmd = [str(MRL_TRAIN), "trainer=ddp_cpu", *COMMON, "run_id=ddp", f"paths.output_root={root}"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = tmp_path / "fmnist" / "ddp"
+    return root / "fmnist" / "ddp"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_metrics_equal_single_process_evaluation(one_node_run: Path):
+    run_dir = one_node_run
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["trainer"]["devices"] == 2
 
@@ -67,3 +70,50 @@ def test_two_process_ddp_metrics_equal_single_process_evaluation(tmp_path: Path)
         assert row["top1"] == pytest.approx(test[row["dim"]], abs=1e-6)
     # Not a trivially perfect model, so a counting error would show.
     assert 0.2 < test[32] < 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_simulated_on_one_machine_match_one_node_with_two_processes(
+    tmp_path: Path, one_node_run: Path
+):
+    """Two launches with NODE_RANK 0 and 1 (one process each), as a 2-node job runs them."""
+    port = free_port()
+    launches = []
+    for node_rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "NODE_RANK": str(node_rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2"}  # fmt: skip
+        root = tmp_path / f"node{node_rank}"
+        cmd = [str(MRL_TRAIN), "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2",
+               *COMMON, "run_id=two_nodes", f"paths.output_root={root}"]  # fmt: skip
+        launches.append(
+            subprocess.Popen(
+                cmd,
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    outputs = [p.communicate(timeout=600) for p in launches]
+    for p, (_, err) in zip(launches, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+
+    single = json.loads((one_node_run / "results.json").read_text())
+    node0 = tmp_path / "node0" / "fmnist" / "two_nodes"
+    multi = json.loads((node0 / "results.json").read_text())
+    assert not (
+        tmp_path / "node1" / "fmnist" / "two_nodes" / "results.json"
+    ).exists()  # rank 0 only
+    assert multi["config"]["trainer"]["num_nodes"] == 2
+    assert multi["per_dim"] == single["per_dim"]
+    a = model_from_checkpoint(one_node_run / "checkpoints" / "last.ckpt")
+    b = model_from_checkpoint(node0 / "checkpoints" / "last.ckpt")
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, msg=key)
