@@ -58,7 +58,8 @@ def test_run_directory_name_follows_the_slurm_job(monkeypatch):
 
 
 @pytest.mark.slow
-def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("step", [8, 11])  # the first step of the second epoch, and mid-epoch
+def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypatch, step: int):
     common = [*FAST, "trainer.max_epochs=3", "callbacks.interrupted=null"]
     whole = compose_train(tmp_path / "whole", *common)
     expected = train(whole)
@@ -75,7 +76,7 @@ def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypat
     run_dir = tmp_path / "slurm-4242"
     preempt = [
         "+callbacks.preempt._target_=test_requeue.PreemptAtStep",
-        "+callbacks.preempt.step=8",  # the first step of the second epoch
+        f"+callbacks.preempt.step={step}",
     ]
     try:
         with pytest.raises(Preempted):
@@ -85,7 +86,7 @@ def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypat
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
     hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"))
     assert len(hpc) == 1 and not (run_dir / "results.json").exists()
-    assert torch.load(hpc[0], weights_only=False)["epoch"] == 1
+    assert torch.load(hpc[0], weights_only=False)["global_step"] == step
 
     resumed = train(compose_train(run_dir, *common))  # the requeued job: same directory
     assert resumed["per_dim"] == expected["per_dim"]

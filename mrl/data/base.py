@@ -8,7 +8,7 @@ for seeded splits and one-off resizing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -60,20 +60,39 @@ def eval_sampler(
     )
 
 
-def train_sampler(dataset: Dataset, seed: int) -> DistributedSampler:
+class ResumableSampler(DistributedSampler):
+    """`DistributedSampler` shuffling (order fixed by seed and epoch, split across ranks) that
+    can start an epoch part-way: `samples_done()` is asked at the start of every epoch for how
+    many of its samples were already trained on (non-zero only when a run resumes mid-epoch)."""
+
+    def __init__(self, *args: Any, samples_done: Callable[[], int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.samples_done = samples_done
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip = self.samples_done() if self.samples_done is not None else 0
+        return iter(indices[skip:])
+
+
+def train_sampler(
+    dataset: Dataset, seed: int, samples_done: Callable[[], int] | None = None
+) -> DistributedSampler:
     """Shuffling sampler whose order depends only on (seed, epoch), split across ranks.
 
     Lightning calls `set_epoch` on it and leaves a `DistributedSampler` in place, so a run
-    resumed from a checkpoint sees the same batches as an uninterrupted one. Without DDP it
-    is a one-replica sampler.
+    resumed from a checkpoint sees the same batches as an uninterrupted one; `samples_done`
+    lets it skip what a run resumed mid-epoch already trained on. Without DDP it is a
+    one-replica sampler.
     """
     distributed = dist.is_available() and dist.is_initialized()
-    return DistributedSampler(
+    return ResumableSampler(
         dataset,
         num_replicas=dist.get_world_size() if distributed else 1,
         rank=dist.get_rank() if distributed else 0,
         shuffle=True,
         seed=int(seed),
+        samples_done=samples_done,
     )
 
 
@@ -371,10 +390,19 @@ class VisionDataModule(pl.LightningDataModule):
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            sampler=train_sampler(self.train_set, self.seed),
+            sampler=train_sampler(self.train_set, self.seed, self.samples_done_this_epoch),
             drop_last=self.drop_last,
             **self._loader_kwargs(),
         )
+
+    def samples_done_this_epoch(self) -> int:
+        """Training samples (per process) of the current epoch that a fit resumed from a
+        checkpoint has already trained on: 0 unless it resumes mid-epoch. Lightning restores its
+        progress counters but does not fast-forward a plain DataLoader."""
+        trainer = self.trainer
+        if trainer is None or not trainer.fit_loop.restarting:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed) * self.batch_size
 
     def eval_dataloader(self, dataset: Dataset) -> DataLoader:
         """Sequential loader over ``dataset``; unpadded DistributedSampler under DDP."""
