@@ -209,3 +209,19 @@ def test_warmup_cosine_ends_at_final_factor():
     assert values[0] == 1.0
     assert math.isclose(values[50], 0.55, rel_tol=1e-6)
     assert min(values) >= 0.1
+
+
+def test_atomic_writes_leave_normally_readable_files(tmp_path):
+    import os
+    import stat
+
+    from mrl.results import atomic_write_json
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "r.json").stat().st_mode)
+    assert mode == 0o644  # not mkstemp's private 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

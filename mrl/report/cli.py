@@ -14,14 +14,13 @@ needs nothing of the training code.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from mrl.report.html import render_page
 from mrl.report.load import default_reference_dir, load_reference, load_results
 from mrl.report.plots import render_all
+from mrl.results import atomic_write_bytes
 
 PROG = "mrl-report"
 FORMATS = ("png", "svg")
@@ -33,21 +32,7 @@ class ReportError(Exception):
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write `data` to `path` via a temporary file and `os.replace`: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _formats(text: str) -> list[str]:
