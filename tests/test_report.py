@@ -474,14 +474,11 @@ def test_notebooks_are_stored_without_outputs() -> None:
                 assert "matplotlib" not in cell.source and "plt." not in cell.source
 
 
-def test_notebooks_execute_top_to_bottom(results: Path, reference: Path, monkeypatch) -> None:
-    """Each notebook runs in a fresh python3 kernel (this interpreter) on fabricated results."""
+def execute_notebooks() -> list:
+    """Run every notebook in its own fresh python3 kernel (this interpreter), side by side."""
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("MRL_RESULTS", str(results))
-    monkeypatch.setenv("MRL_REFERENCE_DIR", str(reference))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebooks = [nbformat.read(path, as_version=4) for path in NOTEBOOKS]
     clients = [
         NotebookClient(
@@ -498,14 +495,32 @@ def test_notebooks_execute_top_to_bottom(results: Path, reference: Path, monkeyp
         await asyncio.gather(*(client.async_execute() for client in clients))
 
     asyncio.run(run_all())
+    found = []
     for path, nb in zip(NOTEBOOKS, notebooks):
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], path.name
         html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
         assert "data:image/png;base64," in html, path.name  # the figure was displayed
         assert "<table" in html, path.name  # and its table
-        printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+        found.append("".join(o.get("text", "") for o in outputs if o.output_type == "stream"))
+    return found
+
+
+def test_notebooks_execute_top_to_bottom(results: Path, reference: Path, monkeypatch) -> None:
+    """Each notebook runs in a fresh python3 kernel (this interpreter) on fabricated results."""
+    monkeypatch.setenv("MRL_RESULTS", str(results))
+    monkeypatch.setenv("MRL_REFERENCE_DIR", str(reference))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for printed in execute_notebooks():
         assert str(results) in printed and str(reference) in printed
+
+
+def test_notebooks_run_on_the_committed_results(monkeypatch) -> None:
+    """With no override, the notebooks draw the committed small-scale results."""
+    monkeypatch.delenv("MRL_RESULTS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for printed in execute_notebooks():
+        assert "experiments/results" in printed
 
 
 def test_python3_kernel_is_this_interpreter() -> None:
