@@ -34,6 +34,26 @@ def compose_train(run_dir: Path | str, *overrides: str) -> DictConfig:
         return compose("train", overrides=[f"paths.run_dir={run_dir}", *overrides])
 
 
+# A paper recipe made tiny for a CPU run: 32 px, 3 classes, no GPU-only settings.
+PAPER_CPU_TINY = [
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.strategy=auto",
+    "trainer.precision=32-true",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.image_size=32",
+    "data.eval_resize=40",
+    "data.eval_crop=32",
+    "data.num_classes=3",
+    "logger=csv",
+    "callbacks.progressive_resolution.start_res=32",
+    "callbacks.progressive_resolution.end_res=48",
+    "callbacks.progressive_resolution.step=16",
+]
+
 requires_fmnist = pytest.mark.skipif(
     not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
     reason="needs Debian's dataset-fashion-mnist (make test installs it)",

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 import torchvision.transforms.v2 as v2
-from conftest import compose_train
+from conftest import PAPER_CPU_TINY, compose_train
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -33,26 +33,6 @@ from mrl.train import train
 
 # One uint8 level after normalisation, in the channel with the smallest std.
 ONE_LEVEL = 1 / (255 * min(IMAGENET_STD))
-
-# As tests/test_paper_recipes.py's fast_dev_run: CPU, 32 px, 3 classes, no GPU-only settings.
-CPU_TINY = [
-    "trainer.accelerator=cpu",
-    "trainer.devices=1",
-    "trainer.strategy=auto",
-    "trainer.precision=32-true",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.image_size=32",
-    "data.eval_resize=40",
-    "data.eval_crop=32",
-    "data.num_classes=3",
-    "logger=csv",
-    "callbacks.progressive_resolution.start_res=32",
-    "callbacks.progressive_resolution.end_res=48",
-    "callbacks.progressive_resolution.step=16",
-]
 
 
 def _photo_like(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -275,7 +255,7 @@ def test_fast_dev_run_with_device_decoding(jpeg_root: Path, tmp_path: Path):
         "data=imagenet_gpu_decode",
         f"data.root={jpeg_root}",
         "trainer.fast_dev_run=true",
-        *CPU_TINY,
+        *PAPER_CPU_TINY,
         "data.decode=device",
     )
     results = train(cfg)

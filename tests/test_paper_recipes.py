@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIG_DIR, compose_train
+from conftest import CONFIG_DIR, PAPER_CPU_TINY, compose_train
 from hydra.utils import instantiate
 from omegaconf.errors import InterpolationResolutionError
 from PIL import Image
@@ -27,26 +27,6 @@ from mrl.train import train
 
 PAPER = sorted(p.stem for p in (CONFIG_DIR / "experiment" / "paper").glob("resnet*.yaml"))
 R50 = "experiment=paper/resnet50_imagenet_mrl"
-
-# The tiny run's overrides: CPU, 32 px, 3 classes, no GPU-only settings.
-CPU_TINY = [
-    "trainer.accelerator=cpu",
-    "trainer.devices=1",
-    "trainer.strategy=auto",
-    "trainer.precision=32-true",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.image_size=32",
-    "data.eval_resize=40",
-    "data.eval_crop=32",
-    "data.num_classes=3",
-    "logger=csv",
-    "callbacks.progressive_resolution.start_res=32",
-    "callbacks.progressive_resolution.end_res=48",
-    "callbacks.progressive_resolution.step=16",
-]
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +225,7 @@ def test_fast_dev_run_on_a_tiny_imagefolder(
         f"experiment=paper/{experiment}",
         f"data.root={image_root}",
         "trainer.fast_dev_run=true",
-        *CPU_TINY,
+        *PAPER_CPU_TINY,
     )
     assert cfg.model.channels_last is True
     results = train(cfg)
