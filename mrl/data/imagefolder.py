@@ -102,31 +102,19 @@ class ImageFolderDataModule(VisionDataModule):
         val_dir: str | None = None,
         num_classes: int | None = None,
         batch_size: int = 256,
-        eval_batch_size: int | None = None,
         num_workers: int = 8,
-        seed: int = 0,
         image_size: int = 224,
         eval_resize: int = 256,
         eval_crop: int = 224,
-        limit_train: int | None = None,
-        limit_val: int | None = None,
-        limit_test: int | None = None,
-        drop_last: bool = True,
-        pin_memory: bool | None = None,
         decode: str = "cpu",
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             root=root,
             batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
             num_workers=num_workers,
-            seed=seed,
             image_size=image_size,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-            limit_train=limit_train,
-            limit_val=limit_val,
-            limit_test=limit_test,
+            **kwargs,
         )
         for name, value in (("eval_resize", eval_resize), ("eval_crop", eval_crop)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
