@@ -106,16 +106,24 @@ def build_named(group: DictConfig | None, where: str) -> list[Any]:
     return [_instantiate(node, f"{where}.{name}") for name, node in group.items() if node]
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
-    """The Trainer of `cfg.trainer`, writing logs and checkpoints under `run_dir`."""
-    return _instantiate(
-        cfg.trainer,
-        "trainer",
-        default_root_dir=str(run_dir),
-        logger=build_named(cfg.get("logger"), "logger") or False,
-        callbacks=build_named(cfg.get("callbacks"), "callbacks"),
-        plugins=[AtomicCheckpointIO()],
-    )
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    extra_callbacks: list[pl.Callback] | None = None,
+    **overrides: Any,
+) -> pl.Trainer:
+    """The Trainer of `cfg.trainer` (any trainer's config), writing logs and checkpoints under
+    `run_dir` atomically; `overrides` replace Trainer arguments (e.g. `logger=False`)."""
+    arguments: dict[str, Any] = {
+        "default_root_dir": str(run_dir),
+        "logger": build_named(cfg.get("logger"), "logger") or False,
+        # The extra ones first: the run lifecycle restores the loops' counters and the random
+        # generators at a resumed run's first batch, before any other callback reads them.
+        "callbacks": [*(extra_callbacks or []), *build_named(cfg.get("callbacks"), "callbacks")],
+        "plugins": [AtomicCheckpointIO()],
+    }
+    arguments.update(overrides)
+    return _instantiate(cfg.trainer, "trainer", **arguments)
 
 
 def saved_config(ckpt: dict, where: str | Path = "checkpoint") -> DictConfig:

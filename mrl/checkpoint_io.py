@@ -15,7 +15,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (preemption, time limit) leaves the previous checkpoint intact. Lightning's default writes
     through the system temp dir, which is often another file system than a cluster's run
     directory, where the final move becomes a non-atomic copy. Remote (`scheme://`) paths go to
-    Lightning's own writer.
+    Lightning's own writer. A model with NaN or infinite tensors is refused
+    (`NonFiniteError`) and nothing is written.
     """
 
     def save_checkpoint(
@@ -24,6 +25,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path) or storage_options is not None:
             super().save_checkpoint(checkpoint, path, storage_options)
             return
+        from mrl.lifecycle import check_finite_state
+
+        # A non-finite model is never written: a rerun must find only weights it can use.
+        step = checkpoint.get("global_step")
+        check_finite_state(checkpoint.get("state_dict", {}), f"the model at step {step}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataNotFoundError(FileNotFoundError):
     """A data set's files are absent; the message names the path and how to get them."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or a tensor to be saved is NaN or infinite; the message names the step."""

@@ -10,7 +10,6 @@ Outputs, under the run directory (or `out_dir=`):
 
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,12 @@ from torch.utils.data import Dataset
 
 import mrl.config  # noqa: F401  (registers the config resolvers before Hydra composes)
 from mrl.builders import checked_datamodule, model_from_saved, saved_config
-from mrl.errors import ConfigError, DataNotFoundError
+from mrl.checks import check_eval_against, check_eval_config
+from mrl.errors import ConfigError, NonFiniteError
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
 from mrl.heads import MRLHead
-from mrl.nesting import halving_nesting, validate_nesting
+from mrl.lifecycle import check_finite_state, run_command
+from mrl.nesting import halving_nesting
 from mrl.results import atomic_write_json, write_csv
 
 log = logging.getLogger("mrl.eval")
@@ -84,13 +85,17 @@ def resolve_device(name: str) -> torch.device:
 def load_target(cfg: DictConfig) -> EvalTarget:
     """Load the checkpoint (ours or the official ResNet-50 layout) and its data module."""
     path = Path(cfg.ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={path} does not exist")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    raw = load_any_checkpoint(path)
     fmt = cfg.checkpoint_format
     if fmt == "auto":
         fmt = "mrl" if isinstance(raw, dict) and "hyper_parameters" in raw else "official"
     if fmt == "mrl":
+        if "state_dict" not in raw:
+            raise ConfigError(f"ckpt_path={path} holds no state_dict: was it written by mrl-train?")
+        try:
+            check_finite_state(raw["state_dict"], f"ckpt_path={path}")
+        except NonFiniteError as err:
+            raise ConfigError(f"{err}: the run diverged; evaluate an earlier checkpoint") from err
         train_cfg = saved_config(raw, path)
         data_cfg = cfg.data if cfg.get("data") else train_cfg.data
         train_nesting = list(train_cfg.nesting)
@@ -128,6 +133,30 @@ def load_target(cfg: DictConfig) -> EvalTarget:
         checkpoint=path,
         train_nesting=train_nesting,
     )
+
+
+def load_any_checkpoint(path: Path) -> Any:
+    """A checkpoint file of any layout, loaded on the CPU; a bad file is one line."""
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path} does not exist (or is not a file)")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"ckpt_path={path} is an empty file, not a checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a bad file
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(f"ckpt_path={path} is not a readable checkpoint: {first}") from err
+
+
+def check_embeddings(name: str, features: np.ndarray) -> None:
+    """Refuse embeddings that are non-finite or collapsed (every row the same)."""
+    sample = np.asarray(features[: min(len(features), 4096)], dtype=np.float32)
+    if not np.isfinite(sample).all():
+        raise ConfigError(f"the {name} embeddings hold NaN or infinite values: the checkpoint "
+                          f"is broken; evaluate an earlier one")  # fmt: skip
+    if len(sample) > 1 and float(np.abs(sample - sample[0]).max()) == 0.0:
+        raise ConfigError(f"the {name} embeddings are all identical (a collapsed model): its "
+                          f"metrics would be chance; evaluate an earlier checkpoint")  # fmt: skip
 
 
 def encode_split(
@@ -192,15 +221,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from mrl.eval.retrieval import evaluate_retrieval
 
     started = time.time()
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError("no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+    check_eval_config(cfg)
     target = load_target(cfg)
     dm, head = target.datamodule, target.head
     features_dim = int(target.encoder.num_features)
-    dims = validate_nesting(list(cfg.dims) if cfg.dims else head.nesting, features_dim)
+    database_set = dm.database_set()
+    dims = check_eval_against(cfg, features_dim, head.nesting, len(database_set))
     dataset = type(dm).__name__.removesuffix("DataModule")
 
     # Encode everything first: under torchrun every process takes part in this step only.
     distributed = init_distributed_from_env()
-    db, db_y = encode_split(target, cfg, "database", dm.database_set())
+    db, db_y = encode_split(target, cfg, "database", database_set)
+    check_embeddings("database", db)
     dm.setup("test")
     query, query_y = encode_split(target, cfg, "query", dm.test_set)
     robust = {
@@ -419,12 +453,8 @@ def format_summary(summary: dict, rows: list[dict], eval_dir: Path) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    """Console entry point; bad input ends with one line and exit status 2."""
-    try:
-        evaluate(cfg)
-    except (ConfigError, DataNotFoundError) as err:
-        print(f"mrl-eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    """Console entry point: bad input is one line and exit status 2 (see `run_command`)."""
+    run_command("mrl-eval", lambda: evaluate(cfg))
 
 
 if __name__ == "__main__":

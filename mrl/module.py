@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from mrl.errors import NonFiniteError
 from mrl.heads import MRLHead
 from mrl.losses import MatryoshkaLoss
 
@@ -17,9 +18,9 @@ SchedulerFactory = Callable[..., Any]
 
 
 def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
-    """Raise `FloatingPointError` naming the step when the training loss is not finite."""
+    """Raise `NonFiniteError` naming the step when the training loss is not finite."""
     if not torch.isfinite(total):
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"non-finite training loss {total.item()} at step {step} (batch {batch_idx}): lower "
             f"the learning rate or check the data"
         )

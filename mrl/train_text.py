@@ -3,13 +3,12 @@
 Tasks (`text/task=...`): `contrastive` (Matryoshka contrastive fine-tuning, reverse-dictionary
 retrieval per dim), `classification` (Matryoshka heads on a text encoder, accuracy per dim) and
 `dual_encoder` (image-text towers, zero-shot accuracy per dim). The run directory receives
-`results.json` (atomic), `checkpoints/last.ckpt` and, for the text-encoder tasks, the encoder as a
-sentence-transformers folder `model/`.
+`results.json` (atomic), `checkpoints/last.ckpt` (see `mrl.lifecycle`) and, for the
+text-encoder tasks, the encoder as a sentence-transformers folder `model/`.
 """
 
 import logging
-import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
 import mrl.config  # noqa: F401  (registers the config resolvers before Hydra composes)
-from mrl.builders import _call, _instantiate, build_named
-from mrl.errors import ConfigError, DataNotFoundError
-from mrl.results import atomic_write_json
-from mrl.train import resolve_resume
+from mrl.builders import _call, _instantiate, build_trainer
+from mrl.checks import check_text_config
+from mrl.errors import ConfigError
+from mrl.lifecycle import Built, TrainerSpec, run_command, run_training
 
 log = logging.getLogger("mrl.train_text")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -105,56 +104,51 @@ def text_encoder_of(model: pl.LightningModule) -> Any:
     return None
 
 
-def train_text(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test and record one text run; returns the results dict written to `results.json`."""
-    from mrl.text.export import export_sentence_transformer
-    from mrl.text.module import per_dim_rows
-
-    started = time.time()
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.run_dir)
-    ckpt_path = resolve_resume(run_dir, cfg.get("ckpt_path"))
+def build(cfg: DictConfig) -> Built:
+    """The data module (checked) and the Lightning module of a text run."""
+    check_text_config(cfg)
     datamodule = _instantiate(cfg.data, "data")
     datamodule.check()
-    model = build_text_model(cfg, datamodule)
-    trainer = _instantiate(
-        cfg.trainer,
-        "trainer",
-        default_root_dir=str(run_dir),
-        logger=build_named(cfg.get("logger"), "logger") or False,
-        callbacks=build_named(cfg.get("callbacks"), "callbacks"),
-    )
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SystemExit:  # Lightning exits after saving checkpoints on Ctrl-C
-        print(
-            f"mrl-train-text: interrupted; rerun with hydra.run.dir={run_dir} to resume",
-            file=sys.stderr,
-        )
-        raise
-    trainer.test(model, datamodule=datamodule, verbose=False)
+    return Built(datamodule, build_text_model(cfg, datamodule))
 
-    rows = per_dim_rows(trainer.callback_metrics, model.nesting, tuple(model.metric_names))
-    results = {
+
+def results(cfg: DictConfig, trainer: pl.Trainer, built: Built) -> dict[str, Any]:
+    """The per-dim test metrics of the final weights."""
+    from mrl.text.module import per_dim_rows
+
+    model = built.model
+    return {
         "experiment": str(cfg.name),
         "task": str(cfg.task),
         "nesting": list(model.nesting),
-        "per_dim": rows,
-        "seed": cfg.get("seed"),
-        "wall_time_s": round(time.time() - started, 1),
-        "run_dir": str(run_dir),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "per_dim": per_dim_rows(trainer.callback_metrics, model.nesting, tuple(model.metric_names)),
     }
-    if trainer.is_global_zero:
-        encoder = text_encoder_of(model)
-        if cfg.get("save_model") and encoder is not None:
-            results["model_dir"] = str(
-                export_sentence_transformer(encoder, datamodule.tokenizer, run_dir / "model")
-            )
-        atomic_write_json(run_dir / "results.json", results)
-        print(format_rows(rows, f"{cfg.name} [{cfg.task}]: test metrics per dim ({run_dir})"))
-    return results
+
+
+def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]) -> None:
+    """Export the encoder as a sentence-transformers folder (when asked) and print the table."""
+    from mrl.text.export import export_sentence_transformer
+
+    encoder = text_encoder_of(built.model)
+    if cfg.get("save_model") and encoder is not None:
+        results["model_dir"] = str(
+            export_sentence_transformer(encoder, built.datamodule.tokenizer, run_dir / "model")
+        )
+    title = f"{cfg.name} [{cfg.task}]: test metrics per dim ({run_dir})"
+    print(format_rows(results["per_dim"], title))
+
+
+# The lifecycle writes last.ckpt itself; Lightning's default checkpoint callback would add an
+# `epoch=N-step=M.ckpt` copy (~250 MB for MiniLM) unless a config asks for one.
+SPEC = TrainerSpec(prog="mrl-train-text", build=build, results=results, finish=finish)
+
+
+def train_text(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test and record one text run; returns the results dict written to `results.json`."""
+    spec = SPEC
+    if not cfg.get("callbacks"):
+        spec = replace(SPEC, trainer_overrides={"enable_checkpointing": False})
+    return run_training(cfg, spec, build_trainer)
 
 
 def format_rows(rows: list[dict], title: str) -> str:
@@ -169,12 +163,8 @@ def format_rows(rows: list[dict], title: str) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="text")
 def main(cfg: DictConfig) -> None:
-    """Console entry point; bad config or missing data ends with one line and exit status 2."""
-    try:
-        train_text(cfg)
-    except (ConfigError, DataNotFoundError) as err:
-        print(f"mrl-train-text: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    """Console entry point: bad input is one line and exit status 2 (see `run_command`)."""
+    run_command("mrl-train-text", lambda: train_text(cfg))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ for seeded splits and one-off resizing.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from mrl.errors import ConfigError
 
 # Independent random streams of one seed (see seeded_permutation).
-SPLIT_STREAM, TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2, 3
+SPLIT_STREAM, TRAIN_STREAM, VAL_STREAM, TEST_STREAM, LOADER_STREAM = 0, 1, 2, 3, 4
 
 # Above this, a resized copy of a whole split would crowd host RAM (e.g. 55k MNIST
 # images at 224 px are ~11 GB), so images are resized per sample instead.
@@ -62,28 +63,71 @@ def eval_sampler(
 
 class ResumableSampler(DistributedSampler):
     """`DistributedSampler` shuffling (order fixed by seed and epoch, split across ranks) that
-    can start an epoch part-way: `samples_done()` is asked at the start of every epoch for how
-    many of its samples were already trained on (non-zero only when a run resumes mid-epoch)."""
+    can start an epoch part-way and gives every sample its own seed.
 
-    def __init__(self, *args: Any, samples_done: Callable[[], int] | None = None, **kwargs: Any):
+    `samples_done(epoch)` is asked at the start of every epoch for how many of this epoch's
+    samples were already trained on (non-zero only for the first epoch of a run resumed
+    mid-epoch). With `per_sample_seeds`, it yields `(index, seed)` pairs, the seed a function of
+    (sampler seed, epoch, index) only, for a `SeededSamples` dataset: augmentation then draws the
+    same numbers whatever the worker count, the prefetching or the point a run resumed from.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        samples_done: Callable[[int], int] | None = None,
+        per_sample_seeds: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.samples_done = samples_done
+        self.per_sample_seeds = per_sample_seeds
 
     def __iter__(self):
         indices = list(super().__iter__())
-        skip = self.samples_done() if self.samples_done is not None else 0
-        return iter(indices[skip:])
+        skip = self.samples_done(self.epoch) if self.samples_done is not None else 0
+        indices = indices[skip:]
+        if not self.per_sample_seeds:
+            return iter(indices)
+        base = (int(self.seed) * 1_000_003 + int(self.epoch)) * 2_654_435_761
+        return iter((i, (base + i) % 2**63) for i in indices)
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that item `(index, seed)` is `dataset[index]` computed under `seed`:
+    torch's and Python's global random generators are seeded for that one sample and restored
+    afterwards, so random transforms depend on the sample's seed alone."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        python_state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(python_state)
 
 
 def train_sampler(
-    dataset: Dataset, seed: int, samples_done: Callable[[], int] | None = None
+    dataset: Dataset,
+    seed: int,
+    samples_done: Callable[[int], int] | None = None,
+    per_sample_seeds: bool = False,
 ) -> DistributedSampler:
     """Shuffling sampler whose order depends only on (seed, epoch), split across ranks.
 
     Lightning calls `set_epoch` on it and leaves a `DistributedSampler` in place, so a run
     resumed from a checkpoint sees the same batches as an uninterrupted one; `samples_done`
-    lets it skip what a run resumed mid-epoch already trained on. Without DDP it is a
-    one-replica sampler.
+    lets it skip what a run resumed mid-epoch already trained on; `per_sample_seeds` makes it
+    yield `(index, seed)` for `SeededSamples`. Without DDP it is a one-replica sampler.
     """
     distributed = dist.is_available() and dist.is_initialized()
     return ResumableSampler(
@@ -93,7 +137,33 @@ def train_sampler(
         shuffle=True,
         seed=int(seed),
         samples_done=samples_done,
+        per_sample_seeds=per_sample_seeds,
     )
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: its worker base seed is then not drawn from torch's
+    global generator, whose state a resumed run restores exactly (see `mrl.lifecycle`)."""
+    return seeded_generator(seed, LOADER_STREAM)
+
+
+def train_position(trainer: pl.Trainer | None) -> dict[str, Any]:
+    """`{"epoch", "batches"}`: the training epoch and how many of its batches have updated the
+    model. Read when a checkpoint is written, at any of the points Lightning or `mrl.lifecycle`
+    writes one (batch start or end, validation end)."""
+    if trainer is None:
+        return {}
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
+
+
+def samples_already_trained(datamodule: Any, epoch: int) -> int:
+    """Samples per process of `epoch` trained before the checkpoint `datamodule` was restored
+    from (its `_resume_position`), consumed on the first call: later epochs start at 0."""
+    position, datamodule._resume_position = datamodule._resume_position, None
+    if not position or position.get("epoch") != epoch:
+        return 0
+    return int(position["batches"]) * int(datamodule.batch_size)
 
 
 def seeded_generator(seed: int, stream: int = 0) -> torch.Generator:
@@ -318,6 +388,7 @@ class VisionDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._resume_position: dict[str, Any] | None = None
 
     # -- to implement -----------------------------------------------------------
     def check(self) -> None:
@@ -388,21 +459,29 @@ class VisionDataModule(pl.LightningDataModule):
                 "samples, so drop_last would leave no batch: lower data.batch_size"
             )
         return DataLoader(
-            self.train_set,
+            SeededSamples(self.train_set),
             batch_size=self.batch_size,
-            sampler=train_sampler(self.train_set, self.seed, self.samples_done_this_epoch),
+            sampler=train_sampler(
+                self.train_set, self.seed, self.samples_done_this_epoch, per_sample_seeds=True
+            ),
             drop_last=self.drop_last,
+            generator=loader_generator(self.seed),
             **self._loader_kwargs(),
         )
 
-    def samples_done_this_epoch(self) -> int:
-        """Training samples (per process) of the current epoch that a fit resumed from a
-        checkpoint has already trained on: 0 unless it resumes mid-epoch. Lightning restores its
-        progress counters but does not fast-forward a plain DataLoader."""
-        trainer = self.trainer
-        if trainer is None or not trainer.fit_loop.restarting:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed) * self.batch_size
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in its epoch (saved in every checkpoint by Lightning)."""
+        return train_position(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Remember the saved position, for the first training epoch after a resume."""
+        self._resume_position = dict(state_dict)
+
+    def samples_done_this_epoch(self, epoch: int) -> int:
+        """Training samples (per process) of `epoch` that the checkpoint a fit resumed from
+        had already trained on: non-zero only for a resume mid-epoch, and only once. Lightning
+        restores its progress counters but does not fast-forward a plain DataLoader."""
+        return samples_already_trained(self, epoch)
 
     def eval_dataloader(self, dataset: Dataset) -> DataLoader:
         """Sequential loader over ``dataset``; unpadded DistributedSampler under DDP."""

@@ -47,6 +47,13 @@ def split_is_current(split_dir: str | Path, meta: dict[str, Any]) -> bool:
     return all(stored.get(key) == value for key, value in wanted.items())
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a sparse file's blocks now: a disk too small fails here as `OSError` (no space
+    left) rather than as a bus error while the memory map is written."""
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+
+
 def _dist() -> tuple[int, int]:
     """`(rank, world_size)` of the current process group, `(0, 1)` without one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -86,8 +93,16 @@ def encode_to_disk(
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        np.lib.format.open_memmap(tmp / "features.npy", "w+", dtype, (num_examples, dim)).flush()
-        np.lib.format.open_memmap(tmp / "labels.npy", "w+", np.int64, (num_examples,)).flush()
+        try:
+            for name, kind, shape in (
+                ("features.npy", dtype, (num_examples, dim)),
+                ("labels.npy", np.int64, (num_examples,)),
+            ):
+                np.lib.format.open_memmap(tmp / name, "w+", kind, shape).flush()
+                _reserve(tmp / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     _barrier()
     try:
         features = np.load(tmp / "features.npy", mmap_mode="r+")

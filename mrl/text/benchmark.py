@@ -93,15 +93,14 @@ def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, flo
     """
     import lightning.pytorch as pl
 
-    from mrl.builders import _instantiate
+    from mrl.builders import build_trainer
     from mrl.train_text import build_text_model
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_text_model(cfg, datamodule)
-    trainer = _instantiate(
-        cfg.trainer,
-        "trainer",
-        default_root_dir=str(cfg.paths.run_dir),
+    trainer = build_trainer(
+        cfg,
+        Path(cfg.paths.run_dir),
         logger=False,
         callbacks=[_step_logger(log_every)],
         enable_checkpointing=False,
