@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from mrl.results import atomic_write_text
+from mrl.results import STATUS_FILE, atomic_write_text, read_status
 
 COLUMNS = ["study", "run", "status", "seed", "method", "dim", "source", "metric", "value"]
 DEFAULT_METRICS = ("top1", "1nn", "map@10")
@@ -105,8 +105,10 @@ def natural_key(text: str) -> list[Any]:
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether `path` is a run folder: it holds `.hydra/config.yaml` or `results.json`."""
-    return (path / ".hydra" / "config.yaml").is_file() or (path / "results.json").is_file()
+    """Whether `path` is a run folder: it holds `.hydra/config.yaml`, `results.json` or a
+    `status.json` of the run lifecycle."""
+    return any((path / name).is_file() for name in (".hydra/config.yaml", "results.json",
+                                                     STATUS_FILE))  # fmt: skip
 
 
 def find_runs(root: Path, exclude: Path | None = None) -> list[Path]:
@@ -260,6 +262,12 @@ def load_run(path: Path, root: Path, splits: list[str]) -> Run:
             note = f"corrupt results.json: {err}"
     else:
         note = "no results.json"
+        status = read_status(path)
+        if status.get("state") in ("failed", "interrupted", "running"):
+            detail = status.get("reason") or status.get("signal") or ""
+            note = f"{status['state']} at step {status.get('step')}" + (
+                f": {detail}" if detail else ""
+            )
         if (path / "eval" / "metrics.csv").is_file():
             note += " (training unfinished; its eval/metrics.csv is ignored)"
 

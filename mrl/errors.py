@@ -11,3 +11,7 @@ class DataNotFoundError(FileNotFoundError):
 
 class NonFiniteError(FloatingPointError):
     """A loss or a tensor to be saved is NaN or infinite; the message names the step."""
+
+
+class DataError(ConfigError):
+    """A data set's files are there but unusable (corrupt, truncated, inconsistent)."""

@@ -44,13 +44,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mrl.errors import ConfigError, NonFiniteError
-from mrl.results import atomic_write_json
+from mrl.results import atomic_write_json, read_status, write_status
 
 log = logging.getLogger("mrl.lifecycle")
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, INTERRUPTED = "last.ckpt", "interrupted.ckpt"
-LOCK_FILE, STATUS_FILE, RESULTS_FILE = ".lock", "status.json", "results.json"
+LOCK_FILE, RESULTS_FILE = ".lock", "results.json"
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: 138}
 # Config keys that do not change what a run computes, left out of "what changed" on resume.
 UNTRACKED_KEYS = ("paths.", "run_id", "ckpt_path", "eval_after", "trainer.enable_progress_bar")
@@ -87,6 +87,7 @@ class TrainerSpec:
     """
 
     prog: str
+    check: Callable[[DictConfig], None]
     build: Callable[[DictConfig], Built]
     results: Callable[[DictConfig, pl.Trainer, Built], dict[str, Any]]
     finish: Callable[[DictConfig, Path, Built, dict[str, Any]], None] | None = None
@@ -213,22 +214,6 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     if removed:
         log.info("removed %d temporary file(s) left by killed processes", len(removed))
     return removed
-
-
-def write_status(run_dir: Path, state: str, **info: Any) -> None:
-    """Record the run's state in `status.json` (atomic)."""
-    atomic_write_json(
-        run_dir / STATUS_FILE,
-        {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info},
-    )
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run's `status.json`, or `{}` when absent or unreadable."""
-    try:
-        return json.loads((run_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -546,6 +531,7 @@ def run_training(
     from mrl.report.provenance import current_provenance
 
     started = time.time()
+    spec.check(cfg)
     check_run_id(cfg.get("run_id"))
     run_dir = Path(cfg.paths.run_dir)
     rank_zero = is_rank_zero_process()

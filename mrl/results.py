@@ -5,6 +5,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any) -> None:
     """`atomic_write_text` of `data` as indented JSON."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+STATUS_FILE = "status.json"
+
+
+def write_status(run_dir: str | Path, state: str, **info: Any) -> None:
+    """Record a run's state (`running`, `interrupted`, `failed`, `finished`) in `status.json`."""
+    atomic_write_json(
+        Path(run_dir) / STATUS_FILE,
+        {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info},
+    )
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """A run's `status.json`, or `{}` when absent or unreadable."""
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def per_dim_results(

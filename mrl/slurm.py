@@ -12,6 +12,7 @@ the overrides on line i of FILE (blank lines and `#` comments skipped).
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -117,8 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", help="file with one line of overrides per job-array task")
     parser.add_argument("--out-dir", default=str(ROOT / "slurm" / "generated"))
     parser.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
-    args, overrides = parser.parse_known_args(argv)
-    overrides = [o for o in overrides if o != "--"]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = parser.parse_known_args(argv[:cut])
+    unknown = [o for o in overrides if o.startswith("-")]
+    overrides += argv[cut + 1 :]
+    if unknown:  # a typo such as --nodse would otherwise reach mrl-train as an override
+        parser.exit(2, f"mrl-submit: error: unknown option {unknown[0]}: see mrl-submit --help "
+                       f"(mrl-train overrides are key=value)\n")  # fmt: skip
     for name in ("nodes", "gpus_per_node", "cpus_per_task"):
         if getattr(args, name) < 1:
             parser.exit(2, f"mrl-submit: error: --{name.replace('_', '-')} must be >= 1\n")
@@ -138,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         print(script, end="")
         return
+    if shutil.which("sbatch") is None:
+        parser.exit(2, "mrl-submit: error: sbatch not found: run on a SLURM login node, or "
+                       "print the script with --dry-run\n")  # fmt: skip
     path = Path(args.out_dir) / f"{args.job_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     atomic_write_text(path, script)
     print(f"wrote {path}", flush=True)

@@ -26,7 +26,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def build(cfg: DictConfig) -> Built:
     """The data module (files checked, nothing decoded) and the model of a vision run."""
-    check_train_config(cfg)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
     return Built(datamodule, model)
@@ -49,7 +48,9 @@ def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]
     print(format_table(results["per_dim"], title))
 
 
-SPEC = TrainerSpec(prog="mrl-train", build=build, results=results, finish=finish)
+SPEC = TrainerSpec(
+    prog="mrl-train", check=check_train_config, build=build, results=results, finish=finish
+)
 
 
 def evaluate_after_training(run_dir: Path, overrides: list[str]) -> None:

@@ -106,7 +106,6 @@ def text_encoder_of(model: pl.LightningModule) -> Any:
 
 def build(cfg: DictConfig) -> Built:
     """The data module (checked) and the Lightning module of a text run."""
-    check_text_config(cfg)
     datamodule = _instantiate(cfg.data, "data")
     datamodule.check()
     return Built(datamodule, build_text_model(cfg, datamodule))
@@ -140,7 +139,9 @@ def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]
 
 # The lifecycle writes last.ckpt itself; Lightning's default checkpoint callback would add an
 # `epoch=N-step=M.ckpt` copy (~250 MB for MiniLM) unless a config asks for one.
-SPEC = TrainerSpec(prog="mrl-train-text", build=build, results=results, finish=finish)
+SPEC = TrainerSpec(
+    prog="mrl-train-text", check=check_text_config, build=build, results=results, finish=finish
+)
 
 
 def train_text(cfg: DictConfig) -> dict[str, Any]:

@@ -287,3 +287,17 @@ def test_no_runs_is_an_error_with_exit_status_2(tmp_path: Path, capsys, make: st
     assert err.startswith("mrl-aggregate: error: ") and err.count("\n") == 1
     assert str(target) in err
     assert not (target / "aggregate").exists()
+
+
+def test_a_diverged_run_shows_why_it_failed(sweep: Path, capsys):
+    from mrl.results import write_status
+
+    job = sweep / "7"
+    write_hydra(job, "${nesting}", False, ["seed=3"], seed=3)
+    write_status(job, "failed", reason="non-finite training loss nan at step 8", step=8)
+    main([str(sweep), "--out", str(sweep / "tables")])
+    assert "failed: 7 (failed at step 8: non-finite training loss nan at step 8)" in (
+        capsys.readouterr().out
+    )
+    (row,) = [r for r in read_csv(sweep / "tables" / "results.csv") if r["run"] == "7"]
+    assert row["status"] == "failed"

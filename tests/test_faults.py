@@ -20,7 +20,8 @@ import torch
 from conftest import FAST, compose_train
 
 from mrl.errors import ConfigError, NonFiniteError
-from mrl.lifecycle import RunInterrupted, RunLock, read_status
+from mrl.lifecycle import RunInterrupted, RunLock
+from mrl.results import read_status
 from mrl.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ from conftest import FAST, compose_train
 
 from mrl.builders import model_from_checkpoint
 from mrl.config import run_name
+from mrl.lifecycle import RunInterrupted
 from mrl.train import train
 
 SLURM_ENV = {
@@ -28,20 +29,15 @@ SLURM_ENV = {
 }
 
 
-class Preempted(Exception):
-    """What the scheduler does to the job after its warning signal."""
-
-
 class PreemptAtStep(pl.Callback):
-    """Sends this process SIGUSR1 (SLURM's warning) before training step `step`, then stops it."""
+    """Sends this process SIGUSR1 (SLURM's warning) during training step `step`."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGUSR1)  # Lightning's handler saves and requeues
-            raise Preempted
+            os.kill(os.getpid(), signal.SIGUSR1)  # saved and requeued at the next batch start
 
 
 def test_run_directory_name_follows_the_slurm_job(monkeypatch):
@@ -58,9 +54,9 @@ def test_run_directory_name_follows_the_slurm_job(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step", [8, 11])  # the first step of the second epoch, and mid-epoch
+@pytest.mark.parametrize("step", [7, 10])  # the last step of the first epoch, and mid-epoch
 def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypatch, step: int):
-    common = [*FAST, "trainer.max_epochs=3", "callbacks.interrupted=null"]
+    common = [*FAST, "trainer.max_epochs=3"]
     whole = compose_train(tmp_path / "whole", *common)
     expected = train(whole)
 
@@ -79,14 +75,15 @@ def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypat
         f"+callbacks.preempt.step={step}",
     ]
     try:
-        with pytest.raises(Preempted):
+        with pytest.raises(RunInterrupted) as info:
             train(compose_train(run_dir, *common, *preempt))
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
     hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"))
     assert len(hpc) == 1 and not (run_dir / "results.json").exists()
-    assert torch.load(hpc[0], weights_only=False)["global_step"] == step
+    assert torch.load(hpc[0], weights_only=False)["global_step"] == step + 1
+    assert info.value.exit_code == 138
 
     resumed = train(compose_train(run_dir, *common))  # the requeued job: same directory
     assert resumed["per_dim"] == expected["per_dim"]

@@ -72,3 +72,24 @@ def test_render_options_and_bad_input(tmp_path, capsys):
         main(["--dry-run", "--sweep", str(tmp_path / "missing.txt")])
     assert info.value.code == 2
     assert "sweep file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--nodse", "2", "--dry-run"], "unknown option --nodse"),
+        (["head=mrl_e"], "sbatch not found"),
+    ],
+)
+def test_unknown_options_and_a_missing_sbatch_are_one_line(argv, message, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_overrides_after_the_separator_reach_mrl_train(capsys):
+    main(["--dry-run", "--", "-m", "seed=1,2"])
+    assert "-m seed=1,2" in capsys.readouterr().out

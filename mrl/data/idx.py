@@ -78,3 +78,32 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         )
     data = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
     return data.astype(dtype.newbyteorder("="), copy=True)
+
+
+def idx_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], int, int]:
+    """`(shape, expected data bytes + header, stored bytes)` of an IDX file, read cheaply: the
+    header only, and for gzip the uncompressed size from the stream's trailer (modulo 2**32,
+    exact below 4 GiB). Raises `ValueError` naming the file for a malformed header."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+    try:
+        opener = gzip.open if gz else open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise ValueError(f"{path}: not an IDX file (bad header 0x{head.hex()})")
+            dims = f.read(4 * head[3])
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: corrupt or truncated gzip stream ({e})") from e
+    if len(dims) < 4 * head[3]:
+        raise ValueError(f"{path}: truncated IDX header ({head[3]} dimensions declared)")
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    expected = 4 + len(dims) + int(np.prod(shape, dtype=np.int64)) * _IDX_DTYPES[head[2]].itemsize
+    size = path.stat().st_size
+    if gz:
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 4))
+            stored = int.from_bytes(f.read(4), "little")
+        return shape, expected % 2**32, stored
+    return shape, expected, size

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from mrl.data.base import InMemoryDataModule
-from mrl.data.idx import read_idx
-from mrl.errors import DataNotFoundError
+from mrl.data.idx import idx_header, read_idx
+from mrl.errors import DataError, DataNotFoundError
 
 IDX_STEMS = {
     "train_images": "train-images-idx3-ubyte",
@@ -58,16 +58,43 @@ class _IDXDataModule(InMemoryDataModule):
                 f"{self.display_name} not found in {self.root} "
                 f"(need {', '.join(s + '[.gz]' for s in missing)}): {self._missing_hint()}"
             )
+        for split in ("train", "test"):
+            self._check_split(split)
+
+    def _check_split(self, split: str) -> None:
+        """Images `[N, H, W]` and labels `[N]` of one split, whole and of the same N (headers
+        and sizes only), else `DataError` naming the file."""
+        shapes = {}
+        for kind in ("images", "labels"):
+            path = self._find(IDX_STEMS[f"{split}_{kind}"])
+            try:
+                shape, expected, stored = idx_header(path)
+            except ValueError as err:
+                raise DataError(f"{err}: replace the file") from err
+            if expected != stored:
+                raise DataError(
+                    f"{path}: truncated or padded IDX file (header says shape {shape}): replace it"
+                )
+            shapes[kind] = (path, shape)
+        (img_path, images), (lbl_path, labels) = shapes["images"], shapes["labels"]
+        if len(images) != 3 or len(labels) != 1 or images[0] != labels[0]:
+            raise DataError(
+                f"{img_path} holds images {images} but {lbl_path} labels {labels}: the {split} "
+                f"files do not belong together; replace them"
+            )
 
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
         split = "train" if train else "test"
         img_path = self._find(IDX_STEMS[f"{split}_images"])
         lbl_path = self._find(IDX_STEMS[f"{split}_labels"])
         assert img_path is not None and lbl_path is not None  # check() ran
-        images = read_idx(img_path)
-        labels = read_idx(lbl_path)
+        try:
+            images = read_idx(img_path)
+            labels = read_idx(lbl_path)
+        except ValueError as err:
+            raise DataError(f"{err}: replace the file") from err
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-            raise ValueError(
+            raise DataError(
                 f"{img_path}, {lbl_path}: expected images [N,H,W] and labels [N], got "
                 f"{images.shape} and {labels.shape}"
             )

@@ -1,0 +1,246 @@
+"""Every bad input of `mrl-train` and `mrl-eval` ends with one line naming the value, exit status
+2, and nothing expensive done first (no fit, no encoding)."""
+
+import gzip
+import shutil
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, compose_eval, compose_train
+
+import mrl.errors
+import mrl.evaluate
+from mrl.evaluate import evaluate
+from mrl.lifecycle import run_command
+from mrl.train import train
+
+TINY = [*FAST, "trainer.max_steps=3", "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny finished run; its `last.ckpt`."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(compose_train(run_dir, *TINY))
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Fail the test if training or encoding starts."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("expensive work started before the bad input was reported")
+
+    monkeypatch.setattr(pl.Trainer, "fit", refuse)
+    monkeypatch.setattr(mrl.evaluate, "encode_to_disk", refuse)
+
+
+def one_line_exit_2(fn, capsys, prog: str, *expected: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        run_command(prog, fn)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no message"
+    line = err[-1]
+    assert line.startswith(f"{prog}: error: "), err
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    """Four small, valid Fashion-MNIST-shaped IDX files (gzip)."""
+
+    def idx(path: Path, array: np.ndarray, code: int) -> None:
+        header = bytes([0, 0, code, array.ndim]) + b"".join(
+            int(d).to_bytes(4, "big") for d in array.shape
+        )
+        path.write_bytes(gzip.compress(header + array.tobytes()))
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for split, n in (("train", 64), ("t10k", 20)):
+        images = tmp_path / f"{split}-images-idx3-ubyte.gz"
+        labels = tmp_path / f"{split}-labels-idx1-ubyte.gz"
+        idx(images, rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), 0x08)
+        idx(labels, rng.integers(0, 10, n, dtype=np.uint8), 0x08)
+        files[f"{split}_images"], files[f"{split}_labels"] = images, labels
+    return files
+
+
+def _truncate(path: Path) -> None:
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+
+
+def _wrong_length(path: Path) -> None:
+    raw = gzip.decompress(path.read_bytes())
+    header = bytes([0, 0, 8, 1]) + (19).to_bytes(4, "big")
+    path.write_bytes(gzip.compress(header + raw[8:27]))
+
+
+def _not_gzip(path: Path) -> None:
+    path.write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+
+
+@pytest.mark.parametrize(
+    ("damage", "stem", "expected"),
+    [
+        (_truncate, "train_images", "truncated or padded IDX file"),
+        (_wrong_length, "t10k_labels", "do not belong together"),
+        (_not_gzip, "t10k_images", "corrupt or truncated gzip"),
+    ],
+)
+def test_damaged_data_files(tmp_path, capsys, no_heavy_work, damage, stem, expected):
+    files = _files(tmp_path)
+    damage(files[stem])
+    cfg = compose_train(tmp_path / "run", *TINY, "data=fashion_mnist", f"data.root={tmp_path}",
+                        "data.val_size=8")  # fmt: skip
+    one_line_exit_2(lambda: train(cfg), capsys, "mrl-train", str(files[stem]), expected)
+
+
+BAD_TRAIN = {
+    "nesting=abc": ["nesting='abc' is not a list"],
+    "nesting=8": ["nesting=8 is not a list"],
+    "nesting=[4,2]": ["strictly increasing"],
+    "nesting=[]": ["nesting is empty"],
+    "optimizer.lr=-1": ["optimizer.lr=-1"],
+    "optimizer.lr=nan": ["optimizer.lr=nan"],
+    "optimizer.lr=0": ["optimizer.lr=0"],
+    "seed=-1": ["seed=-1"],
+    "run_id=a/b": ["run_id='a/b' is not a plain name"],
+    "nesting=[2,4,8,16,64]": ["goes up to 64"],
+}
+
+
+@pytest.mark.parametrize("override", list(BAD_TRAIN))
+def test_bad_training_options(tmp_path, capsys, no_heavy_work, override):
+    cfg = compose_train(tmp_path / "run", *TINY, override)
+    one_line_exit_2(lambda: train(cfg), capsys, "mrl-train", *BAD_TRAIN[override])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _text_file(tmp_path: Path, _: Path) -> Path:
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    return tmp_path / "notes.ckpt"
+
+
+def _empty_file(tmp_path: Path, _: Path) -> Path:
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    return tmp_path / "empty.ckpt"
+
+
+def _truncated_ckpt(tmp_path: Path, good: Path) -> Path:
+    (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[:5000])
+    return tmp_path / "cut.ckpt"
+
+
+def _non_finite_ckpt(tmp_path: Path, good: Path) -> Path:
+    ckpt = torch.load(good, weights_only=False)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("running_var"))
+    ckpt["state_dict"][name].fill_(float("inf"))
+    torch.save(ckpt, tmp_path / "inf.ckpt")
+    return tmp_path / "inf.ckpt"
+
+
+BAD_CKPT = {
+    "text file": (_text_file, [], "not a readable checkpoint"),
+    "empty file": (_empty_file, [], "is an empty file"),
+    "truncated": (_truncated_ckpt, [], "not a readable checkpoint"),
+    "missing": (lambda tmp, good: tmp / "absent.ckpt", [], "does not exist"),
+    "non-finite": (_non_finite_ckpt, [], "non-finite tensor"),
+    "another nesting": (lambda tmp, good: good, ["nesting=[2,4,8,16]"], "does not fit the model"),
+    "another head": (lambda tmp, good: good, ["head=mrl_e"], "does not fit the model"),
+    "another class count": (lambda tmp, good: good, ["data.num_classes=7"], "does not fit"),
+    "another channel count": (lambda tmp, good: good, ["data.in_channels=3"], "does not fit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CKPT))
+def test_bad_checkpoints_to_resume_from(tmp_path, capsys, trained, no_heavy_work, case):
+    make, overrides, expected = BAD_CKPT[case]
+    path = make(tmp_path, trained)
+    cfg = compose_train(tmp_path / "run", *TINY, f"ckpt_path={path}", *overrides)
+    one_line_exit_2(lambda: train(cfg), capsys, "mrl-train", expected)
+
+
+BAD_EVAL = {
+    "retrieval.ks=[0]": "retrieval.ks entry 0",
+    "retrieval.knn_ks=[0]": "retrieval.knn_ks entry 0",
+    "retrieval.backend=annoy": "retrieval.backend='annoy'",
+    "adaptive_retrieval.funnel_dims=[4,8]": "funnel_dims is set without the other",
+    "adaptive_retrieval.shortlist_k=5": "shortlist_k=5 is below the largest retrieval k 100",
+    "dims=[2,64]": "exceeds the representation size 32",
+    "dims=[8,4]": "strictly increasing",
+    "retrieval.knn_ks=[1,1000]": "the database has only 512 items",
+    "dtype=float64": "dtype='float64'",
+}
+FUNNELS = {
+    "different lengths": (["adaptive_retrieval.funnel_dims=[4,8,32]",
+                           "adaptive_retrieval.funnel_shortlists=[200,100]"], "differ in length"),
+    "not increasing": (["adaptive_retrieval.funnel_dims=[8,4]",
+                        "adaptive_retrieval.funnel_shortlists=[200,100]"], "strictly increasing"),
+    "growing shortlists": (["adaptive_retrieval.funnel_dims=[4,8]",
+                            "adaptive_retrieval.funnel_shortlists=[100,200]"], "must not increase"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("override", list(BAD_EVAL))
+def test_bad_eval_options(tmp_path, capsys, trained, no_heavy_work, override):
+    cfg = compose_eval(f"ckpt_path={trained}", f"out_dir={tmp_path}", override)
+    one_line_exit_2(lambda: evaluate(cfg), capsys, "mrl-eval", BAD_EVAL[override])
+
+
+@pytest.mark.parametrize("case", list(FUNNELS))
+def test_bad_funnels(tmp_path, capsys, trained, no_heavy_work, case):
+    overrides, expected = FUNNELS[case]
+    cfg = compose_eval(f"ckpt_path={trained}", f"out_dir={tmp_path}", *overrides)
+    one_line_exit_2(lambda: evaluate(cfg), capsys, "mrl-eval", expected)
+
+
+@pytest.mark.parametrize("case", ["text file", "empty file", "truncated", "non-finite"])
+def test_bad_checkpoints_to_evaluate(tmp_path, capsys, trained, no_heavy_work, case):
+    path = BAD_CKPT[case][0](tmp_path, trained)
+    cfg = compose_eval(f"ckpt_path={path}", f"out_dir={tmp_path}")
+    one_line_exit_2(lambda: evaluate(cfg), capsys, "mrl-eval", str(path))
+
+
+def test_eval_without_a_checkpoint(capsys, no_heavy_work):
+    cfg = compose_eval()
+    one_line_exit_2(lambda: evaluate(cfg), capsys, "mrl-eval", "pass ckpt_path=")
+
+
+def test_collapsed_embeddings_are_refused(tmp_path, capsys, trained):
+    ckpt = torch.load(trained, weights_only=False)
+    for name, value in ckpt["state_dict"].items():
+        if name.startswith("encoder.") and value.is_floating_point() and "running" not in name:
+            value.zero_()
+    torch.save(ckpt, tmp_path / "dead.ckpt")
+    cfg = compose_eval(f"ckpt_path={tmp_path / 'dead.ckpt'}", f"out_dir={tmp_path / 'out'}",
+                       "robustness.corruptions=[]")  # fmt: skip
+    one_line_exit_2(lambda: evaluate(cfg), capsys, "mrl-eval", "all identical")
+    assert not (tmp_path / "out" / "eval" / "metrics.csv").exists()
+
+
+def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch, no_heavy_work):
+    monkeypatch.setenv("MRL_DEBUG", "1")
+    cfg = compose_train(tmp_path / "run", *TINY, "optimizer.lr=-1")
+    with pytest.raises(mrl.errors.ConfigError, match="optimizer.lr=-1"):
+        run_command("mrl-train", lambda: train(cfg))
+
+
+def test_partial_embeddings_of_a_killed_eval_are_removed(tmp_path, trained):
+    out = tmp_path / "out"
+    partial = out / "embeddings" / ".database.partial"
+    partial.mkdir(parents=True)
+    (partial / "features.npy").write_bytes(b"half")
+    cfg = compose_eval(f"ckpt_path={trained}", f"out_dir={out}", "robustness.corruptions=[]",
+                       "probe.enabled=false", "adaptive_classification.enabled=false",
+                       "adaptive_retrieval.enabled=false")  # fmt: skip
+    evaluate(cfg)
+    assert not partial.exists() and (out / "embeddings" / "database" / "features.npy").is_file()
+    shutil.rmtree(out)
