@@ -1,9 +1,12 @@
 """The text part: Matryoshka contrastive loss, WordNet reader and tasks, training, export."""
 
 import json
+import os
+import signal
 import warnings
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -447,3 +450,53 @@ def test_markdown_table_of_the_benchmark():
     text = markdown(rows, ["zero_shot", "mrl", "single_dim"], "t")
     assert "| dim | MiniLM zero-shot | MiniLM + MRL |" in text
     assert "| 8 | 25.00 | 50.00 |" in text and "| 16 | 12.50 | - |" in text
+
+
+class SigtermAtStep(pl.Callback):
+    """Sends this process SIGTERM during training step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_text_runs_share_the_lifecycle_and_resume_exactly(tmp_path: Path):
+    """The text trainer's interrupted run resumes to the uninterrupted weights (MiniLM
+    included) and its run folder has what the vision trainer's has."""
+    from mrl.lifecycle import RunInterrupted
+    from mrl.train_text import train_text
+
+    common = ["text/task=dual_encoder", "trainer.enable_progress_bar=false",
+              "trainer.enable_model_summary=false", "logger=csv", "data.batch_size=8",
+              "data.num_train=48", "data.num_val=8", "data.num_test=8", "trainer.max_steps=5",
+              "save_model=false"]  # fmt: skip
+    whole = train_text(compose_text(tmp_path / "whole", *common))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(RunInterrupted) as info:
+            train_text(compose_text(tmp_path / "cut", *common,
+                                    "+callbacks.stop._target_=test_text.SigtermAtStep",
+                                    "+callbacks.stop.step=2"))  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert info.value.exit_code == 143
+    resumed = train_text(compose_text(tmp_path / "cut", *common))
+    assert resumed["per_dim"] == whole["per_dim"] and resumed["resumed_from"].endswith(
+        "interrupted.ckpt"
+    )
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 5
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0,
+                                   msg=key)  # fmt: skip
+    on_disk = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert "provenance" in on_disk
+    assert json.loads((tmp_path / "cut" / "status.json").read_text())["state"] == "finished"
+    assert (
+        not list((tmp_path / "cut").glob("**/*.tmp")) and not (tmp_path / "cut" / ".lock").exists()
+    )

@@ -157,15 +157,6 @@ def train_position(trainer: pl.Trainer | None) -> dict[str, Any]:
     return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
 
 
-def samples_already_trained(datamodule: Any, epoch: int) -> int:
-    """Samples per process of `epoch` trained before the checkpoint `datamodule` was restored
-    from (its `_resume_position`), consumed on the first call: later epochs start at 0."""
-    position, datamodule._resume_position = datamodule._resume_position, None
-    if not position or position.get("epoch") != epoch:
-        return 0
-    return int(position["batches"]) * int(datamodule.batch_size)
-
-
 def seeded_generator(seed: int, stream: int = 0) -> torch.Generator:
     """CPU generator that depends only on ``seed`` and ``stream``.
 
@@ -315,7 +306,33 @@ def _check_optional_positive(name: str, value: int | None) -> int | None:
     return value
 
 
-class VisionDataModule(pl.LightningDataModule):
+class ResumableTraining:
+    """Mixin for a `LightningDataModule` whose training sampler is a `ResumableSampler` given
+    `samples_done=self.samples_done_this_epoch`: the position in the epoch travels in every
+    checkpoint (the data module's state), and a fit resumed mid-epoch skips what it trained."""
+
+    _resume_position: dict[str, Any] | None = None
+    trainer: pl.Trainer | None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in its epoch (saved in every checkpoint by Lightning)."""
+        return train_position(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Remember the saved position, for the first training epoch after a resume."""
+        self._resume_position = dict(state_dict)
+
+    def samples_done_this_epoch(self, epoch: int) -> int:
+        """Training samples (per process) of `epoch` that the checkpoint a fit resumed from
+        had already trained on: non-zero only for a resume mid-epoch, and only once. Lightning
+        restores its progress counters but does not fast-forward a plain DataLoader."""
+        position, self._resume_position = self._resume_position, None
+        if not position or position.get("epoch") != epoch:
+            return 0
+        return int(position["batches"]) * int(self.batch_size)
+
+
+class VisionDataModule(ResumableTraining, pl.LightningDataModule):
     """Base for image-classification data modules yielding ``(images, labels)`` batches.
 
     Batches are ``(float32 [B, C, H, W], int64 [B])``. ``batch_size`` is PER DEVICE:
@@ -388,7 +405,6 @@ class VisionDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
-        self._resume_position: dict[str, Any] | None = None
 
     # -- to implement -----------------------------------------------------------
     def check(self) -> None:
@@ -468,20 +484,6 @@ class VisionDataModule(pl.LightningDataModule):
             generator=loader_generator(self.seed),
             **self._loader_kwargs(),
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where training stands in its epoch (saved in every checkpoint by Lightning)."""
-        return train_position(self.trainer)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Remember the saved position, for the first training epoch after a resume."""
-        self._resume_position = dict(state_dict)
-
-    def samples_done_this_epoch(self, epoch: int) -> int:
-        """Training samples (per process) of `epoch` that the checkpoint a fit resumed from
-        had already trained on: non-zero only for a resume mid-epoch, and only once. Lightning
-        restores its progress counters but does not fast-forward a plain DataLoader."""
-        return samples_already_trained(self, epoch)
 
     def eval_dataloader(self, dataset: Dataset) -> DataLoader:
         """Sequential loader over ``dataset``; unpadded DistributedSampler under DDP."""

@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from mrl.data.base import eval_sampler
+from mrl.data.base import ResumableSampler, ResumableTraining, eval_sampler
 from mrl.errors import ConfigError
 from mrl.text.encoders import load_tokenizer, tokenize
 from mrl.text.wordnet import (
@@ -134,9 +134,10 @@ class SynsetPairs(Dataset):
         return synset.definition, synset.lemmas[int(choice)]
 
 
-class PairSampler(DistributedSampler):
+class PairSampler(ResumableSampler):
     """A shuffling `DistributedSampler` that yields `(index, epoch)`, so the dataset can draw a
-    new lemma per epoch. Lightning calls `set_epoch`, and leaves a `DistributedSampler` in place."""
+    new lemma per epoch. Lightning calls `set_epoch`, and leaves a `DistributedSampler` in place;
+    a resumed fit skips what it already trained on (`ResumableSampler`)."""
 
     def __iter__(self):
         epoch = self.epoch
@@ -149,7 +150,7 @@ def _process_group() -> tuple[int, int]:
     return 1, 0
 
 
-class WordNetDataModule(pl.LightningDataModule):
+class WordNetDataModule(ResumableTraining, pl.LightningDataModule):
     """Shared set-up of the WordNet data modules: files, splits, limits, tokenizer, loaders.
 
     Args:
@@ -283,8 +284,9 @@ class WordNetPairsDataModule(WordNetDataModule):
         dataset = self.train_dataset()
         self._check_batch(len(dataset))
         world, rank = _process_group()
-        sampler_cls = PairSampler if self.pairs == "sample" else DistributedSampler
-        sampler = sampler_cls(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        sampler_cls = PairSampler if self.pairs == "sample" else ResumableSampler
+        sampler = sampler_cls(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
+                              samples_done=self.samples_done_this_epoch)  # fmt: skip
         collate = PairCollator(self.tokenizer, self.max_length)
         return self._loader(
             dataset, collate, self.batch_size, sampler=sampler, drop_last=self.drop_last
@@ -331,9 +333,10 @@ class WordNetCategoriesDataModule(WordNetDataModule):
         dataset = self.dataset("train")
         self._check_batch(len(dataset))
         world, rank = _process_group()
-        sampler = DistributedSampler(
-            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
-        )
+        sampler = ResumableSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
+            samples_done=self.samples_done_this_epoch,
+        )  # fmt: skip
         collate = LabelledCollator(self.tokenizer, self.max_length)
         return self._loader(
             dataset, collate, self.batch_size, sampler=sampler, drop_last=self.drop_last

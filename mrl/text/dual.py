@@ -21,7 +21,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
-from mrl.data.base import eval_sampler, train_sampler
+from mrl.data.base import (
+    ResumableTraining,
+    SeededSamples,
+    eval_sampler,
+    loader_generator,
+    train_sampler,
+)
 from mrl.data.synthetic import SyntheticDataModule
 from mrl.errors import ConfigError
 from mrl.module import (
@@ -89,7 +95,7 @@ class CaptionCollator:
         }
 
 
-class SyntheticCaptionsDataModule(pl.LightningDataModule):
+class SyntheticCaptionsDataModule(ResumableTraining, pl.LightningDataModule):
     """Seeded synthetic images (see `SyntheticDataModule`) paired with `template.format(label=k)`.
 
     Args:
@@ -149,10 +155,16 @@ class SyntheticCaptionsDataModule(pl.LightningDataModule):
 
     def _loader(self, images: Dataset, train: bool) -> DataLoader:
         dataset = CaptionedImages(images, self.captions)
+        sampler = (
+            train_sampler(dataset, self.seed, self.samples_done_this_epoch, per_sample_seeds=True)
+            if train
+            else eval_sampler(dataset)
+        )
         return DataLoader(
-            dataset,
+            SeededSamples(dataset) if train else dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=train_sampler(dataset, self.seed) if train else eval_sampler(dataset),
+            sampler=sampler,
+            generator=loader_generator(self.seed) if train else None,
             drop_last=train,
             collate_fn=CaptionCollator(self.tokenizer, self.max_length),
             num_workers=self.num_workers,
