@@ -1,6 +1,8 @@
 """Checkpoint writing that never leaves a half-written file under a checkpoint's name."""
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,5 +41,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        except RuntimeError as err:
+            # torch's zip writer reports a full disk as "unexpected pos ..." without the cause.
+            if shutil.disk_usage(path.parent).free < 4 * 2**20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+            raise
         finally:
             tmp.unlink(missing_ok=True)

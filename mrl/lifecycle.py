@@ -578,6 +578,15 @@ def run_training(
                 if rank_zero:
                     write_status(run_dir, "failed", reason=str(err), step=trainer.global_step)
                 raise
+            except SystemExit as err:  # Lightning's exit after a second Ctrl-C
+                if rank_zero:
+                    write_status(run_dir, "interrupted", signal="SIGINT", step=trainer.global_step)
+                raise RunInterrupted(signal.SIGINT, None) from err
+            except Exception as err:
+                if rank_zero:
+                    reason = f"{type(err).__name__}: {one_line(err)}"
+                    write_status(run_dir, "failed", reason=reason, step=trainer.global_step)
+                raise
             save_final(trainer, run_dir)
             if lifecycle.signal is not None:  # arrived after the last batch: weights are saved
                 raise RunInterrupted(lifecycle.signal, run_dir / CHECKPOINT_DIR / LAST)
@@ -678,11 +687,6 @@ def run_command(prog: str, fn: Callable[[], Any]) -> Any:
         if debug:
             raise
         code, message = 1, f"error: {one_line(err)}"
-    except RuntimeError as err:
-        # PyTorch reports a full disk while saving as a RuntimeError from its zip writer.
-        if debug or "unexpected pos" not in str(err) and "No space" not in str(err):
-            raise
-        code, message = 1, "error: no space left on the device while writing a file"
     print(f"{prog}: {message}", file=sys.stderr)
     sys.exit(code)
 

@@ -1,6 +1,8 @@
 """Shared test set-up: offline mode for every library, and a composed-config helper."""
 
 import os
+import shutil
+import subprocess
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,3 +66,33 @@ def compose_eval(*overrides: str) -> DictConfig:
     """The real `conf/eval.yaml` composed with `overrides`."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("eval", overrides=list(overrides))
+
+
+# -- small and read-only disks (root only: tmpfs mounts) ------------------------------------
+
+
+def _mount_tmpfs(where: Path, options: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    where.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                            capture_output=True)  # fmt: skip
+    return result.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    where = tmp_path / "disk"
+    if not _mount_tmpfs(where, "size=96k"):
+        pytest.skip("needs root and tmpfs mounts to make a small disk")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path):
+    where = tmp_path / "ro"
+    if not _mount_tmpfs(where, "size=1m,ro"):
+        pytest.skip("needs root and tmpfs mounts to make a read-only disk")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)

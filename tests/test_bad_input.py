@@ -244,3 +244,27 @@ def test_partial_embeddings_of_a_killed_eval_are_removed(tmp_path, trained):
     evaluate(cfg)
     assert not partial.exists() and (out / "embeddings" / "database" / "features.npy").is_file()
     shutil.rmtree(out)
+
+
+def test_eval_of_last_ckpt_reproduces_the_runs_own_table(tmp_path, trained):
+    """`max_steps` ended mid-epoch: `last.ckpt` still holds the weights `results.json` reports."""
+    import json
+
+    off = ["probe", "retrieval", "adaptive_classification", "adaptive_retrieval"]
+    cfg = compose_eval(f"ckpt_path={trained}", f"out_dir={tmp_path}", "robustness.corruptions=[]",
+                       *(f"{name}.enabled=false" for name in off))  # fmt: skip
+    summary = evaluate(cfg)
+    results = json.loads((trained.parents[1] / "results.json").read_text())
+    assert torch.load(trained, weights_only=False)["global_step"] == 3
+    for row in results["per_dim"]:
+        assert summary["per_dim"][str(row["dim"])]["head_top1"] == pytest.approx(row["top1"], abs=1e-6)
+
+
+def test_eval_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_disk, trained, capsys):
+    cfg = compose_eval(f"ckpt_path={trained}", f"out_dir={small_disk}")  # corrupted sets too
+    with pytest.raises(SystemExit) as info:
+        run_command("mrl-eval", lambda: evaluate(cfg))
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mrl-eval: error: ") and "No space left" in err[-1], err
+    assert not list(small_disk.glob("**/*.partial"))

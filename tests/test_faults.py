@@ -5,7 +5,6 @@ failed starts, non-finite runs, concurrent runs, read-only and full disks."""
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +38,16 @@ class SignalAtStep(pl.Callback):
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class NoisyGradients(pl.Callback):
+    """Adds noise from torch's global generator to every gradient (like dropout, it makes the
+    run depend on the generator's state at each step)."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        for p in pl_module.parameters():
+            if p.grad is not None:
+                p.grad.add_(torch.randn_like(p.grad), alpha=1e-3)
 
 
 class PoisonAtStep(pl.Callback):
@@ -126,6 +135,35 @@ def test_signal_saves_and_the_rerun_ends_like_an_uninterrupted_run(
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_random_augmentation_and_model_randomness_resume_exactly(tmp_path: Path, workers: int):
+    random_run = [*COMMON, "data.augment=true", f"data.num_workers={workers}",
+                  "+callbacks.noise._target_=test_faults.NoisyGradients"]  # fmt: skip
+    reference = tmp_path / "whole"
+    train(compose_train(reference, *random_run))
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        train(compose_train(run_dir, *random_run,
+                            *callback("SignalAtStep", step=10, signum=signal.SIGTERM)))  # fmt: skip
+    train(compose_train(run_dir, *random_run))
+    assert_same_run(reference, run_dir)
+
+
+def test_per_sample_seeds_fix_the_augmentation_whatever_the_global_state():
+    from mrl.data.base import SeededSamples, TensorImageDataset
+
+    data = SeededSamples(TensorImageDataset(torch.randn(8, 1, 12, 12), torch.zeros(8).long(),
+                                            crop_pad=3, hflip=True))  # fmt: skip
+    torch.manual_seed(1)
+    first = data[(3, 99)][0]
+    torch.manual_seed(2)
+    before = torch.get_rng_state()
+    assert torch.equal(data[(3, 99)][0], first)
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator is left alone
+    assert any(not torch.equal(data[(3, s)][0], first) for s in range(100, 110))
+
+
 def test_a_diverged_run_saves_nothing_non_finite_and_the_rerun_recovers(
     tmp_path: Path, whole: Path
 ):
@@ -287,33 +325,6 @@ def test_bad_input_from_the_command_line_is_one_line_and_status_2(tmp_path: Path
 # -- disks ------------------------------------------------------------------------------------
 
 
-def _mount_tmpfs(where: Path, options: str) -> bool:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    where.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                            capture_output=True)  # fmt: skip
-    return result.returncode == 0
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    where = tmp_path / "disk"
-    if not _mount_tmpfs(where, "size=96k"):
-        pytest.skip("needs root and tmpfs mounts to make a small disk")
-    yield where
-    subprocess.run(["umount", str(where)], check=False)
-
-
-@pytest.fixture
-def read_only_disk(tmp_path: Path):
-    where = tmp_path / "ro"
-    if not _mount_tmpfs(where, "size=1m,ro"):
-        pytest.skip("needs root and tmpfs mounts to make a read-only disk")
-    yield where
-    subprocess.run(["umount", str(where)], check=False)
-
-
 def test_read_only_output_is_one_line_before_any_work(read_only_disk: Path):
     with pytest.raises(ConfigError, match="cannot write the run directory .*Read-only"):
         train(compose_train(read_only_disk / "run", *FAST))
@@ -327,7 +338,21 @@ def test_full_disk_stops_with_one_line_and_leaves_nothing_partial(small_disk: Pa
         run_command("mrl-train", lambda: train(compose_train(run_dir, *FAST)))
     assert info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("mrl-train: error: ") and "space" in err[-1], err
+    assert err[-1].startswith(f"mrl-train: error: {run_dir}") and "No space left" in err[-1], err
     assert not list(run_dir.glob("**/*.tmp"))
     for ckpt in run_dir.glob("**/*.ckpt"):  # any checkpoint there is whole
         torch.load(ckpt, weights_only=False)
+
+
+@pytest.mark.slow
+def test_training_continued_from_a_finished_runs_last_ckpt_matches_a_longer_run(tmp_path: Path):
+    plain = [*FAST, "scheduler=none", "trainer.log_every_n_steps=2"]
+    train(compose_train(tmp_path / "three", *plain, "trainer.max_epochs=3"))
+    train(compose_train(tmp_path / "two", *plain, "trainer.max_epochs=2"))
+    last = tmp_path / "two" / "checkpoints" / "last.ckpt"
+    train(compose_train(tmp_path / "more", *plain, "trainer.max_epochs=3", f"ckpt_path={last}"))
+    a, b = final_state(tmp_path / "three"), final_state(tmp_path / "more")
+    assert a["global_step"] == b["global_step"] == 24
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0,
+                                   msg=key)  # fmt: skip

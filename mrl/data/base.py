@@ -65,17 +65,20 @@ class ResumableSampler(DistributedSampler):
     """`DistributedSampler` shuffling (order fixed by seed and epoch, split across ranks) that
     can start an epoch part-way and gives every sample its own seed.
 
-    `samples_done(epoch)` is asked at the start of every epoch for how many of this epoch's
-    samples were already trained on (non-zero only for the first epoch of a run resumed
-    mid-epoch). With `per_sample_seeds`, it yields `(index, seed)` pairs, the seed a function of
-    (sampler seed, epoch, index) only, for a `SeededSamples` dataset: augmentation then draws the
-    same numbers whatever the worker count, the prefetching or the point a run resumed from.
+    `samples_done()` is asked at the start of every epoch for `(epoch, samples)` when the run
+    resumed from a checkpoint and this is its first epoch (else None): the epoch it resumes and
+    how many of its samples were already trained on. The epoch is taken from there because
+    Lightning may build the first iterator (and loader workers start drawing from it) before it
+    restores the epoch counter. With `per_sample_seeds`, it yields `(index, seed)` pairs, the
+    seed a function of (sampler seed, epoch, index) only, for a `SeededSamples` dataset:
+    augmentation then draws the same numbers whatever the worker count, the prefetching or the
+    point a run resumed from.
     """
 
     def __init__(
         self,
         *args: Any,
-        samples_done: Callable[[int], int] | None = None,
+        samples_done: Callable[[], tuple[int, int] | None] | None = None,
         per_sample_seeds: bool = False,
         **kwargs: Any,
     ):
@@ -84,9 +87,11 @@ class ResumableSampler(DistributedSampler):
         self.per_sample_seeds = per_sample_seeds
 
     def __iter__(self):
-        indices = list(super().__iter__())
-        skip = self.samples_done(self.epoch) if self.samples_done is not None else 0
-        indices = indices[skip:]
+        resumed = self.samples_done() if self.samples_done is not None else None
+        skip = 0
+        if resumed is not None:
+            self.epoch, skip = resumed
+        indices = list(super().__iter__())[skip:]
         if not self.per_sample_seeds:
             return iter(indices)
         base = (int(self.seed) * 1_000_003 + int(self.epoch)) * 2_654_435_761
@@ -95,31 +100,38 @@ class ResumableSampler(DistributedSampler):
 
 class SeededSamples(Dataset):
     """Wraps a dataset so that item `(index, seed)` is `dataset[index]` computed under `seed`:
-    torch's and Python's global random generators are seeded for that one sample and restored
-    afterwards, so random transforms depend on the sample's seed alone."""
+    torch's CPU generator is seeded for that one sample and restored afterwards, Python's
+    `random` is seeded; random transforms then depend on the sample's seed alone. A dataset
+    whose `is_random` attribute is False is read directly (no cost).
+
+    Cost: about 3 us per sample (torch's full `manual_seed` would be 100 us: it seeds every
+    device)."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self.is_random = bool(getattr(dataset, "is_random", True))
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        python_state = random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(python_state)
+        if not self.is_random:
+            return self.dataset[index]
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(state)
 
 
 def train_sampler(
     dataset: Dataset,
     seed: int,
-    samples_done: Callable[[int], int] | None = None,
+    samples_done: Callable[[], tuple[int, int] | None] | None = None,
     per_sample_seeds: bool = False,
 ) -> DistributedSampler:
     """Shuffling sampler whose order depends only on (seed, epoch), split across ranks.
@@ -142,8 +154,9 @@ def train_sampler(
 
 
 def loader_generator(seed: int) -> torch.Generator:
-    """A DataLoader's own generator: its worker base seed is then not drawn from torch's
-    global generator, whose state a resumed run restores exactly (see `mrl.lifecycle`)."""
+    """A DataLoader's own generator: with workers, its iterators draw their base seed from it,
+    not from torch's global generator, whose state a resumed run restores exactly (see
+    `mrl.lifecycle`); every loader of a run needs one, evaluation loaders included."""
     return seeded_generator(seed, LOADER_STREAM)
 
 
@@ -153,8 +166,17 @@ def train_position(trainer: pl.Trainer | None) -> dict[str, Any]:
     writes one (batch start or end, validation end)."""
     if trainer is None:
         return {}
-    progress = trainer.fit_loop.epoch_loop.batch_progress.current
-    return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
+    from lightning.pytorch.trainer.states import TrainerStatus
+
+    epoch = int(trainer.current_epoch)
+    batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    total = trainer.num_training_batches
+    if isinstance(total, int) and batches >= total > 0:
+        # The epoch is fully trained: the next one starts from its beginning. Inside the fit
+        # (its last validation) the epoch counter has not moved on yet; after it, it has.
+        batches = 0
+        epoch += trainer.state.status == TrainerStatus.RUNNING
+    return {"epoch": epoch, "batches": batches}
 
 
 def seeded_generator(seed: int, stream: int = 0) -> torch.Generator:
@@ -236,6 +258,7 @@ class TensorImageDataset(Dataset):
         c = images.shape[1]
         self.fill = (fill if fill is not None else torch.zeros(c)).float().reshape(c, 1, 1)
         self.out_size = out_size if out_size != images.shape[-1] else None
+        self.is_random = self.crop_pad > 0 or self.hflip  # see SeededSamples
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -322,14 +345,14 @@ class ResumableTraining:
         """Remember the saved position, for the first training epoch after a resume."""
         self._resume_position = dict(state_dict)
 
-    def samples_done_this_epoch(self, epoch: int) -> int:
-        """Training samples (per process) of `epoch` that the checkpoint a fit resumed from
-        had already trained on: non-zero only for a resume mid-epoch, and only once. Lightning
-        restores its progress counters but does not fast-forward a plain DataLoader."""
+    def samples_done_this_epoch(self) -> tuple[int, int] | None:
+        """`(epoch, samples per process already trained)` of the checkpoint a fit resumed
+        from, once (None otherwise). Lightning restores its progress counters but does not
+        fast-forward a plain DataLoader."""
         position, self._resume_position = self._resume_position, None
-        if not position or position.get("epoch") != epoch:
-            return 0
-        return int(position["batches"]) * int(self.batch_size)
+        if not position:
+            return None
+        return int(position["epoch"]), int(position["batches"]) * int(self.batch_size)
 
 
 class VisionDataModule(ResumableTraining, pl.LightningDataModule):
@@ -493,6 +516,7 @@ class VisionDataModule(ResumableTraining, pl.LightningDataModule):
             shuffle=False,
             drop_last=False,
             sampler=eval_sampler(dataset),
+            generator=loader_generator(self.seed),
             **self._loader_kwargs(),
         )
 

@@ -237,6 +237,13 @@ class ImageFolderDataModule(VisionDataModule):
             kwargs["collate_fn"] = collate_encoded
         return kwargs
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Also continue the device-side augmentation's batch count where the checkpoint was."""
+        super().load_state_dict(state_dict)
+        if state_dict:
+            self._augment_epoch = int(state_dict["epoch"])
+            self._augment_batches = int(state_dict["batches"])
+
     def _augment_generator(self) -> torch.Generator:
         """Generator of the next training batch's crops and flips, seeded by
         (seed, rank, epoch, batch of the epoch)."""

@@ -31,6 +31,7 @@ class SyntheticDataModule(VisionDataModule):
         num_train / num_val / num_test: split sizes.
         noise: standard deviation of the per-pixel noise (prototypes have unit std);
             raise it to make the task harder.
+        augment: random 2 px crops and horizontal flips of the training images.
         root: ignored (kept so every data module takes the same arguments).
         Other arguments: see ``VisionDataModule``.
     """
@@ -44,6 +45,7 @@ class SyntheticDataModule(VisionDataModule):
         num_val: int = 128,
         num_test: int = 128,
         noise: float = 1.0,
+        augment: bool = False,
         root: str = "",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
@@ -79,6 +81,7 @@ class SyntheticDataModule(VisionDataModule):
         self.num_val = num_val
         self.num_test = num_test
         self.noise = float(noise)
+        self.augment = bool(augment)
 
     def check(self) -> None:
         """Nothing to check: the data are generated."""
@@ -93,15 +96,16 @@ class SyntheticDataModule(VisionDataModule):
         )
         return (protos - protos.mean()) / protos.std().clamp_min(1e-6)
 
-    def _split(self, n: int, stream: int) -> TensorImageDataset:
+    def _split(self, n: int, stream: int, augment: bool = False) -> TensorImageDataset:
         g = seeded_generator(self.seed, stream)
         labels = (torch.arange(n) % self.num_classes)[torch.randperm(n, generator=g)]
         images = self.prototypes()[labels]
         images = images + self.noise * torch.randn(images.shape, generator=g)
-        return TensorImageDataset(images, labels)
+        return TensorImageDataset(images, labels, crop_pad=2 * augment, hflip=augment)
 
     def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
-        return self._split(self.num_train, _TRAIN_STREAM), self._split(self.num_val, _VAL_STREAM)
+        train = self._split(self.num_train, _TRAIN_STREAM, self.augment and train_augment)
+        return train, self._split(self.num_val, _VAL_STREAM)
 
     def _make_test(self) -> Dataset:
         return self._split(self.num_test, _TEST_STREAM)

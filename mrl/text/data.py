@@ -25,7 +25,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mrl.data.base import ResumableSampler, ResumableTraining, eval_sampler
+from mrl.data.base import ResumableSampler, ResumableTraining, eval_sampler, loader_generator
 from mrl.errors import ConfigError
 from mrl.text.encoders import load_tokenizer, tokenize
 from mrl.text.wordnet import (
@@ -140,8 +140,9 @@ class PairSampler(ResumableSampler):
     a resumed fit skips what it already trained on (`ResumableSampler`)."""
 
     def __iter__(self):
+        indices = list(super().__iter__())  # first: a resumed epoch sets `self.epoch`
         epoch = self.epoch
-        return ((int(i), epoch) for i in super().__iter__())
+        return ((int(i), epoch) for i in indices)
 
 
 def _process_group() -> tuple[int, int]:
@@ -246,6 +247,7 @@ class WordNetDataModule(ResumableTraining, pl.LightningDataModule):
             dataset,
             batch_size=batch_size,
             collate_fn=collate,
+            generator=loader_generator(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             **kwargs,

@@ -164,7 +164,7 @@ class SyntheticCaptionsDataModule(ResumableTraining, pl.LightningDataModule):
             SeededSamples(dataset) if train else dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
-            generator=loader_generator(self.seed) if train else None,
+            generator=loader_generator(self.seed),
             drop_last=train,
             collate_fn=CaptionCollator(self.tokenizer, self.max_length),
             num_workers=self.num_workers,
