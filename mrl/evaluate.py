@@ -28,7 +28,7 @@ from mrl.checks import check_eval_against, check_eval_config
 from mrl.errors import ConfigError, NonFiniteError
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
 from mrl.heads import MRLHead
-from mrl.lifecycle import check_finite_state, run_command
+from mrl.lifecycle import check_finite_state, load_checkpoint, run_command
 from mrl.nesting import halving_nesting
 from mrl.results import atomic_write_json, write_csv
 
@@ -85,7 +85,7 @@ def resolve_device(name: str) -> torch.device:
 def load_target(cfg: DictConfig) -> EvalTarget:
     """Load the checkpoint (ours or the official ResNet-50 layout) and its data module."""
     path = Path(cfg.ckpt_path)
-    raw = load_any_checkpoint(path)
+    raw = load_checkpoint(path, lightning=False)  # the official release is a bare state dict
     fmt = cfg.checkpoint_format
     if fmt == "auto":
         fmt = "mrl" if isinstance(raw, dict) and "hyper_parameters" in raw else "official"
@@ -133,19 +133,6 @@ def load_target(cfg: DictConfig) -> EvalTarget:
         checkpoint=path,
         train_nesting=train_nesting,
     )
-
-
-def load_any_checkpoint(path: Path) -> Any:
-    """A checkpoint file of any layout, loaded on the CPU; a bad file is one line."""
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={path} does not exist (or is not a file)")
-    if path.stat().st_size == 0:
-        raise ConfigError(f"ckpt_path={path} is an empty file, not a checkpoint")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for a bad file
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(f"ckpt_path={path} is not a readable checkpoint: {first}") from err
 
 
 def check_embeddings(name: str, features: np.ndarray) -> None:

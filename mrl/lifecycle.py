@@ -219,9 +219,11 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 # -- checkpoints ------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | Path, where: str = "ckpt_path") -> dict[str, Any]:
-    """Load a checkpoint on the CPU; an absent, empty, truncated or foreign file is one
-    `ConfigError` line naming it."""
+def load_checkpoint(
+    path: str | Path, where: str = "ckpt_path", lightning: bool = True
+) -> dict[str, Any]:
+    """Load a checkpoint on the CPU; an absent, empty, truncated or (with `lightning`, the
+    default) non-Lightning file is one `ConfigError` line naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{where}={path} does not exist (or is not a file)")
@@ -234,7 +236,7 @@ def load_checkpoint(path: str | Path, where: str = "ckpt_path") -> dict[str, Any
         raise ConfigError(
             f"{where}={path} is not a readable checkpoint (truncated or corrupt?): {first}"
         ) from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    if lightning and (not isinstance(ckpt, dict) or "state_dict" not in ckpt):
         raise ConfigError(f"{where}={path} is not a Lightning checkpoint (no state_dict)")
     return ckpt
 

@@ -80,19 +80,20 @@ def _mount_tmpfs(where: Path, options: str) -> bool:
     return result.returncode == 0
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    where = tmp_path / "disk"
-    if not _mount_tmpfs(where, "size=96k"):
-        pytest.skip("needs root and tmpfs mounts to make a small disk")
+def _tmpfs(where: Path, options: str, what: str):
+    if not _mount_tmpfs(where, options):
+        pytest.skip(f"needs root and tmpfs mounts to make a {what}")
     yield where
     subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 96 KiB file system, to fill up."""
+    yield from _tmpfs(tmp_path / "disk", "size=96k", "small disk")
 
 
 @pytest.fixture
 def read_only_disk(tmp_path: Path):
-    where = tmp_path / "ro"
-    if not _mount_tmpfs(where, "size=1m,ro"):
-        pytest.skip("needs root and tmpfs mounts to make a read-only disk")
-    yield where
-    subprocess.run(["umount", str(where)], check=False)
+    """A read-only file system."""
+    yield from _tmpfs(tmp_path / "ro", "size=1m,ro", "read-only disk")

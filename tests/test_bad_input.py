@@ -257,7 +257,9 @@ def test_eval_of_last_ckpt_reproduces_the_runs_own_table(tmp_path, trained):
     results = json.loads((trained.parents[1] / "results.json").read_text())
     assert torch.load(trained, weights_only=False)["global_step"] == 3
     for row in results["per_dim"]:
-        assert summary["per_dim"][str(row["dim"])]["head_top1"] == pytest.approx(row["top1"], abs=1e-6)
+        assert summary["per_dim"][str(row["dim"])]["head_top1"] == pytest.approx(
+            row["top1"], abs=1e-6
+        )
 
 
 def test_eval_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_disk, trained, capsys):
