@@ -28,7 +28,7 @@ from mrl.checks import check_eval_against, check_eval_config
 from mrl.errors import ConfigError, NonFiniteError
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
 from mrl.heads import MRLHead
-from mrl.lifecycle import check_finite_state, load_checkpoint, run_command
+from mrl.lifecycle import check_finite_state, hydra_cli, load_checkpoint, run_command
 from mrl.nesting import halving_nesting
 from mrl.results import atomic_write_json, write_csv
 
@@ -444,5 +444,7 @@ def main(cfg: DictConfig) -> None:
     run_command("mrl-eval", lambda: evaluate(cfg))
 
 
+cli = hydra_cli(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -666,12 +666,32 @@ def one_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+_COMMAND_STARTED = False
+
+
+def hydra_cli(hydra_main: Callable[[], None]) -> Callable[[], None]:
+    """The console entry of a Hydra command: Hydra reports a config it cannot compose (an
+    unknown group option, a bad override) itself and exits 1; that is bad input, so 2."""
+
+    def entry() -> None:
+        try:
+            hydra_main()
+        except SystemExit as stop:
+            if stop.code == 1 and not _COMMAND_STARTED:
+                sys.exit(2)
+            raise
+
+    return entry
+
+
 def run_command(prog: str, fn: Callable[[], Any]) -> Any:
     """Run a command's body; known failures end with one line on stderr and an exit status:
     2 bad input, 1 a failed run or I/O error, 130/143/138 a signal (the state was saved).
     `MRL_DEBUG=1` shows the traceback instead."""
     from mrl.errors import DataNotFoundError
 
+    global _COMMAND_STARTED
+    _COMMAND_STARTED = True
     debug = os.environ.get("MRL_DEBUG", "") not in ("", "0")
     try:
         return fn()

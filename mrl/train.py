@@ -5,7 +5,6 @@ lifecycle of `mrl.lifecycle`; this module says what a vision run builds and repo
 """
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,15 @@ from omegaconf import DictConfig
 import mrl.config  # noqa: F401  (registers the config resolvers before Hydra composes)
 from mrl.builders import build_datamodule, build_model, build_trainer
 from mrl.checks import check_train_config
-from mrl.lifecycle import CHECKPOINT_DIR, LAST, Built, TrainerSpec, run_command, run_training
+from mrl.lifecycle import (
+    CHECKPOINT_DIR,
+    LAST,
+    Built,
+    TrainerSpec,
+    hydra_cli,
+    run_command,
+    run_training,
+)
 from mrl.results import format_table, per_dim_results
 
 log = logging.getLogger("mrl.train")
@@ -78,5 +85,7 @@ def main(cfg: DictConfig) -> None:
     run_command("mrl-train", lambda: train(cfg))
 
 
+cli = hydra_cli(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

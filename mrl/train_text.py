@@ -20,7 +20,7 @@ import mrl.config  # noqa: F401  (registers the config resolvers before Hydra co
 from mrl.builders import _call, _instantiate, build_trainer
 from mrl.checks import check_text_config
 from mrl.errors import ConfigError
-from mrl.lifecycle import Built, TrainerSpec, run_command, run_training
+from mrl.lifecycle import Built, TrainerSpec, hydra_cli, run_command, run_training
 
 log = logging.getLogger("mrl.train_text")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -168,5 +168,7 @@ def main(cfg: DictConfig) -> None:
     run_command("mrl-train-text", lambda: train_text(cfg))
 
 
+cli = hydra_cli(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -320,6 +320,11 @@ def test_bad_input_from_the_command_line_is_one_line_and_status_2(tmp_path: Path
     assert lines[-1].startswith("mrl-train: error: nesting='abc' is not a list"), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+    unknown = subprocess.run(  # composed by Hydra, which reports it itself
+        [str(MRL_TRAIN), f"hydra.run.dir={tmp_path / 'run'}", "optimizer=nope"],
+        env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "optimizer/nope" in unknown.stderr
 
 
 # -- disks ------------------------------------------------------------------------------------
