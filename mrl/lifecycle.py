@@ -92,6 +92,7 @@ class TrainerSpec:
     results: Callable[[DictConfig, pl.Trainer, Built], dict[str, Any]]
     finish: Callable[[DictConfig, Path, Built, dict[str, Any]], None] | None = None
     trainer_overrides: dict[str, Any] = field(default_factory=dict)
+    test: bool = True
 
 
 # -- processes, names and files ---------------------------------------------------------------
@@ -592,7 +593,8 @@ def run_training(
             save_final(trainer, run_dir)
             if lifecycle.signal is not None:  # arrived after the last batch: weights are saved
                 raise RunInterrupted(lifecycle.signal, run_dir / CHECKPOINT_DIR / LAST)
-            trainer.test(built.model, datamodule=built.datamodule, verbose=False)
+            if spec.test:
+                trainer.test(built.model, datamodule=built.datamodule, verbose=False)
             if lifecycle.signal is not None:
                 raise RunInterrupted(lifecycle.signal, run_dir / CHECKPOINT_DIR / LAST)
         results = spec.results(cfg, trainer, built)

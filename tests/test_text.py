@@ -500,3 +500,19 @@ def test_text_runs_share_the_lifecycle_and_resume_exactly(tmp_path: Path):
     assert (
         not list((tmp_path / "cut").glob("**/*.tmp")) and not (tmp_path / "cut" / ".lock").exists()
     )
+
+
+@requires_wordnet
+@pytest.mark.slow
+def test_the_benchmark_reuses_a_finished_fine_tuning_and_refuses_other_settings(tmp_path: Path):
+    from mrl.text.benchmark import run_benchmark
+
+    small = dict(epochs=1, max_train_synsets=16, max_test_synsets=16, batch_size=8,
+                 out=tmp_path, methods=["mrl"])  # fmt: skip
+    first = run_benchmark(**small)
+    assert (tmp_path / "runs" / "mrl" / "results.json").is_file()
+    again = run_benchmark(**small)  # loaded from its run directory, not trained again
+    assert again["rows"] == first["rows"]
+    assert again["methods"]["mrl"]["steps"] == first["methods"]["mrl"]["steps"] == 2
+    with pytest.raises(ConfigError, match="fine-tuned with other settings.*optimizer.lr"):
+        run_benchmark(**small, overrides=["optimizer.lr=1e-6"])

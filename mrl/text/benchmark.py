@@ -87,31 +87,67 @@ def _step_logger(every: int) -> Any:
 
 
 def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, float, int]:
-    """Train the contrastive module of `cfg` on `datamodule`'s train split (no validation).
+    """Train the contrastive module of `cfg` on `datamodule`'s train split (no validation),
+    through the run lifecycle in `cfg.paths.run_dir`: a killed benchmark resumes the
+    fine-tuning, and a method already fine-tuned there is loaded, not trained again.
 
     Returns `(trained HFTextEncoder, seconds, optimizer steps)`.
     """
-    import lightning.pytorch as pl
+    import json
+
+    import torch
+    from omegaconf import OmegaConf
 
     from mrl.builders import build_trainer
+    from mrl.checks import check_text_config
+    from mrl.lifecycle import (
+        CHECKPOINT_DIR,
+        LAST,
+        Built,
+        TrainerSpec,
+        config_changes,
+        run_training,
+    )
     from mrl.train_text import build_text_model
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_text_model(cfg, datamodule)
-    trainer = build_trainer(
-        cfg,
-        Path(cfg.paths.run_dir),
-        logger=False,
-        callbacks=[_step_logger(log_every)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    run_dir = Path(cfg.paths.run_dir)
+    done = run_dir / "results.json"
+    if done.is_file():
+        recorded = json.loads(done.read_text())
+        changes = config_changes(recorded.get("config"), OmegaConf.to_container(cfg, resolve=True))
+        if changes:
+            raise ConfigError(
+                f"{run_dir} was fine-tuned with other settings ({'; '.join(changes[:3])}): "
+                f"choose another --out, or remove that directory"
+            )
+        model = build_text_model(cfg, datamodule)
+        state = torch.load(run_dir / CHECKPOINT_DIR / LAST, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["state_dict"])
+        _log(f"  already fine-tuned in {run_dir}: loaded its last.ckpt")
+        return model.encoder, float(recorded["train_seconds"]), int(recorded["steps"])
+
+    built: dict[str, Built] = {}
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    return model.encoder, time.perf_counter() - started, int(trainer.global_step)
+
+    def build(c: DictConfig) -> Built:
+        built["run"] = Built(datamodule, build_text_model(c, datamodule), [_step_logger(log_every)])
+        return built["run"]
+
+    def results(c: DictConfig, trainer: Any, b: Built) -> dict[str, Any]:
+        seconds = round(time.perf_counter() - started, 1)
+        return {"experiment": str(c.name), "steps": int(trainer.global_step),
+                "train_seconds": seconds}  # fmt: skip
+
+    spec = TrainerSpec(
+        prog="run_reverse_dictionary", check=check_text_config, build=build, results=results,
+        test=False, trainer_overrides={
+            "logger": False, "enable_checkpointing": False,
+            "enable_progress_bar": False, "enable_model_summary": False,
+            "limit_val_batches": 0, "num_sanity_val_steps": 0,
+        },
+    )  # fmt: skip
+    out = run_training(cfg, spec, build_trainer)
+    return built["run"].model.encoder, out["train_seconds"], out["steps"]
 
 
 Side = tuple[list[str], np.ndarray]  # texts and their synset labels
@@ -233,7 +269,9 @@ def run_benchmark(
     rows: list[dict] = []
     for method in methods:
         t0 = time.perf_counter()
-        method_cfg = compose_text_config([*base, *METHOD_OVERRIDES[method]])
+        method_cfg = compose_text_config(
+            [*base, *METHOD_OVERRIDES[method], f"paths.run_dir={out / 'runs' / method}"]
+        )
         info: dict[str, Any] = {}
         if method == "zero_shot":
             encoder = _instantiate(method_cfg.encoder, "encoder")
