@@ -53,7 +53,8 @@ LAST, INTERRUPTED = "last.ckpt", "interrupted.ckpt"
 LOCK_FILE, RESULTS_FILE = ".lock", "results.json"
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: 138}
 # Config keys that do not change what a run computes, left out of "what changed" on resume.
-UNTRACKED_KEYS = ("paths.", "run_id", "ckpt_path", "eval_after", "trainer.enable_progress_bar")
+UNTRACKED_KEYS = ("paths.", "run_id", "ckpt_path", "eval_after", "if_finished",
+                  "trainer.enable_progress_bar")  # fmt: skip
 
 
 class RunInterrupted(Exception):
@@ -539,10 +540,7 @@ def run_training(
     run_dir = Path(cfg.paths.run_dir)
     rank_zero = is_rank_zero_process()
     if (run_dir / RESULTS_FILE).exists():
-        raise ConfigError(
-            f"{run_dir} already holds the results of a finished run: choose another run_id= "
-            f"(or hydra.run.dir=), or remove that directory"
-        )
+        return finished_results(cfg, spec.prog, run_dir)
     check_writable(run_dir)
     lock = RunLock(run_dir)
     if rank_zero:
@@ -615,6 +613,29 @@ def run_training(
     finally:
         finish_wandb(trainer)
         lock.release()
+
+
+def finished_results(cfg: DictConfig, prog: str, run_dir: Path) -> dict[str, Any]:
+    """A run directory that already holds `results.json`: with `if_finished=skip` (a study
+    continuing where it stopped) its recorded results, if they were made with this config;
+    else refused, so a run never overwrites another's results."""
+    if cfg.get("if_finished", "error") != "skip":
+        raise ConfigError(
+            f"{run_dir} already holds the results of a finished run: choose another run_id= "
+            f"(or hydra.run.dir=), or remove that directory (a study skips it: if_finished=skip)"
+        )
+    try:
+        recorded = json.loads((run_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{run_dir / RESULTS_FILE} is unreadable ({err}): remove it") from err
+    changes = config_changes(recorded.get("config"), OmegaConf.to_container(cfg, resolve=True))
+    if changes:
+        raise ConfigError(
+            f"{run_dir} finished with other settings ({'; '.join(changes[:3])}): it is not "
+            f"this run; choose another sweep directory (hydra.sweep.dir=) or remove it"
+        )
+    print(f"{prog}: {run_dir} has finished already: skipped", file=sys.stderr)
+    return {**recorded, "skipped": True}
 
 
 def _str(value: Any) -> str | None:

@@ -74,8 +74,11 @@ def evaluate_after_training(run_dir: Path, overrides: list[str]) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and record one run; returns the results dict written to `results.json`."""
     out = run_training(cfg, SPEC, build_trainer)
+    run_dir = Path(cfg.paths.run_dir)
+    evaluated = (run_dir / "eval" / "summary.json").is_file()
     if cfg.get("eval_after") is not None and out and rank_zero_only.rank == 0:
-        evaluate_after_training(Path(cfg.paths.run_dir), list(cfg.eval_after))
+        if not (out.get("skipped") and evaluated):  # a skipped run killed in its evaluation
+            evaluate_after_training(run_dir, list(cfg.eval_after))
     return out
 
 

@@ -361,3 +361,26 @@ def test_training_continued_from_a_finished_runs_last_ckpt_matches_a_longer_run(
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0,
                                    msg=key)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_study_run_again_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path: Path):
+    sweep = tmp_path / "study"
+    command = [str(MRL_TRAIN), "-m", f"hydra.sweep.dir={sweep}", "if_finished=skip", *FAST,
+               "trainer.max_epochs=2", "seed=0,1"]  # fmt: skip
+    first = subprocess.run(command, env=_env(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    done = json.loads((sweep / "0" / "results.json").read_text())
+    stamp = (sweep / "0" / "results.json").stat().st_mtime
+    cut = json.loads((sweep / "1" / "results.json").read_text())
+    (sweep / "1" / "results.json").unlink()  # job 1 as if killed after its last checkpoint
+    again = subprocess.run(command, env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{sweep / '0'} has finished already: skipped" in again.stderr
+    assert (sweep / "0" / "results.json").stat().st_mtime == stamp
+    assert "resuming from" in again.stderr
+    assert json.loads((sweep / "1" / "results.json").read_text())["per_dim"] == cut["per_dim"]
+    assert json.loads((sweep / "0" / "results.json").read_text()) == done
+    other = subprocess.run([*command, "optimizer.lr=0.01"], env=_env(), capture_output=True,
+                           text=True)  # fmt: skip
+    assert other.returncode == 2 and "finished with other settings" in other.stderr
