@@ -18,6 +18,7 @@ from torchvision import models
 from mrl import MRLHead
 from mrl.data import FashionMNISTDataModule, SyntheticDataModule
 from mrl.data.base import TEST_STREAM
+from mrl.encoders.resnet import resnet
 from mrl.errors import ConfigError, DataNotFoundError
 from mrl.eval.corruptions import (
     CORRUPTIONS,
@@ -548,3 +549,43 @@ def test_missing_num_batches_tracked_is_tolerated(plain_backbone_state: dict[str
     encoder, head, _ = load_official_checkpoint({"state_dict": state})
     torch.testing.assert_close(encoder.backbone.layer1[0].bn1.weight, state["layer1.0.bn1.weight"])
     torch.testing.assert_close(head.linear.weight, state["fc.nesting_classifier_0.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_trained_blurpool_model_round_trips_through_the_official_layout(tied: bool) -> None:
+    from mrl.eval.official import PAPER_NESTING, to_official_state_dict
+
+    torch.manual_seed(0)
+    encoder = resnet(depth=50, blurpool=True)
+    head = MRLHead(2048, 3, PAPER_NESTING, tied=tied)
+    optimizer = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=1e-3)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    loss = sum(F.cross_entropy(logits, y) for logits in head(encoder(x)))
+    loss.backward()
+    optimizer.step()  # trained: weights and BatchNorm statistics moved
+    encoder.eval(), head.eval()
+    official = to_official_state_dict(encoder, head)
+    # The authors' model (their BlurPool and MRL layer) takes the state dict as it is ...
+    fc = OfficialMRLLinear(list(PAPER_NESTING), 3, efficient=tied)
+    theirs = official_model(fc, blurpool=True, seed=1)
+    theirs.load_state_dict(official, strict=True)
+    # ... and it comes back unchanged, computing the same logits.
+    back_encoder, back_head, info = load_official_checkpoint(official)
+    assert info["blurpool"] and info["method"] == ("mrl_e" if tied else "mrl")
+    for ours, back in ((encoder, back_encoder), (head, back_head)):
+        for key, value in ours.state_dict().items():
+            torch.testing.assert_close(back.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    probe = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours_logits = head(encoder(probe))
+        assert_same_logits(back_head(back_encoder(probe)), ours_logits)
+        assert_same_logits(official_logits(theirs, probe), ours_logits)
+
+
+def test_paper_recipes_train_with_blurpool(tmp_path: Path) -> None:
+    from conftest import compose_train
+
+    cfg = compose_train(tmp_path, "experiment=paper/resnet50_imagenet_mrl")
+    assert cfg.encoder.blurpool is True
+    assert compose_train(tmp_path).get("encoder", {}).get("blurpool") in (None, False)

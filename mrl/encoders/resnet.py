@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
+from mrl.encoders.blurpool import apply_blurpool
 from mrl.errors import ConfigError
 
 _BUILDERS: dict[int, Callable[..., models.ResNet]] = {
@@ -71,6 +72,7 @@ def resnet(
     small_input: bool = False,
     zero_init_residual: bool = False,
     weights_path: str | None = None,
+    blurpool: bool = False,
 ) -> ResNetEncoder:
     """Build a torchvision ResNet encoder without classifier.
 
@@ -81,6 +83,8 @@ def resnet(
         zero_init_residual: zero the last BatchNorm of each residual block.
         weights_path: optional local ``state_dict`` file to load (never downloads);
             ``fc.*`` keys and a ``backbone.`` prefix are ignored.
+        blurpool: blur the input of every strided convolution with >= 16 input channels
+            (FFCV's BlurPool, which the paper's released models were trained with).
 
     Returns:
         A module mapping ``[B, in_channels, H, W]`` to ``[B, num_features]``.
@@ -102,6 +106,8 @@ def resnet(
         backbone.conv1 = _new_conv1(in_channels, small_input)
     if small_input:
         backbone.maxpool = nn.Identity()
+    if blurpool:
+        apply_blurpool(backbone)
     if weights_path is not None:
         _load_weights(backbone, weights_path)
     return ResNetEncoder(backbone, num_features)

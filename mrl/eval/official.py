@@ -27,10 +27,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision import models
 
+from mrl.encoders.blurpool import apply_blurpool, blur_filter
 from mrl.encoders.resnet import ResNetEncoder, resnet
 from mrl.errors import ConfigError
 from mrl.heads import MRLHead
@@ -46,46 +46,6 @@ _LAYOUTS = (
     "expected a torchvision resnet50 state dict whose fc is either "
     "fc.nesting_classifier_{i}.weight/bias (MRL, MRL-E) or fc.weight/bias (FF)"
 )
-
-
-def blur_filter(channels: int) -> Tensor:
-    """The fixed depthwise 3x3 binomial filter ``[[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16``."""
-    filt = torch.tensor([[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]) / 16.0
-    return filt.repeat(channels, 1, 1, 1)
-
-
-class BlurPoolConv2d(nn.Module):
-    """A convolution applied to its input blurred by a fixed 3x3 binomial filter (FFCV).
-
-    Same module structure (``conv``, ``blur_filter``) and arithmetic as the official
-    repository's ``BlurPoolConv2d``, so its state-dict keys load unchanged.
-    """
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.conv = conv
-        self.register_buffer("blur_filter", blur_filter(conv.in_channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Blur each channel of ``x`` (stride 1, zero padding 1), then apply ``conv``."""
-        blurred = F.conv2d(
-            x, self.blur_filter, stride=1, padding=(1, 1), groups=self.conv.in_channels
-        )
-        return self.conv(blurred)
-
-
-def apply_blurpool(module: nn.Module) -> nn.Module:
-    """Wrap, in place, every strided ``Conv2d`` with >= 16 input channels in ``BlurPoolConv2d``.
-
-    The rule of FFCV's ImageNet example, which the released checkpoints were trained with.
-    Returns ``module``.
-    """
-    for name, child in module.named_children():
-        if isinstance(child, nn.Conv2d) and max(child.stride) > 1 and child.in_channels >= 16:
-            setattr(module, name, BlurPoolConv2d(child))
-        else:
-            apply_blurpool(child)
-    return module
 
 
 def _backbone_reference(blurpool: bool) -> dict[str, torch.Size]:
@@ -283,6 +243,31 @@ def convert_official_state_dict(
     return encoder_state, head_state, info
 
 
+def to_official_state_dict(encoder: ResNetEncoder, head: MRLHead) -> dict[str, Tensor]:
+    """The inverse of `convert_official_state_dict`: a framework ResNet-50 and its head as the
+    authors' layout (torchvision keys, BlurPool keys kept; `fc.nesting_classifier_{i}` for MRL
+    and MRL-E, `fc` for a single full-size or FF head), loadable by their code and by
+    `load_official_checkpoint`."""
+    state = {
+        k.removeprefix("backbone."): v.detach().clone() for k, v in encoder.state_dict().items()
+    }
+    head_state = head.state_dict()
+    if head.method == "mrl_e":
+        state["fc.nesting_classifier_0.weight"] = head_state["linear.weight"].clone()
+        if "linear.bias" in head_state:
+            state["fc.nesting_classifier_0.bias"] = head_state["linear.bias"].clone()
+    elif len(head.nesting) == 1:
+        state["fc.weight"] = head_state["linears.0.weight"].clone()
+        if "linears.0.bias" in head_state:
+            state["fc.bias"] = head_state["linears.0.bias"].clone()
+    else:
+        for i in range(len(head.nesting)):
+            state[f"fc.nesting_classifier_{i}.weight"] = head_state[f"linears.{i}.weight"].clone()
+            if f"linears.{i}.bias" in head_state:
+                state[f"fc.nesting_classifier_{i}.bias"] = head_state[f"linears.{i}.bias"].clone()
+    return state
+
+
 def _halving(width: int) -> list[int]:
     dims = [width]
     while dims[-1] % 2 == 0 and dims[-1] // 2 >= PAPER_NESTING[0]:
@@ -337,9 +322,7 @@ def load_official_checkpoint(
     else:
         state = _unwrap(path_or_state_dict)
     encoder_state, head_state, info = convert_official_state_dict(state, nesting, method)
-    encoder = resnet(depth=50)
-    if info["blurpool"]:
-        apply_blurpool(encoder.backbone)
+    encoder = resnet(depth=50, blurpool=info["blurpool"])
     encoder.load_state_dict(encoder_state, strict=True)
     head = MRLHead(
         NUM_FEATURES,
