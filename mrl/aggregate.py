@@ -235,7 +235,7 @@ def _read_eval_rows(path: Path, splits: list[str]) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"missing columns {sorted(missing)}")
         for r in reader:
-            if r["split"] not in splits:
+            if "*" not in splits and r["split"] not in splits:  # "*": every split
                 continue
             try:
                 dim, value = int(r["dim"]), float(r["value"])
@@ -309,7 +309,7 @@ def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
     return out
 
 
-def _run_values(run: Run, metric: str, split: str) -> dict[tuple[str, int], float]:
+def run_values(run: Run, metric: str, split: str) -> dict[tuple[str, int], float]:
     """`(method, dim) -> value` of one run for a table metric (see the module docstring)."""
     by_name: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
     for row in run.rows:
@@ -350,7 +350,7 @@ def build_table(runs: list[Run], study: str, metric: str, split: str = CLEAN_SPL
                 for dim in run.dims:
                     failed[(run.method, dim)].append(run.name)
             continue
-        cells = _run_values(run, metric, split)
+        cells = run_values(run, metric, split)
         for cell, value in cells.items():
             values[cell].append(value)
         if not cells:

@@ -440,17 +440,17 @@ class RunLifecycle(pl.Callback):
                 saved = self._save_for_signal(trainer, signum)
             raise RunInterrupted(signum, saved)
         if batch_idx == 0 and trainer.global_step > 0 and trainer.global_step != self.start_step:
-            trainer.save_checkpoint(self.run_dir / CHECKPOINT_DIR / LAST)
+            trainer.save_checkpoint(self.run_dir / CHECKPOINT_DIR / LAST, weights_only=False)
 
     def _save_for_signal(self, trainer: pl.Trainer, signum: int) -> Path:
         if signum == signal.SIGUSR1:
             path = Path(trainer._checkpoint_connector.hpc_save_path(str(self.run_dir)))
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
             if trainer.is_global_zero:
                 requeue_slurm_job()
             return path
         path = self.run_dir / CHECKPOINT_DIR / INTERRUPTED
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         return path
 
     def on_save_checkpoint(
@@ -669,7 +669,7 @@ def save_final(trainer: pl.Trainer, run_dir: Path) -> None:
     mid-epoch), then drop the requeue and interrupt checkpoints that are now older."""
     if trainer.fast_dev_run:
         return
-    trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
+    trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / LAST, weights_only=False)
     if trainer.is_global_zero:
         # Lightning would load the newest hpc checkpoint into the model for `test` under SLURM.
         for stale in [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / CHECKPOINT_DIR / INTERRUPTED]:

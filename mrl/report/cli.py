@@ -1,6 +1,7 @@
 """`mrl-report`: render the paper's figures from a results folder into PNG/SVG and one HTML page.
 
     mrl-report DIR [--out OUT] [--reference REF] [--formats png,svg]
+    mrl-report --claims DIR [DIR ...] [--out OUT] [--reference REF] [--text CSV]
 
 Reads every table under DIR (`mrl.report.load`), draws each figure the data supports
 (`mrl.report.plots`), writes `OUT/<figure>.<format>` and `OUT/index.html` (default OUT:
@@ -54,7 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep of runs, or an mrl-aggregate folder. Writes OUT/<figure>.png/.svg and one "
         "self-contained OUT/index.html with every figure and its table.",
     )
-    parser.add_argument("dir", type=Path, help="results folder, searched recursively")
+    parser.add_argument(
+        "dir",
+        type=Path,
+        nargs="+",
+        help="results folder(s), searched recursively (several only with --claims)",
+    )
+    parser.add_argument(
+        "--claims",
+        action="store_true",
+        help="instead of figures, write OUT/claims.md and claims.csv: each claim of the paper "
+        "measured on the studies under DIR..., with 95%% intervals over paired seeds and a "
+        "verdict (default OUT: experiments/results)",
+    )
+    parser.add_argument(
+        "--text",
+        type=Path,
+        default=None,
+        help="with --claims: the text benchmark's reverse_dictionary.csv (default: "
+        "experiments/results/text/reverse_dictionary.csv when there)",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: DIR/report)"
     )
@@ -122,11 +142,44 @@ def report(
     return written
 
 
+def write_claims(
+    roots: list[Path], out: Path, reference: Path | None = None, text: Path | None = None
+) -> list[Path]:
+    """Measure the paper's claims on `roots` and write `out/claims.md` and `out/claims.csv`."""
+    from mrl.aggregate import AggregateError, read_reference
+    from mrl.report.claims import claims_csv, claims_markdown, measure_claims
+
+    missing = [r for r in roots if not r.is_dir()]
+    if missing:
+        raise ReportError(f"{missing[0]} is not a directory")
+    ref_dir = reference if reference is not None else default_reference_dir()
+    ref = None
+    if ref_dir is not None and (ref_dir / "paper_resnet50_imagenet1k.csv").is_file():
+        try:
+            ref = read_reference(ref_dir / "paper_resnet50_imagenet1k.csv")
+        except AggregateError as err:
+            raise ReportError(str(err)) from err
+    claims = measure_claims(roots, ref, text)
+    paths = [out / "claims.md", out / "claims.csv"]
+    write_atomic(paths[0], claims_markdown(claims, roots))
+    write_atomic(paths[1], claims_csv(claims))
+    for c in claims:
+        print(f"{c.verdict:>14}  {c.claim}: {c.measured}")
+    print(f"wrote {paths[0]} and {paths[1].name}")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; unusable input ends with one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        report(args.dir, args.out, args.reference, args.formats)
+        if args.claims:
+            text = args.text or Path("experiments/results/text/reverse_dictionary.csv")
+            write_claims(args.dir, args.out or Path("experiments/results"), args.reference, text)
+            return
+        if len(args.dir) > 1:
+            raise ReportError("give one results folder (several only with --claims)")
+        report(args.dir[0], args.out, args.reference, args.formats)
     except ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
