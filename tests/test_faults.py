@@ -40,6 +40,14 @@ class SignalAtStep(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class SignalDuringTest(pl.Callback):
+    """Sends this process SIGTERM while the final weights are being tested."""
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class NoisyGradients(pl.Callback):
     """Adds noise from torch's global generator to every gradient (like dropout, it makes the
     run depend on the generator's state at each step)."""
@@ -135,7 +143,6 @@ def test_signal_saves_and_the_rerun_ends_like_an_uninterrupted_run(
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_random_augmentation_and_model_randomness_resume_exactly(tmp_path: Path, workers: int):
     random_run = [*COMMON, "data.augment=true", f"data.num_workers={workers}",
@@ -164,6 +171,22 @@ def test_per_sample_seeds_fix_the_augmentation_whatever_the_global_state():
     assert any(not torch.equal(data[(3, s)][0], first) for s in range(100, 110))
 
 
+@pytest.mark.slow
+def test_a_signal_during_the_test_keeps_the_final_weights_and_the_rerun_only_tests(
+    tmp_path: Path, whole: Path
+):
+    run_dir = tmp_path / "run"
+    during_test = "+callbacks.fault._target_=test_faults.SignalDuringTest"
+    with pytest.raises(RunInterrupted) as info:
+        train(compose_train(run_dir, *COMMON, during_test))
+    assert info.value.exit_code == 143 and not (run_dir / "results.json").exists()
+    assert final_state(run_dir)["global_step"] == 20
+    out = train(compose_train(run_dir, *COMMON))
+    assert out["resumed_from"].endswith("last.ckpt")
+    assert out["per_dim"] == json.loads((whole / "results.json").read_text())["per_dim"]
+
+
+@pytest.mark.slow
 def test_a_diverged_run_saves_nothing_non_finite_and_the_rerun_recovers(
     tmp_path: Path, whole: Path
 ):
