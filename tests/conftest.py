@@ -22,6 +22,7 @@ FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # A tiny, fast run: synthetic data, a narrow CNN, CSV logging only, no progress bars.
 FAST = [
     "data=synthetic",
+    "optimizer=adamw",  # the tests' tiny runs keep one optimizer, whatever the default
     "logger=csv",
     "encoder.widths=[8,16,16,32]",
     "nesting=[2,4,8,16,32]",
