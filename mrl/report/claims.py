@@ -318,7 +318,7 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
         )
     studies = [s["adaptive_retrieval"] for s in summaries if s.get("adaptive_retrieval")]
     if studies:
-        parts, kept = [], []
+        parts, kept, faster = [], [], []
         for rows_ in studies:
             exact = next(r for r in rows_ if r["method"] == "exact")
             fits = [
@@ -335,14 +335,16 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
                     f"{cheapest['speedup_vs_exact']:.1f}x measured"
                 )
             kept.append(bool(fits))
+            faster.append(bool(fits) and cheapest["speedup_vs_exact"] > 1.0)
         rows.append(
             Claim(
                 "Adaptive retrieval keeps mAP@10 at a fraction of the cost",
                 "128x fewer FLOPs (funnel), 14x real speed-up (HNSW)",
                 "; ".join(parts) or "-",
-                "holds" if all(kept) else "does not hold",
+                ("holds" if all(kept) else "does not hold")
+                + ("" if all(faster) else " for FLOPs; not faster in wall-clock time here"),
                 f"the cheapest adaptive or funnel setting within {LEVEL_POINTS:g} pt of exact "
-                "mAP@10",
+                "mAP@10 (its measured speed-up alongside)",
             )
         )
     else:
