@@ -18,7 +18,7 @@ from mrl.builders import model_from_checkpoint
 MRL_TRAIN = Path(sys.executable).parent / "mrl-train"
 # Odd split sizes: a padding sampler would count some examples twice.
 COMMON = [
-    "data=synthetic", "data.num_val=101", "data.num_test=77", "logger=csv",
+    "data=synthetic", "data.num_val=101", "data.num_test=77", "logger=csv", "optimizer=adamw",
     "encoder.widths=[8,16,16,32]", "nesting=[2,8,32]", "trainer.max_epochs=4",
     "trainer.enable_progress_bar=false",
 ]  # fmt: skip
