@@ -68,7 +68,10 @@ def evaluate_after_training(run_dir: Path, overrides: list[str]) -> None:
     if not last.is_file():
         log.warning("eval_after: no %s (fast_dev_run saves none); skipping evaluation", last)
         return
-    evaluate(compose_eval_config([f"ckpt_path={last}", *overrides]))
+    # Quoted: a study's run folder is named by its overrides (`method=mrl,seed=0`), which the
+    # override grammar would otherwise parse.
+    quoted = str(last).replace("\\", "\\\\").replace("'", "\\'")
+    evaluate(compose_eval_config([f"ckpt_path='{quoted}'", *overrides]))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -407,3 +407,17 @@ def test_a_study_run_again_skips_finished_runs_and_resumes_the_interrupted_one(t
     other = subprocess.run([*command, "optimizer.lr=0.01"], env=_env(), capture_output=True,
                            text=True)  # fmt: skip
     assert other.returncode == 2 and "finished with other settings" in other.stderr
+
+
+def test_eval_after_training_reads_a_run_folder_named_by_overrides(tmp_path: Path, monkeypatch):
+    import mrl.evaluate
+    from mrl.train import evaluate_after_training
+
+    run_dir = tmp_path / "method=mrl,seed=0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    seen = {}
+    monkeypatch.setattr(mrl.evaluate, "evaluate", lambda cfg: seen.setdefault("cfg", cfg))
+    evaluate_after_training(run_dir, ["retrieval.ks=[10]"])
+    assert seen["cfg"].ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")
+    assert list(seen["cfg"].retrieval.ks) == [10]
