@@ -85,9 +85,9 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClass
 
 def load_encoder_weights(encoder: torch.nn.Module, ckpt_path: str | Path) -> None:
     """Copy the encoder weights of an `mrl-train` checkpoint into `encoder` (strictly)."""
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"model.encoder_init={ckpt_path} does not exist")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    from mrl.lifecycle import load_checkpoint
+
+    state = load_checkpoint(ckpt_path, where="model.encoder_init")["state_dict"]
     prefix = "encoder."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:

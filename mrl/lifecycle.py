@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -734,8 +733,3 @@ def run_command(prog: str, fn: Callable[[], Any]) -> Any:
         code, message = 1, f"error: {one_line(err)}"
     print(f"{prog}: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def is_finite_number(value: Any) -> bool:
-    """Whether `value` is a real, finite number (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -45,6 +45,11 @@ class Claim:
     compared: str
 
 
+def not_measured(claim: str, why: str, paper: str = "-") -> Claim:
+    """A claim the studies hold no numbers for."""
+    return Claim(claim, paper, "-", "not measured", why)
+
+
 @dataclass
 class Interval:
     """Mean of paired differences (points) and its 95% interval (None with one pair)."""
@@ -164,21 +169,13 @@ def comparison_claims(values: Values, reference: dict | None) -> list[Claim]:
     dims = common_dims(values, "mrl", "ff")
     if not dims:
         rows.append(
-            Claim(
-                "MRL is as accurate as FF at every dim",
-                "-",
-                "-",
-                "not measured",
-                "no study with both MRL and FF-m runs",
+            not_measured(
+                "MRL is as accurate as FF at every dim", "no study with both MRL and FF-m runs"
             )
         )
         rows.append(
-            Claim(
-                "MRL is ahead of FF at the smallest dims",
-                "-",
-                "-",
-                "not measured",
-                "no study with both MRL and FF-m runs",
+            not_measured(
+                "MRL is ahead of FF at the smallest dims", "no study with both MRL and FF-m runs"
             )
         )
     else:
@@ -217,12 +214,8 @@ def comparison_claims(values: Values, reference: dict | None) -> list[Claim]:
         bdims = common_dims(values, "mrl", base)
         if not bdims:
             rows.append(
-                Claim(
-                    f"MRL is far ahead of {name} at small dims",
-                    "-",
-                    "-",
-                    "not measured",
-                    f"no {base} baseline rows",
+                not_measured(
+                    f"MRL is far ahead of {name} at small dims", f"no {base} baseline rows"
                 )
             )
             continue
@@ -240,12 +233,8 @@ def comparison_claims(values: Values, reference: dict | None) -> list[Claim]:
     edims = common_dims(values, "mrl", "mrl_e")
     if not edims:
         rows.append(
-            Claim(
-                "MRL-E is below MRL at small dims only",
-                "-",
-                "-",
-                "not measured",
-                "no study with both MRL and MRL-E runs",
+            not_measured(
+                "MRL-E is below MRL at small dims only", "no study with both MRL and MRL-E runs"
             )
         )
     else:
@@ -308,12 +297,10 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
         )
     else:
         rows.append(
-            Claim(
+            not_measured(
                 "Adaptive classification matches the largest head at a smaller expected dim",
-                "14x smaller (ImageNet-1K)",
-                "-",
-                "not measured",
                 "no mrl-eval summary with the adaptive classification study",
+                paper="14x smaller (ImageNet-1K)",
             )
         )
     studies = [s["adaptive_retrieval"] for s in summaries if s.get("adaptive_retrieval")]
@@ -349,12 +336,10 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
         )
     else:
         rows.append(
-            Claim(
+            not_measured(
                 "Adaptive retrieval keeps mAP@10 at a fraction of the cost",
-                "128x fewer FLOPs (funnel)",
-                "-",
-                "not measured",
                 "no mrl-eval summary with the adaptive retrieval study",
+                paper="128x fewer FLOPs (funnel)",
             )
         )
     return rows
@@ -376,12 +361,10 @@ def robustness_claim(roots: list[Path]) -> Claim:
                 if split.startswith("query-") and r["plain"] == "head_top1" and clean.get(r["dim"]):
                     drops[run.method or ""].append(1 - r["value"] / clean[r["dim"]])
     if not drops.get("mrl") or not drops.get("ff"):
-        return Claim(
+        return not_measured(
             "MRL is as robust as the full representation",
-            "level",
-            "-",
-            "not measured",
             "needs mrl-eval with corruptions of both MRL and FF runs",
+            paper="level",
         )
     mrl, ff = statistics.fmean(drops["mrl"]), statistics.fmean(drops["ff"])
     return Claim(
@@ -397,13 +380,13 @@ def text_claim(path: Path | None) -> Claim:
     """Matryoshka fine-tuning against truncated zero-shot MiniLM at the smallest dim."""
     name = "Matryoshka text fine-tuning beats truncated zero-shot at small dims"
     if path is None or not path.is_file():
-        return Claim(name, "-", "-", "not measured", "no reverse_dictionary.csv")
+        return not_measured(name, "no reverse_dictionary.csv")
     with path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["metric"].startswith("map@")]
     table = {(r["method"], int(r["dim"])): float(r["value"]) for r in rows}
     dims = sorted({d for m, d in table if m == "mrl"} & {d for m, d in table if m == "zero_shot"})
     if not dims:
-        return Claim(name, "-", "-", "not measured", f"{path} has no mrl and zero_shot rows")
+        return not_measured(name, f"{path} has no mrl and zero_shot rows")
     d = dims[0]
     gain = 100 * (table[("mrl", d)] - table[("zero_shot", d)])
     return Claim(

@@ -95,7 +95,6 @@ def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, flo
     """
     import json
 
-    import torch
     from omegaconf import OmegaConf
 
     from mrl.builders import build_trainer
@@ -106,6 +105,7 @@ def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, flo
         Built,
         TrainerSpec,
         config_changes,
+        load_checkpoint,
         run_training,
     )
     from mrl.train_text import build_text_model
@@ -121,7 +121,7 @@ def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, flo
                 f"choose another --out, or remove that directory"
             )
         model = build_text_model(cfg, datamodule)
-        state = torch.load(run_dir / CHECKPOINT_DIR / LAST, map_location="cpu", weights_only=False)
+        state = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
         model.load_state_dict(state["state_dict"])
         _log(f"  already fine-tuned in {run_dir}: loaded its last.ckpt")
         return model.encoder, float(recorded["train_seconds"]), int(recorded["steps"])
