@@ -425,6 +425,11 @@ def format_summary(summary: dict, rows: list[dict], eval_dir: Path) -> str:
                 if smallest
                 else "no threshold setting matches it"
             )
+            + (
+                f"; the smallest single head as accurate: dim {ac['smallest_fixed_dim']}"
+                if ac.get("smallest_fixed_dim")
+                else ""
+            )
             + f"; oracle {100 * ac['oracle']['accuracy']:.2f}% at "
             f"expected dim {ac['oracle']['expected_dim']:.1f}"
         )

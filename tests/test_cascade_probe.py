@@ -12,6 +12,7 @@ from mrl.eval.cascade import (
     oracle,
     per_head_accuracy,
     smallest_dim_at_accuracy,
+    smallest_fixed_dim,
     split_calibration,
     threshold_sweep,
 )
@@ -208,6 +209,9 @@ def test_adaptive_classification_end_to_end():
     assert result["smallest_expected_dim"] == match["expected_dim"] < 5
     assert result["dim_reduction"] == pytest.approx(8 / match["expected_dim"])
     assert result["oracle"]["expected_dim"] <= match["expected_dim"]
+    # The smallest single head as accurate as the largest, by a loop over the heads.
+    as_good = [d for d in DIMS if heads[d] >= heads[8] - 0.001]
+    assert result["smallest_fixed_dim"] == as_good[0]
 
     rows = result["sweep"]
     assert rows == threshold_sweep(probs, labels, DIMS, cal_fraction=0.5, seed=1)
@@ -304,3 +308,10 @@ def test_probe_per_dim_rows():
     assert [r["metric"] for r in rows3] == ["probe_top1"]
     with pytest.raises(ValueError, match="dim 13"):
         probe_per_dim(x, y, x, y, [13], 6, progress=False)
+
+
+def test_smallest_fixed_dim_by_hand():
+    heads = {2: 0.80, 4: 0.9191, 8: 0.9200, 16: 0.9150}
+    assert smallest_fixed_dim(heads, 0.9200) == 4  # within 0.1 pt
+    assert smallest_fixed_dim(heads, 0.9200, tolerance=0.0) == 8
+    assert smallest_fixed_dim(heads, 0.95) is None

@@ -74,3 +74,50 @@ def test_claims_refuse_a_missing_folder(tmp_path: Path, capsys):
         main(["--claims", str(tmp_path / "absent"), "--out", str(tmp_path)])
     assert info.value.code == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def _eval_run(job: Path, method: str, seed: int, clean: dict, noisy: dict, summary=None):
+    """A run with `eval/metrics.csv`: head top-1 on the clean and a severity-1 noisy test set."""
+    write_run(job, method, {"nesting": list(clean)}, seed, clean)
+    (job / "eval").mkdir()
+    lines = ["dataset,split,method,dim,metric,value"]
+    for split, values in (("query", clean), ("query-gaussian_noise-1", noisy)):
+        lines += [f"toy,{split},{method},{d},head_top1,{v}" for d, v in values.items()]
+    lines.append("toy,query,svd,2,probe_top1,0.5")  # a baseline row: not the model's own head
+    (job / "eval" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    if summary is not None:
+        (job / "eval" / "summary.json").write_text(json.dumps({"method": method, **summary}))
+
+
+def test_robustness_and_adaptive_claims(tmp_path: Path):
+    """Relative drops per severity, FF - MRL paired by seed; the cascade's expected dim against
+    the smallest single head as accurate."""
+    root = tmp_path / "study"
+    mrl_noisy = {0: {2: 0.72, 8: 0.855}, 1: {2: 0.70, 8: 0.85}, 2: {2: 0.73, 8: 0.86}}
+    cascade = {"adaptive_classification": {
+        "dim_reduction": 3.0, "smallest_expected_dim": 8 / 3, "largest_dim_accuracy": 0.90,
+        "per_head_accuracy": {"2": 0.80, "8": 0.90}}}  # fmt: skip
+    for seed in range(3):
+        _eval_run(root / f"mrl-{seed}", "mrl", seed, {2: 0.80, 8: 0.90}, mrl_noisy[seed], cascade)
+        _eval_run(root / f"ff2-{seed}", "ff", seed, {2: 0.78}, {2: 0.702})
+        _eval_run(root / f"ff8-{seed}", "ff", seed, {8: 0.905}, {8: 0.86})
+    out = tmp_path / "out"
+    main(["--claims", str(root), "--out", str(out), "--text", str(tmp_path / "absent.csv"),
+          "--reference", str(tmp_path)])  # fmt: skip
+    rows = {r["claim"]: r for r in csv.DictReader((out / "claims.csv").open())}
+    robust = rows["MRL is as robust as the full representation"]
+    ff_drop = (100 * (1 - 0.702 / 0.78) + 100 * (1 - 0.86 / 0.905)) / 2
+    diffs = [ff_drop - (100 * (1 - n[2] / 0.80) + 100 * (1 - n[8] / 0.90)) / 2
+             for n in mrl_noisy.values()]  # fmt: skip
+    expected = paired_interval(diffs)
+    assert f"FF - MRL {expected.text()}" in robust["measured"]
+    # The interval reaches below -1 pt (MRL's drop may be more than a point larger).
+    assert expected.low < -1 < expected.high and robust["verdict"] == "inconclusive"
+    table = (out / "robustness.md").read_text()
+    assert f"| ff | 1 | {100 * (1 - 0.702 / 0.78):.2f} | {100 * (1 - 0.86 / 0.905):.2f} |" in table
+    assert (
+        len((out / "robustness.csv").read_text().splitlines()) == 1 + 6 + 6
+    )  # (MRL at 2 and 8, FF-2, FF-8) x 3 seeds
+    fixed = rows["Adaptive classification is smaller than the smallest single head as accurate"]
+    assert fixed["verdict"] == "holds"  # expected dim 2.67 against the fixed dim 8
+    assert "expected dim 2.7 against a fixed dim of 8.0" in fixed["measured"]

@@ -1,31 +1,87 @@
-"""The recipe sweep's table from fabricated runs: means and standard deviations over seeds."""
+"""The study table from fabricated runs: means, standard deviations and paired differences."""
 
 import importlib.util
 import json
+import math
+import statistics
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
     spec = importlib.util.spec_from_file_location(
-        "recipe_table", ROOT / "experiments" / "studies" / "recipe_table.py"
+        "study_table", ROOT / "experiments" / "studies" / "study_table.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_recipe_table_means_over_seeds(tmp_path: Path):
+def _run(root: Path, name: str, seed: int, top1: dict[int, float], config: dict, method="mrl"):
+    job = root / name
+    job.mkdir(parents=True)
+    nesting = sorted(top1)
+    (job / "results.json").write_text(json.dumps({
+        "method": method, "nesting": nesting, "seed": seed, "config": config,
+        "per_dim": [{"dim": d, "top1": v, "top5": 1.0} for d, v in top1.items()],
+    }))  # fmt: skip
+
+
+def test_means_over_seeds_and_group_names(tmp_path: Path):
+    sgd = {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}}
     for seed, top1 in ((0, 0.80), (1, 0.84)):
-        job = tmp_path / f"run{seed}"
-        job.mkdir()
-        config = {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}}
-        (job / "results.json").write_text(json.dumps({
-            "method": "ff", "nesting": [2], "seed": seed, "config": config,
-            "per_dim": [{"dim": 2, "top1": top1, "top5": 1.0}],
-        }))  # fmt: skip
-    recipe = _module()
-    recipe.main([str(tmp_path), "--out", str(tmp_path / "out"), "--dims", "2,256"])
+        _run(tmp_path, f"ff2_{seed}", seed, {2: top1}, sgd, method="ff")
+    table = _module()
+    table.main([str(tmp_path), "--by", "optimizer,optimizer.lr,method", "--dims", "2,256",
+                "--out", str(tmp_path / "out"), "--name", "recipe"])  # fmt: skip
     text = (tmp_path / "out" / "recipe.md").read_text()
     assert "| SGD | 0.1 | ff2 | 82.00 ± 2.83 |  | 2 |" in text  # std of 80, 84 is 2.83
+
+
+def test_baseline_from_another_study_paired_by_seed(tmp_path: Path):
+    """Runs without the ablated key stand for its default; differences pair seeds and carry
+    a t interval computed here independently."""
+    ablation, table1 = tmp_path / "ablation", tmp_path / "table1"
+    base = {0: 0.850, 1: 0.860, 2: 0.870}
+    smooth = {0: 0.860, 1: 0.880, 2: 0.875}
+    for seed in base:
+        _run(table1, f"mrl_{seed}", seed, {2: base[seed]}, {"loss": {"weights": None}})
+        _run(table1, f"ff2_{seed}", seed, {2: 0.5}, {"loss": {}}, method="ff")  # filtered out
+        config = {"loss": {"label_smoothing": 0.1}}
+        _run(ablation, f"ls_{seed}", seed, {2: smooth[seed]}, config)
+    table = _module()
+    table.main([str(ablation), str(table1), "--by", "loss.label_smoothing", "--where",
+                "method=mrl", "--baseline", "default", "--dims", "2", "--out",
+                str(tmp_path / "out"), "--name", "ls"])  # fmt: skip
+    text = (tmp_path / "out" / "ls.md").read_text()
+    diffs = [100 * (smooth[s] - base[s]) for s in base]  # 1.0, 2.0, 0.5
+    mean = statistics.fmean(diffs)
+    half = 4.303 * statistics.stdev(diffs) / math.sqrt(3)  # t(0.975, df=2) = 4.303
+    assert f"| 0.1 | {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] | 3 |" in text
+    assert "| default | 86.00 ± 1.00 | 3 |" in text  # the FF runs were left out
+    rows = (tmp_path / "out" / "ls.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--where", "method"], "is not KEY=VALUE"),
+        (["--dims", "2,x"], "not a comma-separated list"),
+        (["--baseline", "0.3"], "no run has the baseline setting"),
+        (["--where", "method=ff8"], "no finished run"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys, extra, message):
+    _run(tmp_path / "s", "r0", 0, {2: 0.8}, {"loss": {"label_smoothing": 0.1}})
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        _module().main([str(tmp_path / "s"), "--by", "loss.label_smoothing", "--out", str(out),
+                        "--name", "t", *extra])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()

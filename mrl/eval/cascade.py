@@ -257,6 +257,17 @@ def smallest_dim_at_accuracy(
     return dict(min(ok, key=lambda r: (r["expected_dim"], -r["accuracy"])))
 
 
+def smallest_fixed_dim(
+    head_accuracy: dict[int, float], reference_accuracy: float, tolerance: float = 0.001
+) -> int | None:
+    """The smallest dim whose own head alone is within ``tolerance`` of ``reference_accuracy``
+    (the same rule as :func:`smallest_dim_at_accuracy`): what a cascade has to beat, since
+    serving that one head is as accurate and costs a fixed dim. None when no head qualifies."""
+    floor = reference_accuracy - tolerance - _EPS
+    ok = [int(d) for d, acc in head_accuracy.items() if acc >= floor]
+    return min(ok) if ok else None
+
+
 def oracle(probs: np.ndarray, labels: np.ndarray, dims: Sequence[int]) -> dict:
     """The best any cascade over these heads could do: each example uses the smallest dim
     whose head is correct, or the largest dim (counted wrong) if no head is.
@@ -294,10 +305,12 @@ def adaptive_classification(
     Returns:
         ``{"sweep": rows (see threshold_sweep), "largest_dim_accuracy": float,
         "smallest_expected_dim": float | None, "dim_reduction": float | None,
-        "matching_row": dict | None, "oracle": dict, "per_head_accuracy": {dim: acc},
-        "n_calibration": int, "n_report": int}``. ``smallest_expected_dim`` is the smallest
-        expected dim of a sweep row within ``tolerance`` of the largest head's accuracy and
-        ``dim_reduction`` is the largest dim divided by it (None when no row matches).
+        "smallest_fixed_dim": int | None, "matching_row": dict | None, "oracle": dict,
+        "per_head_accuracy": {dim: acc}, "n_calibration": int, "n_report": int}``.
+        ``smallest_expected_dim`` is the smallest expected dim of a sweep row within
+        ``tolerance`` of the largest head's accuracy and ``dim_reduction`` the largest dim
+        divided by it (None when no row matches); ``smallest_fixed_dim`` is the smallest single
+        head as accurate (:func:`smallest_fixed_dim`).
     """
     probs, labels, dims_arr = _check_inputs(probs, labels, dims)
     cal_idx, report_idx = split_calibration(labels.shape[0], cal_fraction, seed)
@@ -311,6 +324,7 @@ def adaptive_classification(
         "largest_dim_accuracy": head_acc[largest],
         "smallest_expected_dim": smallest,
         "dim_reduction": None if smallest is None else largest / smallest,
+        "smallest_fixed_dim": smallest_fixed_dim(head_acc, head_acc[largest], tolerance),
         "matching_row": match,
         "oracle": oracle(probs[:, report_idx], labels[report_idx], dims_arr),
         "per_head_accuracy": head_acc,

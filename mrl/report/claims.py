@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrl.aggregate import CLEAN_SPLIT, find_runs, load_run, run_values
+from mrl.eval.cascade import smallest_fixed_dim
 
 COLUMNS = ["claim", "paper", "measured", "verdict", "compared"]
 # A difference counts as "level" within this many points (the paper's "about a point").
@@ -278,23 +279,44 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
     """Adaptive classification and retrieval, from `mrl-eval`'s summaries of MRL models."""
     summaries = [s for s in _summaries(roots) if s.get("method") == "mrl"]
     rows = []
-    reductions = [
-        s["adaptive_classification"]["dim_reduction"]
+    cascades = [
+        s["adaptive_classification"]
         for s in summaries
         if (s.get("adaptive_classification") or {}).get("dim_reduction")
     ]
-    if reductions:
-        best = max(reductions)
+    if cascades:
+        reductions = [c["dim_reduction"] for c in cascades]
         rows.append(
             Claim(
                 "Adaptive classification matches the largest head at a smaller expected dim",
                 "14x smaller (ImageNet-1K)",
                 f"{statistics.fmean(reductions):.1f}x smaller (mean of "
-                f"{len(reductions)} models; best {best:.1f}x)",
+                f"{len(reductions)} models; best {max(reductions):.1f}x)",
                 "holds" if min(reductions) > 1 else "does not hold",
                 "expected dim of the cascade at the largest head's top-1 (within 0.1 pt)",
             )
         )
+        pairs = []
+        for c in cascades:
+            heads = {int(d): acc for d, acc in c["per_head_accuracy"].items()}
+            fixed = smallest_fixed_dim(heads, c["largest_dim_accuracy"])
+            if fixed is not None:
+                pairs.append((c["smallest_expected_dim"], fixed))
+        if pairs:
+            smaller = sum(e < f for e, f in pairs)
+            rows.append(
+                Claim(
+                    "Adaptive classification is smaller than the smallest single head as accurate",
+                    "-",
+                    f"expected dim {statistics.fmean(e for e, _ in pairs):.1f} against a fixed "
+                    f"dim of {statistics.fmean(f for _, f in pairs):.1f} (mean of {len(pairs)} "
+                    f"models; the cascade is smaller for {smaller})",
+                    "holds" if smaller == len(pairs) else "does not hold" if not smaller
+                    else "inconclusive",
+                    "the cascade's expected dim against the smallest head within 0.1 pt of the "
+                    "largest head's top-1, on the same report half of the test set",
+                )
+            )  # fmt: skip
     else:
         rows.append(
             not_measured(
@@ -345,35 +367,109 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
     return rows
 
 
-def robustness_claim(roots: list[Path]) -> Claim:
-    """MRL's relative drop under corruption against FF's, at the largest shared dim."""
-    drops: dict[str, list[float]] = defaultdict(list)
+def robustness_drops(roots: Iterable[Path]) -> list[dict]:
+    """Relative top-1 drop (percent) of each run's own heads on each corrupted test set: one row
+    per (method, dim, seed, corruption, severity). An FF-m run counts at its own dim only."""
+    rows = []
+    prefix = CLEAN_SPLIT + "-"
     for root in map(Path.resolve, roots):
         for path in find_runs(root):
-            run = load_run(path, root, ["query", "*"])
-            clean = {
-                r["dim"]: r["value"]
-                for r in run.rows
-                if r.get("split") == "query" and r["plain"] == "head_top1"
-            }
-            for r in run.rows:
-                split = r.get("split") or ""
-                if split.startswith("query-") and r["plain"] == "head_top1" and clean.get(r["dim"]):
-                    drops[run.method or ""].append(1 - r["value"] / clean[r["dim"]])
-    if not drops.get("mrl") or not drops.get("ff"):
-        return not_measured(
-            "MRL is as robust as the full representation",
-            "needs mrl-eval with corruptions of both MRL and FF runs",
-            paper="level",
-        )
-    mrl, ff = statistics.fmean(drops["mrl"]), statistics.fmean(drops["ff"])
-    return Claim(
-        "MRL is as robust as the full representation",
-        "level",
-        f"mean relative drop MRL {100 * mrl:.1f}%, FF {100 * ff:.1f}%",
-        "holds" if mrl <= ff + LEVEL_POINTS / 100 else "does not hold",
-        "head top-1 on the corrupted test sets relative to clean, all dims and severities",
+            run = load_run(path, root, ["*"])
+            own = [
+                r for r in run.rows
+                if r["source"] == "eval" and r["plain"] == "head_top1" and r["method"] == run.method
+                and (run.method != "ff" or r["dim"] in run.dims)
+            ]  # fmt: skip
+            clean = {r["dim"]: r["value"] for r in own if r["split"] == CLEAN_SPLIT}
+            for r in own:
+                corruption, _, severity = r["split"].removeprefix(prefix).rpartition("-")
+                if not r["split"].startswith(prefix) or not severity.isdigit():
+                    continue  # the clean split, or a set of images without a severity
+                if clean.get(r["dim"]):
+                    rows.append({"method": run.method, "dim": r["dim"], "seed": run.seed,
+                                 "corruption": corruption, "severity": int(severity),
+                                 "drop": 100.0 * (1.0 - r["value"] / clean[r["dim"]])})  # fmt: skip
+    return rows
+
+
+def robustness_claim(drops: list[dict]) -> Claim:
+    """MRL's relative drop under corruption against FF-m's at the same dims, per severity.
+
+    Per seed and severity, each method's drop is averaged over the (dim, corruption) cells both
+    methods have; the difference FF - MRL is then paired by seed. Holds when MRL's drop exceeds
+    FF's by at most `LEVEL_POINTS` at every severity.
+    """
+    name = "MRL is as robust as the full representation"
+    cells: dict[tuple, dict[tuple, float]] = defaultdict(dict)
+    for r in drops:
+        cells[(r["method"], r["seed"], r["severity"])][(r["dim"], r["corruption"])] = r["drop"]
+    severities = sorted(
+        {s for m, _, s in cells if m == "mrl"} & {s for m, _, s in cells if m == "ff"}
     )
+    if not severities:
+        return not_measured(name, "needs mrl-eval with corruptions of both MRL and FF-m runs",
+                            paper="level")  # fmt: skip
+    parts, intervals, verdicts = [], [], []
+    for sev in severities:
+        mrl_means, ff_means, diffs = [], [], []
+        seeds = {s for m, s, v in cells if v == sev and m == "mrl"} & {
+            s for m, s, v in cells if v == sev and m == "ff"
+        }
+        for seed in sorted(seeds, key=str):
+            mrl, ff = cells[("mrl", seed, sev)], cells[("ff", seed, sev)]
+            shared = mrl.keys() & ff.keys()
+            if not shared:
+                continue
+            mrl_means.append(statistics.fmean(mrl[k] for k in shared))
+            ff_means.append(statistics.fmean(ff[k] for k in shared))
+            diffs.append(ff_means[-1] - mrl_means[-1])
+        interval = paired_interval(diffs)
+        if interval is None:
+            continue
+        intervals.append(interval)
+        verdicts.append(verdict_at_least(interval, -LEVEL_POINTS))
+        parts.append(f"severity {sev}: MRL {statistics.fmean(mrl_means):.1f}% vs FF "
+                     f"{statistics.fmean(ff_means):.1f}%, FF - MRL {interval.text()}")  # fmt: skip
+    if not intervals:
+        return not_measured(name, "no dim and corruption measured for both MRL and FF-m")
+    overall = (
+        "does not hold" if any(v.startswith("does not") for v in verdicts)
+        else "inconclusive" if "inconclusive" in verdicts
+        else "holds"
+    )  # fmt: skip
+    return Claim(
+        name,
+        "level",
+        "; ".join(parts),
+        qualified(overall, *intervals),
+        "relative drop of head top-1 on the corrupted test sets, MRL at dim m against FF-m, "
+        f"mean over dims and corruptions, paired by seed; holds if MRL's drop is at most "
+        f"{LEVEL_POINTS:g} pt larger (per dim: robustness.md)",
+    )
+
+
+def robustness_markdown(drops: list[dict]) -> str:
+    """Mean relative drop (percent, over corruptions and seeds) per method and severity x dim."""
+    table: dict[tuple, list[float]] = defaultdict(list)
+    for r in drops:
+        table[(r["method"], r["severity"], r["dim"])].append(r["drop"])
+    dims = sorted({d for _, _, d in table})
+    keys = sorted({k[:2] for k in table})
+    seeds = len({r["seed"] for r in drops})
+    lines = [
+        "# Relative top-1 drop under corruption (%)",
+        "",
+        f"1 - top1(corrupted) / top1(clean) of each model's own head, mean over the corruptions "
+        f"and {seeds} seed(s); FF is FF-m at its own dim m.",
+        "",
+        "| method | severity | " + " | ".join(f"dim {d}" for d in dims) + " |",
+        "|---|---:|" + "---:|" * len(dims),
+    ]
+    for method, sev in keys:
+        cells = [table.get((method, sev, d)) for d in dims]
+        shown = [f"{statistics.fmean(c):.2f}" if c else "" for c in cells]
+        lines.append(f"| {method} | {sev} | " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def text_claim(path: Path | None) -> Claim:
@@ -400,14 +496,18 @@ def text_claim(path: Path | None) -> Claim:
 
 
 def measure_claims(
-    roots: list[Path], reference: dict | None = None, text: Path | None = None
+    roots: list[Path],
+    reference: dict | None = None,
+    text: Path | None = None,
+    drops: list[dict] | None = None,
 ) -> list[Claim]:
-    """Every claim, measured on the studies under `roots`."""
+    """Every claim, measured on the studies under `roots` (`drops`: their
+    `robustness_drops`, when already read)."""
     values = collect(roots)
     return [
         *comparison_claims(values, reference),
         *adaptive_claims(roots),
-        robustness_claim(roots),
+        robustness_claim(robustness_drops(roots) if drops is None else drops),
         text_claim(text),
     ]
 

@@ -145,9 +145,17 @@ def report(
 def write_claims(
     roots: list[Path], out: Path, reference: Path | None = None, text: Path | None = None
 ) -> list[Path]:
-    """Measure the paper's claims on `roots` and write `out/claims.md` and `out/claims.csv`."""
+    """Measure the paper's claims on `roots` and write `out/claims.md` and `out/claims.csv`,
+    and, where the studies hold corrupted test sets, `out/robustness.md` and `.csv`."""
     from mrl.aggregate import AggregateError, read_reference
-    from mrl.report.claims import claims_csv, claims_markdown, measure_claims
+    from mrl.report.claims import (
+        claims_csv,
+        claims_markdown,
+        measure_claims,
+        robustness_drops,
+        robustness_markdown,
+    )
+    from mrl.results import write_csv
 
     missing = [r for r in roots if not r.is_dir()]
     if missing:
@@ -159,10 +167,15 @@ def write_claims(
             ref = read_reference(ref_dir / "paper_resnet50_imagenet1k.csv")
         except AggregateError as err:
             raise ReportError(str(err)) from err
-    claims = measure_claims(roots, ref, text)
+    drops = robustness_drops(roots)
+    claims = measure_claims(roots, ref, text, drops)
     paths = [out / "claims.md", out / "claims.csv"]
     write_atomic(paths[0], claims_markdown(claims, roots))
     write_atomic(paths[1], claims_csv(claims))
+    if drops:
+        write_atomic(out / "robustness.md", robustness_markdown(drops))
+        write_csv(out / "robustness.csv", drops)
+        paths += [out / "robustness.md", out / "robustness.csv"]
     for c in claims:
         print(f"{c.verdict:>14}  {c.claim}: {c.measured}")
     print(f"wrote {paths[0]} and {paths[1].name}")
