@@ -38,7 +38,7 @@ def test_means_over_seeds_and_group_names(tmp_path: Path):
     table.main([str(tmp_path), "--by", "optimizer,optimizer.lr,method", "--dims", "2,256",
                 "--out", str(tmp_path / "out"), "--name", "recipe"])  # fmt: skip
     text = (tmp_path / "out" / "recipe.md").read_text()
-    assert "| SGD | 0.1 | ff2 | 82.00 ± 2.83 |  | 2 |" in text  # std of 80, 84 is 2.83
+    assert "| SGD | 0.1 | ff | 82.00 ± 2.83 |  | 2 |" in text  # std of 80, 84 is 2.83
 
 
 def test_baseline_from_another_study_paired_by_seed(tmp_path: Path):

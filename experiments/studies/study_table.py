@@ -6,13 +6,13 @@ difference to a baseline setting, paired by seed, with its 95% interval.
         --out experiments/results/<folder> --name <table name>
 
 A setting is the value of each `--by` key in a run's recorded config (`results.json`): a dotted
-key (`loss.label_smoothing`, `optimizer.lr`, `trainer.max_epochs`), `method` (mrl, mrl_e, ffM),
-or a config group such as `optimizer` (its class name). A key the run's config lacks reads
-`default`: a run of the default job stands for the default of an ablated setting, so the
-ablations' baseline runs can come from another study (e.g. the MRL runs of `fmnist_table1`,
-selected with `--where method=mrl`). Top-1 is the run's trained head on the clean test queries
-(its evaluation's, else the one `mrl-train` recorded). Writes `<name>.csv` (tidy: the keys,
-dim, seed, top1 in percent) and `<name>.md`.
+key (`loss.label_smoothing`, `optimizer.lr`, `trainer.max_epochs`), `method` (mrl, mrl_e, or ff:
+FF-m at its own dim m) or a config group such as `optimizer` (its class name). A key the run's
+config lacks reads `default`: a run of the default job stands for the default of an ablated
+setting, so the ablations' baseline runs can come from another study (e.g. the MRL runs of
+`fmnist_table1`, selected with `--where method=mrl`). Top-1 is the run's trained head on the
+clean test queries (its evaluation's, else the one `mrl-train` recorded). Writes `<name>.csv`
+(tidy: the keys, dim, seed, top1 in percent) and `<name>.md`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ DEFAULT = "default"
 
 def setting_value(results: dict[str, Any], key: str) -> str:
     """The display value of `key` in one run's results (see the module docstring)."""
-    if key == "method":
-        method = str(results.get("method"))
-        return f"ff{results['nesting'][0]}" if method == "ff" else method
+    if key == "method":  # FF-m runs are one method, each at its own dim m
+        return str(results.get("method"))
     node: Any = results.get("config", {})
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -91,8 +90,10 @@ def markdown(rows: list[dict], keys: list[str], dims: list[int], baseline: list[
         for d in dims:
             values = list(cells.get((*s, d), {}).values())
             n = max(n, len(values))
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            shown.append(f"{statistics.fmean(values):.2f} ± {sd:.2f}" if values else "")
+            if len(values) > 1:
+                shown.append(f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}")
+            else:  # one seed: no spread to show
+                shown.append(f"{values[0]:.2f}" if values else "")
         lines.append("| " + " | ".join(s) + " | " + " | ".join(shown) + f" | {n} |")
     if baseline is None:
         return "\n".join(lines) + "\n"
