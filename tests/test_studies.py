@@ -64,6 +64,10 @@ def test_baseline_from_another_study_paired_by_seed(tmp_path: Path):
     assert "| default | 86.00 ± 1.00 | 3 |" in text  # the FF runs were left out
     rows = (tmp_path / "out" / "ls.csv").read_text().splitlines()
     assert len(rows) == 1 + 6
+    table.main([str(ablation), str(table1), "--by", "method", "--where", "seed=0|2", "--dims",
+                "2", "--out", str(tmp_path / "out"), "--name", "two"])  # fmt: skip
+    text = (tmp_path / "out" / "two.md").read_text()
+    assert "| ff | 50.00 ± 0.00 | 2 |" in text and "| mrl |" in text  # seeds 0 and 2 only
 
 
 @pytest.mark.parametrize(

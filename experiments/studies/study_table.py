@@ -2,7 +2,7 @@
 difference to a baseline setting, paired by seed, with its 95% interval.
 
     python experiments/studies/study_table.py <study dir> [<more dirs>] --by KEY[,KEY...] \
-        [--where KEY=VALUE ...] [--baseline VALUE[,VALUE...]] [--dims 2,4,8,256] \
+        [--where KEY=VALUE[|VALUE...] ...] [--baseline VALUE[,VALUE...]] [--dims 2,4,8,256] \
         --out experiments/results/<folder> --name <table name>
 
 A setting is the value of each `--by` key in a run's recorded config (`results.json`): a dotted
@@ -34,8 +34,8 @@ DEFAULT = "default"
 
 def setting_value(results: dict[str, Any], key: str) -> str:
     """The display value of `key` in one run's results (see the module docstring)."""
-    if key == "method":  # FF-m runs are one method, each at its own dim m
-        return str(results.get("method"))
+    if key in ("method", "seed"):  # FF-m runs are one method, each at its own dim m
+        return str(results.get(key))
     node: Any = results.get("config", {})
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -59,7 +59,7 @@ def read_rows(roots: list[Path], keys: list[str], where: dict[str, str]) -> list
             if not results_path.is_file():
                 continue
             results = json.loads(results_path.read_text())
-            if any(setting_value(results, k) != v for k, v in where.items()):
+            if any(setting_value(results, k) not in v.split("|") for k, v in where.items()):
                 continue
             run = load_run(path, root, [CLEAN_SPLIT])
             setting = {k: setting_value(results, k) for k in keys}
@@ -129,7 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("roots", type=Path, nargs="+")
     p.add_argument("--by", required=True, help="comma-separated setting keys")
-    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[|VALUE...]",
+        help="keep only runs with one of these values (repeat for several keys)",
+    )
     p.add_argument("--baseline", help="the baseline setting's values, comma-separated in --by "
                    "order (a list value: quote it and separate keys with ';')")  # fmt: skip
     p.add_argument("--dims", default="2,4,8,256")
