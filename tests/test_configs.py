@@ -83,6 +83,33 @@ def test_every_experiment_composes_and_builds(tmp_path: Path, experiment: str):
     assert model.head.nesting[-1] <= model.encoder.num_features
 
 
+@pytest.mark.parametrize(
+    "ablation, default",
+    [
+        ("ablation_label_smoothing", "loss.label_smoothing=0.0"),
+        ("ablation_loss_weights", "weighting=uniform"),
+        ("ablation_nesting", "nesting=[2,4,8,16,32,64,128,256]"),
+    ],
+)
+def test_an_ablations_default_setting_is_the_table1_mrl_run(tmp_path: Path, ablation, default):
+    """The ablations take their default setting's runs from fmnist/table1 (method=mrl): at that
+    setting an ablation must be the same job, so the comparison is fair."""
+    from omegaconf import OmegaConf
+
+    def job(*overrides: str) -> dict:
+        cfg = OmegaConf.to_container(compose_train(tmp_path, *overrides, "seed=1"), resolve=True)
+        cfg.pop("name"), cfg.pop("logger")  # where the run is filed, not what it trains
+        weights = cfg["loss"].pop("weights")
+        cfg.pop("weighting", None)
+        # Uniform weights are the loss's default (null): one per dim, all 1.
+        assert weights is None or weights == [1.0] * len(cfg["nesting"])
+        return cfg
+
+    assert job(f"experiment=fmnist/{ablation}", default) == job(
+        "experiment=fmnist/table1", "method=mrl"
+    )
+
+
 def test_loss_weighting_schemes(tmp_path: Path):
     nesting = "nesting=[2,4,8,16]"
     weights = {}
