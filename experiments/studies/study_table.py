@@ -11,8 +11,9 @@ FF-m at its own dim m) or a config group such as `optimizer` (its class name). A
 config lacks reads `default`: a run of the default job stands for the default of an ablated
 setting, so the ablations' baseline runs can come from another study (e.g. the MRL runs of
 `fmnist_table1`, selected with `--where method=mrl`). Top-1 is the run's trained head on the
-clean test queries (its evaluation's, else the one `mrl-train` recorded). Writes `<name>.csv`
-(tidy: the keys, dim, seed, top1 in percent) and `<name>.md`.
+clean test queries (its evaluation's, else the one `mrl-train` recorded), or `--metric` from the
+runs' evaluations. Writes `<name>.csv` (tidy: the keys, dim, seed, the metric in percent) and
+`<name>.md`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def setting_value(results: dict[str, Any], key: str) -> str:
     return f"{node:g}" if isinstance(node, float) else str(node)
 
 
-def read_rows(roots: list[Path], keys: list[str], where: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per (finished run, dim of its own method) under `roots` that matches `where`."""
+def read_rows(
+    roots: list[Path], keys: list[str], where: dict[str, str], metric: str = "top1"
+) -> list[dict[str, Any]]:
+    """One row per (finished run, dim of its own method) under `roots` that matches `where`;
+    the value (`value`) is `metric` in percent."""
     rows = []
     for root in map(Path.resolve, roots):
         for path in find_runs(root):
@@ -63,28 +67,34 @@ def read_rows(roots: list[Path], keys: list[str], where: dict[str, str]) -> list
                 continue
             run = load_run(path, root, [CLEAN_SPLIT])
             setting = {k: setting_value(results, k) for k in keys}
-            for (method, dim), value in sorted(run_values(run, "top1", CLEAN_SPLIT).items()):
+            for (method, dim), value in sorted(run_values(run, metric, CLEAN_SPLIT).items()):
                 if method != run.method:  # SVD, random features: other methods' rows
                     continue
-                rows.append({**setting, "dim": dim, "seed": run.seed, "top1": 100.0 * value})
+                rows.append({**setting, "dim": dim, "seed": run.seed, "value": 100.0 * value})
     return rows
 
 
 def _cells(rows: list[dict], keys: list[str]) -> dict[tuple, dict[Any, float]]:
-    """(setting..., dim) -> {seed: top1}; the first run of a seed wins (duplicate folders)."""
+    """(setting..., dim) -> {seed: value}; the first run of a seed wins (duplicate folders)."""
     cells: dict[tuple, dict[Any, float]] = {}
     for r in rows:
-        cells.setdefault((*[r[k] for k in keys], r["dim"]), {}).setdefault(r["seed"], r["top1"])
+        cells.setdefault((*[r[k] for k in keys], r["dim"]), {}).setdefault(r["seed"], r["value"])
     return cells
 
 
-def markdown(rows: list[dict], keys: list[str], dims: list[int], baseline: list[str] | None) -> str:
+def markdown(
+    rows: list[dict],
+    keys: list[str],
+    dims: list[int],
+    baseline: list[str] | None,
+    metric: str = "top1",
+) -> str:
     """The mean ± std table, then (with a baseline) the paired differences to it."""
     cells = _cells(rows, keys)
     settings = sorted({k[:-1] for k in cells}, key=lambda s: [_sort_key(v) for v in s])
     head = "| " + " | ".join(keys) + " | " + " | ".join(f"dim {d}" for d in dims) + " | seeds |"
     rule = "|" + "---|" * len(keys) + "---:|" * len(dims) + "---:|"
-    lines = [head, rule]
+    lines = [f"Test {metric} (%), mean ± std over seeds:", "", head, rule]
     for s in settings:
         shown, n = [], 0
         for d in dims:
@@ -139,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--baseline", help="the baseline setting's values, comma-separated in --by "
                    "order (a list value: quote it and separate keys with ';')")  # fmt: skip
     p.add_argument("--dims", default="2,4,8,256")
+    p.add_argument("--metric", default="top1", help="top1 (trained heads; default), probe_top1 "
+                   "(linear probes: any dim, nested or not), 1nn, map@10, ...")  # fmt: skip
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", required=True)
     args = p.parse_args(argv)
@@ -170,14 +182,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         if len(baseline) != len(keys):
             fail(f"--baseline {args.baseline!r} gives {len(baseline)} values for {len(keys)} keys")
-    rows = read_rows(args.roots, keys, where)
+    rows = read_rows(args.roots, keys, where, args.metric)
     if not rows:
         fail(f"no finished run under {', '.join(map(str, args.roots))} matches {where or 'any'}")
     if baseline is not None and not any([r[k] for k in keys] == baseline for r in rows):
         fail(f"no run has the baseline setting {baseline}; the settings are "
              f"{sorted({tuple(r[k] for k in keys) for r in rows})}")  # fmt: skip
-    text = markdown(rows, keys, dims, baseline)
-    write_csv(args.out / f"{args.name}.csv", rows)
+    text = markdown(rows, keys, dims, baseline, args.metric)
+    write_csv(args.out / f"{args.name}.csv", [
+        {**{k: v for k, v in r.items() if k != "value"}, args.metric: r["value"]} for r in rows
+    ])  # fmt: skip
     atomic_write_text(args.out / f"{args.name}.md", text)
     print(text)
 
