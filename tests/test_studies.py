@@ -89,3 +89,22 @@ def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys, extra, messa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not out.exists()
+
+
+def test_probe_metric_at_dims_without_a_head(tmp_path: Path):
+    """A model nested from 8 has no head at 2; its evaluation's probe at 2 is the value shown."""
+    _run(tmp_path / "s", "r0", 0, {8: 0.90}, {"nesting": [8]})
+    (tmp_path / "s" / "r0" / "eval").mkdir()
+    (tmp_path / "s" / "r0" / "eval" / "metrics.csv").write_text(
+        "dataset,split,method,dim,metric,value\n"
+        "fmnist,query,mrl,2,probe_top1,0.4280\n"
+        "fmnist,query,mrl,8,probe_top1,0.8870\n"
+        "fmnist,query,mrl,8,head_top1,0.9000\n"
+        "fmnist,query,svd,2,probe_top1,0.6\n"
+    )
+    out = tmp_path / "out"
+    _module().main([str(tmp_path / "s"), "--by", "nesting", "--metric", "probe_top1", "--dims",
+                    "2,8", "--out", str(out), "--name", "n"])  # fmt: skip
+    text = (out / "n.md").read_text()
+    assert "Test probe_top1" in text and "| 8 | 42.80 | 88.70 | 1 |" in text
+    assert (out / "n.csv").read_text().splitlines()[0] == "nesting,dim,seed,probe_top1"
