@@ -1,5 +1,6 @@
 """The study table from fabricated runs: means, standard deviations and paired differences."""
 
+import csv
 import importlib.util
 import json
 import math
@@ -108,3 +109,42 @@ def test_probe_metric_at_dims_without_a_head(tmp_path: Path):
     text = (out / "n.md").read_text()
     assert "Test probe_top1" in text and "| 8 | 42.80 | 88.70 | 1 |" in text
     assert (out / "n.csv").read_text().splitlines()[0] == "nesting,dim,seed,probe_top1"
+
+
+def test_prefix_diagnostics_against_a_hand_made_model(tmp_path: Path):
+    """A tied head on hand-made features: dim-2 logits use the first 2 columns; a zero prefix
+    gets the bias alone; the statistics match a direct computation."""
+    import numpy as np
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "prefix_diagnostics", ROOT / "experiments" / "studies" / "prefix_diagnostics.py"
+    )
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "embeddings" / "query").mkdir(parents=True)
+    config = {"optimizer": {"_target_": "torch.optim.AdamW", "lr": 0.003}, "head": {"tied": True}}
+    results = {"method": "mrl_e", "nesting": [2, 4], "seed": 0, "config": config, "per_dim": []}
+    (run / "results.json").write_text(json.dumps(results))
+    weight = torch.tensor([[1.0, 0.0, 5.0, 0.0], [0.0, 1.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
+    bias = torch.tensor([0.0, 0.0, 0.5])
+    torch.save({"state_dict": {"head.linear.weight": weight, "head.linear.bias": bias}},
+               run / "checkpoints" / "last.ckpt")  # fmt: skip
+    features = np.array([[2, 0, 0, 1], [0, 2, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    np.save(run / "embeddings" / "query" / "features.npy", features)
+    np.save(run / "embeddings" / "query" / "labels.npy", np.array([0, 1, 0, 1]))
+    diag.main([str(run), "--dims", "2,4", "--out", str(tmp_path / "d.csv")])
+    rows = {int(r["dim"]): r for r in csv.DictReader((tmp_path / "d.csv").open())}
+    # dim 2: rows 0, 1 correct; rows 2, 3 have a zero prefix and get class 2 from the bias.
+    assert float(rows[2]["head_top1"]) == 0.5 and float(rows[2]["zero_prefix"]) == 0.5
+    assert float(rows[2]["top_class_share"]) == 0.5
+    signal = features[:, :2].astype(np.float64) @ weight[:, :2].double().numpy().T
+    expected = bias.double().numpy().std() / signal.std(axis=1).mean()
+    assert float(rows[2]["bias_to_signal"]) == pytest.approx(expected)
+    # dim 4: the last two columns decide: rows 0 and 3 -> class 1, rows 1 and 2 -> class 0,
+    # so rows 2 and 3 are right now and rows 0 and 1 wrong.
+    assert float(rows[4]["head_top1"]) == 0.5 and float(rows[4]["zero_prefix"]) == 0.0
+    assert float(rows[4]["weight_norm"]) == pytest.approx((1 + 1 + 5 + 5) / 4)
