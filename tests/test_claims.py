@@ -121,3 +121,21 @@ def test_robustness_and_adaptive_claims(tmp_path: Path):
     fixed = rows["Adaptive classification is smaller than the smallest single head as accurate"]
     assert fixed["verdict"] == "holds"  # expected dim 2.67 against the fixed dim 8
     assert "expected dim 2.7 against a fixed dim of 8.0" in fixed["measured"]
+
+
+def test_claims_carry_the_notes_given(study: Path, tmp_path: Path, capsys):
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("MRL is ahead of FF: >\n  decreasing loss\n  weights close the gap\n")
+    out = tmp_path / "out"
+    main(["--claims", str(study), "--out", str(out), "--notes", str(notes),
+          "--text", str(tmp_path / "absent.csv"), "--reference", str(tmp_path)])  # fmt: skip
+    rows = {r["claim"]: r for r in csv.DictReader((out / "claims.csv").open())}
+    assert rows["MRL is ahead of FF at the smallest dims"]["note"] == (
+        "decreasing loss weights close the gap"
+    )
+    assert all(r["note"] == "" for c, r in rows.items() if not c.startswith("MRL is ahead"))
+    notes.write_text("- a list, not a mapping\n")
+    with pytest.raises(SystemExit) as info:
+        main(["--claims", str(study), "--out", str(tmp_path / "out2"), "--notes", str(notes)])
+    assert info.value.code == 2 and "expected a mapping" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

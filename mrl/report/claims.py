@@ -25,7 +25,7 @@ from pathlib import Path
 from mrl.aggregate import CLEAN_SPLIT, find_runs, load_run, run_values
 from mrl.eval.cascade import smallest_fixed_dim
 
-COLUMNS = ["claim", "paper", "measured", "verdict", "compared"]
+COLUMNS = ["claim", "paper", "measured", "verdict", "compared", "note"]
 # A difference counts as "level" within this many points (the paper's "about a point").
 LEVEL_POINTS = 1.0
 # "Far ahead" of a baseline: at least this many points at the smallest dim.
@@ -44,6 +44,8 @@ class Claim:
     measured: str
     verdict: str
     compared: str
+    # What the ablations say about it (from `mrl-report --claims --notes`), written by people.
+    note: str = ""
 
 
 def not_measured(claim: str, why: str, paper: str = "-") -> Claim:
@@ -520,11 +522,11 @@ def claims_markdown(claims: list[Claim], sources: list[Path]) -> str:
         "From: " + ", ".join(f"`{s}`" for s in sources) + ". Differences in points; 95% "
         "intervals over paired seeds (t); `inconclusive`: the interval straddles the line.",
         "",
-        "| claim | paper | measured | verdict | compared |",
-        "|---|---|---|---|---|",
+        "| claim | paper | measured | verdict | compared | note |",
+        "|---|---|---|---|---|---|",
     ]
     for c in claims:
-        cells = [c.claim, c.paper, c.measured, f"**{c.verdict}**", c.compared]
+        cells = [c.claim, c.paper, c.measured, f"**{c.verdict}**", c.compared, c.note]
         lines.append("| " + " | ".join(x.replace("|", "/") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "experiments/results/text/reverse_dictionary.csv when there)",
     )
     parser.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="with --claims: a YAML file mapping the start of a claim's text to an explanation "
+        "(what the ablations say about it), shown in the table's last column",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: DIR/report)"
     )
     parser.add_argument(
@@ -142,8 +149,27 @@ def report(
     return written
 
 
+def read_notes(path: Path) -> dict[str, str]:
+    """The `--notes` file: claim text (its start) -> explanation; bad input is a ReportError."""
+    import yaml
+
+    try:
+        notes = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ReportError(f"--notes {path}: cannot read it ({str(err).splitlines()[0]})") from err
+    if not isinstance(notes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in notes.items()
+    ):
+        raise ReportError(f"--notes {path}: expected a mapping of claim text to explanation")
+    return {k: " ".join(v.split()) for k, v in notes.items()}
+
+
 def write_claims(
-    roots: list[Path], out: Path, reference: Path | None = None, text: Path | None = None
+    roots: list[Path],
+    out: Path,
+    reference: Path | None = None,
+    text: Path | None = None,
+    notes: Path | None = None,
 ) -> list[Path]:
     """Measure the paper's claims on `roots` and write `out/claims.md` and `out/claims.csv`,
     and, where the studies hold corrupted test sets, `out/robustness.md` and `.csv`."""
@@ -160,6 +186,7 @@ def write_claims(
     missing = [r for r in roots if not r.is_dir()]
     if missing:
         raise ReportError(f"{missing[0]} is not a directory")
+    explanations = read_notes(notes) if notes is not None else {}
     ref_dir = reference if reference is not None else default_reference_dir()
     ref = None
     if ref_dir is not None and (ref_dir / "paper_resnet50_imagenet1k.csv").is_file():
@@ -169,6 +196,8 @@ def write_claims(
             raise ReportError(str(err)) from err
     drops = robustness_drops(roots)
     claims = measure_claims(roots, ref, text, drops)
+    for c in claims:
+        c.note = next((v for k, v in explanations.items() if c.claim.startswith(k)), "")
     paths = [out / "claims.md", out / "claims.csv"]
     write_atomic(paths[0], claims_markdown(claims, roots))
     write_atomic(paths[1], claims_csv(claims))
@@ -188,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.claims:
             text = args.text or Path("experiments/results/text/reverse_dictionary.csv")
-            write_claims(args.dir, args.out or Path("experiments/results"), args.reference, text)
+            out = args.out or Path("experiments/results")
+            write_claims(args.dir, out, args.reference, text, args.notes)
             return
         if len(args.dir) > 1:
             raise ReportError("give one results folder (several only with --claims)")
