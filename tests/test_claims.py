@@ -114,7 +114,9 @@ def test_robustness_and_adaptive_claims(tmp_path: Path):
     # The interval reaches below -1 pt (MRL's drop may be more than a point larger).
     assert expected.low < -1 < expected.high and robust["verdict"] == "inconclusive"
     table = (out / "robustness.md").read_text()
-    assert f"| ff | 1 | {100 * (1 - 0.702 / 0.78):.2f} | {100 * (1 - 0.86 / 0.905):.2f} |" in table
+    assert (
+        f"| ff | 1 | {100 * (1 - 0.702 / 0.78):.2f} | {100 * (1 - 0.86 / 0.905):.2f} | 3 |" in table
+    )
     assert (
         len((out / "robustness.csv").read_text().splitlines()) == 1 + 6 + 6
     )  # (MRL at 2 and 8, FF-2, FF-8) x 3 seeds

@@ -453,24 +453,25 @@ def robustness_claim(drops: list[dict]) -> Claim:
 def robustness_markdown(drops: list[dict]) -> str:
     """Mean relative drop (percent, over corruptions and seeds) per method and severity x dim."""
     table: dict[tuple, list[float]] = defaultdict(list)
+    seeds: dict[str, set] = defaultdict(set)
     for r in drops:
         table[(r["method"], r["severity"], r["dim"])].append(r["drop"])
+        seeds[r["method"]].add(r["seed"])
     dims = sorted({d for _, _, d in table})
     keys = sorted({k[:2] for k in table})
-    seeds = len({r["seed"] for r in drops})
     lines = [
         "# Relative top-1 drop under corruption (%)",
         "",
-        f"1 - top1(corrupted) / top1(clean) of each model's own head, mean over the corruptions "
-        f"and {seeds} seed(s); FF is FF-m at its own dim m.",
+        "1 - top1(corrupted) / top1(clean) of each model's own head, mean over the corruptions "
+        "and seeds; FF is FF-m at its own dim m.",
         "",
-        "| method | severity | " + " | ".join(f"dim {d}" for d in dims) + " |",
-        "|---|---:|" + "---:|" * len(dims),
+        "| method | severity | " + " | ".join(f"dim {d}" for d in dims) + " | seeds |",
+        "|---|---:|" + "---:|" * len(dims) + "---:|",
     ]
     for method, sev in keys:
         cells = [table.get((method, sev, d)) for d in dims]
         shown = [f"{statistics.fmean(c):.2f}" if c else "" for c in cells]
-        lines.append(f"| {method} | {sev} | " + " | ".join(shown) + " |")
+        lines.append(f"| {method} | {sev} | " + " | ".join(shown) + f" | {len(seeds[method])} |")
     return "\n".join(lines) + "\n"
 
 
