@@ -148,3 +148,23 @@ def test_prefix_diagnostics_against_a_hand_made_model(tmp_path: Path):
     # so rows 2 and 3 are right now and rows 0 and 1 wrong.
     assert float(rows[4]["head_top1"]) == 0.5 and float(rows[4]["zero_prefix"]) == 0.0
     assert float(rows[4]["weight_norm"]) == pytest.approx((1 + 1 + 5 + 5) / 4)
+
+
+def test_ablation_figure_from_a_study_table(tmp_path: Path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "ablation_figure", ROOT / "experiments" / "studies" / "ablation_figure.py"
+    )
+    figure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figure)
+    table = tmp_path / "ls.csv"
+    table.write_text("loss.label_smoothing,dim,seed,top1\n0,2,0,88.0\n0,2,1,88.2\n0.1,2,0,86.5\n")
+    (name, keys, metric, lines) = figure.panels([table])[0]
+    assert (name, keys, metric) == ("ls", "loss.label_smoothing", "top1")
+    assert lines["0"][2] == [88.0, 88.2] and lines["0.1"][2] == [86.5]
+    figure.main([str(table), "--out", str(tmp_path / "f.png")])
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit) as info:
+        figure.main([str(tmp_path / "bad.csv"), "--out", str(tmp_path / "g.png")])
+    assert info.value.code == 2 and "not a study_table CSV" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
