@@ -285,9 +285,11 @@ def _env() -> dict:
 
 
 def _command(run_dir: Path, *extra: str) -> list[str]:
-    # Slower than COMMON (more epochs, one thread) so that kills land inside training.
-    return [str(MRL_TRAIN), f"hydra.run.dir={run_dir}", *FAST, "trainer.max_epochs=7",
-            "trainer.max_steps=200", "trainer.log_every_n_steps=2", "data.num_train=1024",
+    # Slower than COMMON (more epochs, one thread) so that kills land inside training: the four
+    # interruptions take an epoch each, and on a fast machine an epoch passes within the random
+    # delay before a signal, so several epochs must remain after the fourth.
+    return [str(MRL_TRAIN), f"hydra.run.dir={run_dir}", *FAST, "trainer.max_epochs=10",
+            "trainer.max_steps=300", "trainer.log_every_n_steps=2", "data.num_train=1024",
             "data.batch_size=32", *extra]  # fmt: skip
 
 

@@ -110,7 +110,7 @@ def test_lr_scaling_needs_a_device_count(tmp_path: Path):
 def test_default_job_is_untouched(tmp_path: Path):
     cfg = compose_train(tmp_path)
     assert cfg.name == "fmnist" and "progressive_resolution" not in cfg.callbacks
-    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.1
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.2
 
 
 @pytest.mark.parametrize(
