@@ -150,6 +150,14 @@ def verdict_level(interval: Interval) -> str:
     return "inconclusive"
 
 
+def all_of(verdicts: list[str]) -> str:
+    """One verdict for a claim made of several: any `does not hold` decides, then any
+    `inconclusive`; `holds` only when every part holds."""
+    if any(v.startswith("does not") for v in verdicts):
+        return "does not hold"
+    return "inconclusive" if "inconclusive" in verdicts else "holds"
+
+
 def _paper(reference: dict[str, dict[int, float | None]] | None, a: str, b: str, dim: int) -> str:
     if not reference or a not in reference or b not in reference:
         return "-"
@@ -185,13 +193,7 @@ def comparison_claims(values: Values, reference: dict | None) -> list[Claim]:
         per_dim = {d: paired(values, "mrl", "ff", d) for d in dims}
         worst = min(per_dim.values(), key=lambda i: i.mean if i.low is None else i.low)
         verdicts = [verdict_at_least(i, -LEVEL_POINTS) for i in per_dim.values()]
-        overall = (
-            "does not hold"
-            if any(v.startswith("does not") for v in verdicts)
-            else "inconclusive"
-            if any(v == "inconclusive" for v in verdicts)
-            else verdicts[0]
-        )
+        overall = all_of(verdicts)
         measured = "; ".join(f"{d}: {i.text()}" for d, i in per_dim.items())
         small = _smallest_paper_dim(reference, "MRL", "FF")
         rows.append(
@@ -247,11 +249,7 @@ def comparison_claims(values: Values, reference: dict | None) -> list[Claim]:
         )
         below = verdict_at_least(small_i, 0.0)
         level = verdict_level(large_i)
-        both = (
-            "holds"
-            if below.startswith("holds") and level.startswith("holds")
-            else ("does not hold" if "does not" in below + level else "inconclusive")
-        )
+        both = all_of([below, level])
         psmall = _smallest_paper_dim(reference, "MRL", "MRL-E")
         rows.append(
             Claim(
@@ -384,10 +382,10 @@ def robustness_drops(roots: Iterable[Path]) -> list[dict]:
             ]  # fmt: skip
             clean = {r["dim"]: r["value"] for r in own if r["split"] == CLEAN_SPLIT}
             for r in own:
+                if not r["split"].startswith(prefix):
+                    continue  # the clean split
                 corruption, _, severity = r["split"].removeprefix(prefix).rpartition("-")
-                if not r["split"].startswith(prefix) or not severity.isdigit():
-                    continue  # the clean split, or a set of images without a severity
-                if clean.get(r["dim"]):
+                if severity.isdigit() and clean.get(r["dim"]):  # not an image folder's set
                     rows.append({"method": run.method, "dim": r["dim"], "seed": run.seed,
                                  "corruption": corruption, "severity": int(severity),
                                  "drop": 100.0 * (1.0 - r["value"] / clean[r["dim"]])})  # fmt: skip
@@ -434,11 +432,7 @@ def robustness_claim(drops: list[dict]) -> Claim:
                      f"{statistics.fmean(ff_means):.1f}%, FF - MRL {interval.text()}")  # fmt: skip
     if not intervals:
         return not_measured(name, "no dim and corruption measured for both MRL and FF-m")
-    overall = (
-        "does not hold" if any(v.startswith("does not") for v in verdicts)
-        else "inconclusive" if "inconclusive" in verdicts
-        else "holds"
-    )  # fmt: skip
+    overall = all_of(verdicts)
     return Claim(
         name,
         "level",
