@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.eval.embeddings import read_split
 from mrl.lifecycle import load_checkpoint
 from mrl.results import write_csv
 
@@ -49,8 +50,8 @@ def diagnose(run: Path, dims: list[int]) -> list[dict]:
     results = json.loads((run / "results.json").read_text())
     nesting = list(results["nesting"])
     state = load_checkpoint(run / "checkpoints" / "last.ckpt", where=str(run))["state_dict"]
-    features = np.load(run / "embeddings" / "query" / "features.npy").astype(np.float64)
-    labels = np.load(run / "embeddings" / "query" / "labels.npy")
+    features, labels = read_split(run / "embeddings" / "query", mmap=False)
+    features = features.astype(np.float64)
     optimizer = results["config"]["optimizer"]
     head = results["config"]["head"]
     rows = []
