@@ -554,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of `mrl-aggregate`."""
     parser = argparse.ArgumentParser(
         prog=PROG,
+        allow_abbrev=False,
         description="Gather every mrl-train / mrl-eval run under DIR (a Hydra multirun sweep or "
         "any folder of runs) into one tidy CSV and per-study Markdown tables of methods x dims. "
         "Failed runs (no results.json) are listed and marked FAILED, never dropped.",

@@ -32,9 +32,9 @@ def check_nesting(value: Any, name: str = "nesting", features: int | None = None
             f"{name}={value!r} is not a list: give the dims as a list, e.g. {name}=[8,16,32]"
         )
     try:
-        return list(validate_nesting(value, features))
+        return list(validate_nesting(value, features, name))
     except ValueError as err:
-        raise ConfigError(f"{name}: {err}") from err
+        raise ConfigError(str(err)) from err
 
 
 def check_positive_ints(value: Any, name: str, example: str = "[10,50]") -> list[int]:
@@ -48,6 +48,27 @@ def check_positive_ints(value: Any, name: str, example: str = "[10,50]") -> list
             raise ConfigError(f"{name} entry {v!r} is not a positive integer ({name}={value}): "
                               f"e.g. {name}={example}")  # fmt: skip
     return value
+
+
+def check_positive_int(value: Any, name: str, example: int) -> int:
+    """One positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer, e.g. {name}={example}")
+    return value
+
+
+def check_device(value: Any, name: str = "device") -> None:
+    """`auto`, `cpu`, or a CUDA device when this machine has one."""
+    import torch
+
+    try:
+        device = torch.device("cpu" if value == "auto" else value)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"{name}={value!r} is not a device: use auto, cpu or cuda") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{name}={value!r} but this machine has no CUDA GPU: use {name}=auto")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{name}={value!r} is not supported: use auto, cpu or cuda")
 
 
 def check_positive_number(value: Any, name: str) -> float:
@@ -76,8 +97,22 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> None:
         raise ConfigError(f"{name}={value!r} is not one of {list(choices)}")
 
 
+def check_training_length(trainer: Any) -> None:
+    """`trainer.max_steps` is -1 (no limit) or positive and `trainer.max_epochs` null, -1 or
+    positive: a run of zero steps or epochs would train nothing and report chance accuracy."""
+    for key, unlimited in (("max_steps", (-1,)), ("max_epochs", (None, -1))):
+        value = trainer.get(key, unlimited[0])
+        if value in unlimited and not isinstance(value, bool):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fix = "-1 for no limit" if key == "max_steps" else "null or -1 for no limit"
+            raise ConfigError(f"trainer.{key}={value!r} must be a positive integer ({fix})")
+
+
 def _check_common(cfg: DictConfig) -> None:
     check_seed(cfg.get("seed"))
+    if cfg.get("trainer") is not None:
+        check_training_length(cfg.trainer)
     check_run_id(cfg.get("run_id"))
     optimizer = cfg.get("optimizer") or {}
     if "lr" in optimizer:
@@ -115,18 +150,19 @@ EVAL_DTYPES = ("float32", "float16")
 def check_eval_config(cfg: DictConfig) -> None:
     """Every `mrl-eval` option that does not need the model or the data."""
     check_seed(cfg.get("seed"))
+    check_device(cfg.get("device", "auto"))
     if cfg.get("dims") is not None:
         check_nesting(cfg.dims, "dims")
     check_choice(cfg.dtype, "dtype", EVAL_DTYPES)
     check_choice(cfg.checkpoint_format, "checkpoint_format", ("auto", "mrl", "official"))
     retrieval = cfg.retrieval
     check_choice(retrieval.backend, "retrieval.backend", EVAL_BACKENDS)
-    check_positive_ints([retrieval.batch_size], "retrieval.batch_size", "[4096]")
+    check_positive_int(retrieval.batch_size, "retrieval.batch_size", 4096)
     if retrieval.enabled:
         check_positive_ints(retrieval.ks, "retrieval.ks", "[10,25,50,100]")
         check_positive_ints(retrieval.knn_ks, "retrieval.knn_ks", "[1,5,20]")
     if cfg.probe.enabled:
-        check_positive_ints([cfg.probe.max_iter], "probe.max_iter", "[100]")
+        check_positive_int(cfg.probe.max_iter, "probe.max_iter", 100)
     frac = cfg.adaptive_classification.cal_fraction
     if cfg.adaptive_classification.enabled and not (
         isinstance(frac, int | float) and not isinstance(frac, bool) and 0 < frac < 1
@@ -135,7 +171,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     adaptive = cfg.adaptive_retrieval
     if adaptive.enabled:
         shortlist = adaptive.shortlist_k
-        check_positive_ints([shortlist], "adaptive_retrieval.shortlist_k", "[200]")
+        check_positive_int(shortlist, "adaptive_retrieval.shortlist_k", 200)
         largest_k = max(_plain(retrieval.ks)) if retrieval.enabled else 10
         if shortlist < largest_k:
             raise ConfigError(

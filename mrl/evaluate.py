@@ -28,7 +28,13 @@ from mrl.checks import check_eval_against, check_eval_config
 from mrl.errors import ConfigError, NonFiniteError
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
 from mrl.heads import MRLHead
-from mrl.lifecycle import check_finite_state, hydra_cli, load_checkpoint, run_command
+from mrl.lifecycle import (
+    check_finite_state,
+    check_writable,
+    hydra_cli,
+    load_checkpoint,
+    run_command,
+)
 from mrl.nesting import halving_nesting
 from mrl.results import atomic_write_json, write_csv
 
@@ -212,6 +218,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     check_eval_config(cfg)
     target = load_target(cfg)
+    check_writable(target.out_dir, "choose another with out_dir=<dir>")
     dm, head = target.datamodule, target.head
     features_dim = int(target.encoder.num_features)
     database_set = dm.database_set()
@@ -449,7 +456,7 @@ def main(cfg: DictConfig) -> None:
     run_command("mrl-eval", lambda: evaluate(cfg))
 
 
-cli = hydra_cli(main)
+cli = hydra_cli(main, "mrl-eval")
 
 if __name__ == "__main__":
     cli()

@@ -120,8 +120,11 @@ def check_run_id(run_id: Any) -> None:
         )
 
 
-def check_writable(run_dir: Path) -> None:
-    """Create `run_dir` and check that files can be written into it (one line if not)."""
+def check_writable(
+    run_dir: Path, fix: str = "choose another with paths.output_root=<dir> (or MRL_OUTPUT_ROOT)"
+) -> None:
+    """Create `run_dir` and check that files can be written into it (one line with `fix` if
+    not)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test.{os.getpid()}.tmp"
@@ -129,8 +132,7 @@ def check_writable(run_dir: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise ConfigError(
-            f"cannot write the run directory {run_dir}: {err.strerror or err}; choose another "
-            f"with paths.output_root=<dir> (or MRL_OUTPUT_ROOT)"
+            f"cannot write the run directory {run_dir}: {err.strerror or err}; {fix}"
         ) from err
 
 
@@ -691,17 +693,78 @@ def one_line(err: BaseException) -> str:
 _COMMAND_STARTED = False
 
 
-def hydra_cli(hydra_main: Callable[[], None]) -> Callable[[], None]:
-    """The console entry of a Hydra command: Hydra reports a config it cannot compose (an
-    unknown group option, a bad override) itself and exits 1; that is bad input, so 2."""
+class _HeldStderr:
+    """stderr that holds what is written until the command's body starts (Hydra reports a
+    config it cannot compose in several lines before that), then passes everything through."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.held = real, []
+
+    def write(self, text: str) -> int:
+        if _COMMAND_STARTED:
+            self.release()
+            return self.real.write(text)
+        self.held.append(text)
+        return len(text)
+
+    def release(self) -> None:
+        """Write what was held, unchanged."""
+        if self.held:
+            self.real.write("".join(self.held))
+            self.held = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def condense_hydra_error(text: str) -> str:
+    """Hydra's multi-line report of a config it cannot compose, as one line: its indented
+    detail lines (available options, the full key) follow their heading after a colon."""
+    parts: list[tuple[str, list[str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or "HYDRA_FULL_ERROR" in line:
+            continue
+        if line.startswith("Config search path"):
+            break  # where Hydra looked: the paths of this installation, not the user's error
+        if raw[0].isspace() and parts:
+            parts[-1][1].append(line)
+        else:
+            parts.append((line, []))
+    return "; ".join(
+        f"{head.rstrip(':')}: {', '.join(items)}" if items else head.rstrip(".")
+        for head, items in parts
+    )
+
+
+def hydra_cli(hydra_main: Callable[[], None], prog: str) -> Callable[[], None]:
+    """The console entry of a Hydra command. Hydra reports a config it cannot compose (an
+    unknown group option, a bad override) itself, in several lines, and exits 1; that is bad
+    input, so it becomes one line `<prog>: error: ...` and status 2. `MRL_DEBUG=1` (or Hydra's
+    own `HYDRA_FULL_ERROR=1`) leaves Hydra's report as it is."""
 
     def entry() -> None:
+        verbose = any(
+            os.environ.get(k, "") not in ("", "0") for k in ("MRL_DEBUG", "HYDRA_FULL_ERROR")
+        )
+        held = None if verbose else _HeldStderr(sys.stderr)
+        if held is not None:
+            sys.stderr = held
         try:
             hydra_main()
         except SystemExit as stop:
             if stop.code == 1 and not _COMMAND_STARTED:
+                if held is not None:
+                    report, held.held = "".join(held.held), []
+                    sys.stderr = held.real
+                    print(f"{prog}: error: {condense_hydra_error(report)}", file=sys.stderr)
                 sys.exit(2)
             raise
+        finally:
+            if held is not None:
+                held.release()
+                if sys.stderr is held:
+                    sys.stderr = held.real
 
     return entry
 

@@ -4,31 +4,32 @@ from collections.abc import Iterable
 from itertools import pairwise
 
 
-def validate_nesting(nesting: Iterable[int], in_features: int | None = None) -> tuple[int, ...]:
+def validate_nesting(
+    nesting: Iterable[int], in_features: int | None = None, name: str = "nesting"
+) -> tuple[int, ...]:
     """Return `nesting` as an ascending tuple, or raise `ValueError` naming the bad value.
 
     A valid nesting list is non-empty, made of strictly increasing positive integers, and its
     largest entry is at most `in_features` (the representation size) when that is given.
+    `name` is the setting the list came from, for the message.
     """
     if isinstance(nesting, (str, bytes)) or not isinstance(nesting, Iterable):
-        raise ValueError(f"nesting must be a list of integers, got {nesting!r}")
+        raise ValueError(f"{name} must be a list of integers, got {nesting!r}")
     dims = tuple(nesting)
     if not dims:
-        raise ValueError("nesting is empty: give at least one representation size, e.g. [8, 16]")
+        raise ValueError(f"{name} is empty: give at least one representation size, e.g. [8, 16]")
     for m in dims:
         if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
-            raise ValueError(
-                f"nesting entry {m!r} is not a positive integer (nesting={list(dims)})"
-            )
+            raise ValueError(f"{name} entry {m!r} is not a positive integer ({name}={list(dims)})")
     for a, b in pairwise(dims):
         if b <= a:
             raise ValueError(
-                f"nesting must be strictly increasing, but {b} follows {a} (nesting={list(dims)})"
+                f"{name} must be strictly increasing, but {b} follows {a} ({name}={list(dims)})"
             )
     if in_features is not None and dims[-1] > in_features:
         raise ValueError(
-            f"largest nesting dim {dims[-1]} exceeds the representation size {in_features} "
-            f"(nesting={list(dims)}): lower the nesting list or use a wider encoder"
+            f"largest {name} dim {dims[-1]} exceeds the representation size {in_features} "
+            f"({name}={list(dims)}): lower the list or use a wider encoder"
         )
     return dims
 

@@ -103,7 +103,7 @@ def render(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     parser = argparse.ArgumentParser(
-        prog="mrl-submit", description=__doc__.splitlines()[0],
+        prog="mrl-submit", description=__doc__.splitlines()[0], allow_abbrev=False,
         epilog="Everything after `--` is passed to mrl-train as overrides.",
     )  # fmt: skip
     parser.add_argument("--nodes", type=int, default=1)

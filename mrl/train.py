@@ -11,16 +11,18 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 import mrl.config  # noqa: F401  (registers the config resolvers before Hydra composes)
 from mrl.builders import build_datamodule, build_model, build_trainer
-from mrl.checks import check_train_config
+from mrl.checks import check_eval_config, check_train_config
+from mrl.errors import ConfigError
 from mrl.lifecycle import (
     CHECKPOINT_DIR,
     LAST,
     Built,
     TrainerSpec,
+    condense_hydra_error,
     hydra_cli,
     run_command,
     run_training,
@@ -55,9 +57,37 @@ def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]
     print(format_table(results["per_dim"], title))
 
 
-SPEC = TrainerSpec(
-    prog="mrl-train", check=check_train_config, build=build, results=results, finish=finish
-)
+def check(cfg: DictConfig) -> None:
+    """Every `mrl-train` option, `eval_after`'s evaluation options included, before training."""
+    check_train_config(cfg)
+    if cfg.get("eval_after") is not None:
+        check_eval_after(cfg.eval_after)
+
+
+def check_eval_after(overrides: Any) -> None:
+    """`eval_after` composes into a valid `mrl-eval` config (checked without a checkpoint)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mrl.evaluate import compose_eval_config
+
+    if not isinstance(overrides, ListConfig | list) or not all(
+        isinstance(o, str) for o in overrides
+    ):
+        raise ConfigError(
+            f"eval_after={overrides!r} must be a list of mrl-eval overrides, e.g. "
+            "\"eval_after=['retrieval.ks=[10]']\""
+        )
+    try:
+        eval_cfg = compose_eval_config(["ckpt_path=checked-before-training", *overrides])
+        check_eval_config(eval_cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"eval_after: {condense_hydra_error(str(err))}") from err
+    except ConfigError as err:
+        raise ConfigError(f"eval_after: {err}") from err
+
+
+SPEC = TrainerSpec(prog="mrl-train", check=check, build=build, results=results, finish=finish)
 
 
 def evaluate_after_training(run_dir: Path, overrides: list[str]) -> None:
@@ -91,7 +121,7 @@ def main(cfg: DictConfig) -> None:
     run_command("mrl-train", lambda: train(cfg))
 
 
-cli = hydra_cli(main)
+cli = hydra_cli(main, "mrl-train")
 
 if __name__ == "__main__":
     cli()

@@ -168,7 +168,7 @@ def main(cfg: DictConfig) -> None:
     run_command("mrl-train-text", lambda: train_text(cfg))
 
 
-cli = hydra_cli(main)
+cli = hydra_cli(main, "mrl-train-text")
 
 if __name__ == "__main__":
     cli()

@@ -14,7 +14,7 @@ from conftest import FAST, compose_eval, compose_train
 import mrl.errors
 import mrl.evaluate
 from mrl.evaluate import evaluate
-from mrl.lifecycle import run_command
+from mrl.lifecycle import condense_hydra_error, run_command
 from mrl.train import train
 
 TINY = [*FAST, "trainer.max_steps=3", "trainer.max_epochs=1"]
@@ -114,6 +114,15 @@ BAD_TRAIN = {
     "seed=-1": ["seed=-1"],
     "run_id=a/b": ["run_id='a/b' is not a plain name"],
     "nesting=[2,4,8,16,64]": ["goes up to 64"],
+    "trainer.max_steps=0": ["trainer.max_steps=0 must be a positive integer (-1 for no limit)"],
+    "trainer.max_epochs=0": ["trainer.max_epochs=0 must be a positive integer"],
+    "trainer.max_epochs=-3": ["trainer.max_epochs=-3"],
+    # the evaluation after training is checked before training, not after it
+    "eval_after=['retrieval.backend=annoy']": ["eval_after: retrieval.backend='annoy'"],
+    "eval_after=['retrieval.ks=[0]']": ["eval_after: retrieval.ks entry 0"],
+    "eval_after=['nope=1']": ["eval_after: Could not override 'nope'"],
+    "eval_after=['data=nope']": ["eval_after: ", "data/nope"],
+    "eval_after=3": ["eval_after=3 must be a list of mrl-eval overrides"],
 }
 
 
@@ -175,10 +184,16 @@ BAD_EVAL = {
     "adaptive_retrieval.funnel_dims=[4,8]": "funnel_dims is set without the other",
     "adaptive_retrieval.shortlist_k=5": "shortlist_k=5 is below the largest retrieval k 100",
     "dims=[2,64]": "exceeds the representation size 32",
-    "dims=[8,4]": "strictly increasing",
+    "dims=[8,4]": "dims must be strictly increasing",
+    "dims=[]": "dims is empty",
+    "device=tpu": "device='tpu' is not",
+    "adaptive_retrieval.shortlist_k=0": "adaptive_retrieval.shortlist_k=0 must be a positive",
+    "probe.max_iter=0": "probe.max_iter=0 must be a positive integer",
     "retrieval.knn_ks=[1,1000]": "the database has only 512 items",
     "dtype=float64": "dtype='float64'",
 }
+if not torch.cuda.is_available():
+    BAD_EVAL["device=cuda:0"] = "no CUDA GPU"
 FUNNELS = {
     "different lengths": (["adaptive_retrieval.funnel_dims=[4,8,32]",
                            "adaptive_retrieval.funnel_shortlists=[200,100]"], "differ in length"),
@@ -207,6 +222,11 @@ def test_bad_checkpoints_to_evaluate(tmp_path, capsys, trained, no_heavy_work, c
     path = BAD_CKPT[case][0](tmp_path, trained)
     cfg = compose_eval(f"ckpt_path={path}", f"out_dir={tmp_path}")
     one_line_exit_2(lambda: evaluate(cfg), capsys, "mrl-eval", str(path))
+
+
+def test_eval_into_an_unwritable_folder(trained, capsys, no_heavy_work):
+    cfg = compose_eval(f"ckpt_path={trained}", "out_dir=/proc/mrl-eval")
+    one_line_exit_2(lambda: evaluate(cfg), capsys, "mrl-eval", "cannot write", "out_dir=<dir>")
 
 
 def test_eval_without_a_checkpoint(capsys, no_heavy_work):
@@ -270,3 +290,19 @@ def test_eval_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_disk, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mrl-eval: error: ") and "No space left" in err[-1], err
     assert not list(small_disk.glob("**/*.partial"))
+
+
+def test_hydra_reports_are_condensed_to_one_line():
+    report = (
+        "In 'train': Could not find 'data/imagenet22k'\n\n"
+        "Available options in 'data':\n\tcifar10\n\tmnist\n"
+        "Config search path:\n\tprovider=hydra, path=pkg://hydra.conf\n\n"
+        "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    )
+    assert condense_hydra_error(report) == (
+        "In 'train': Could not find 'data/imagenet22k'; Available options in 'data': cifar10, mnist"
+    )
+    override = "Could not override 'data.x'.\nTo append to your config use +data.x=0\n"
+    assert condense_hydra_error(override) == (
+        "Could not override 'data.x'; To append to your config use +data.x=0"
+    )

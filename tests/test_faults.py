@@ -349,7 +349,11 @@ def test_bad_input_from_the_command_line_is_one_line_and_status_2(tmp_path: Path
         [str(MRL_TRAIN), f"hydra.run.dir={tmp_path / 'run'}", "optimizer=nope"],
         env=_env(), capture_output=True, text=True,
     )  # fmt: skip
-    assert unknown.returncode == 2 and "optimizer/nope" in unknown.stderr
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "mrl-train: error: In 'train': Could not find 'optimizer/nope'; "
+        "Available options in 'optimizer': adamw, sgd"
+    ]
 
 
 # -- disks ------------------------------------------------------------------------------------

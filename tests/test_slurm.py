@@ -78,6 +78,8 @@ def test_render_options_and_bad_input(tmp_path, capsys):
     ("argv", "message"),
     [
         (["--nodse", "2", "--dry-run"], "unknown option --nodse"),
+        # a shortened option is not taken for the long one it starts
+        (["--gpus-per-nod", "4", "--dry-run"], "unknown option --gpus-per-nod"),
         (["head=mrl_e"], "sbatch not found"),
     ],
 )

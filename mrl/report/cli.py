@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of `mrl-report`."""
     parser = argparse.ArgumentParser(
         prog=PROG,
+        allow_abbrev=False,
         description="Render the paper's figures (top-1 and retrieval against size, adaptive "
         "classification and retrieval, robustness) from the tables under DIR: a run folder, a "
         "sweep of runs, or an mrl-aggregate folder. Writes OUT/<figure>.png/.svg and one "
