@@ -95,9 +95,9 @@ def _signal_then_rerun(sig: int, expected_rc: int) -> Callable:
     """Start a longer run, send `sig` after its first checkpoint, rerun, compare to a whole run."""
 
     def run(case: Case, work: Path, ctx: dict) -> tuple[int, str, str]:
-        _exec(_train(work, "whole", "trainer.max_steps=60", base=LONG), work)
+        _exec(_train(work, "whole", "trainer.max_steps=300", base=LONG), work)
         ref = _results(_run_dir(work, "whole"))["per_dim"]
-        argv = _train(work, "cut", "trainer.max_steps=60", base=LONG)
+        argv = _train(work, "cut", "trainer.max_steps=300", base=LONG)
         proc = subprocess.Popen(argv, cwd=work, env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         deadline = time.time() + 300
@@ -109,7 +109,7 @@ def _signal_then_rerun(sig: int, expected_rc: int) -> Callable:
         proc.send_signal(sig)
         proc.communicate(timeout=300)
         first = proc.returncode
-        rc2, _ = _exec(argv, work)
+        rc2, rerun = _exec(argv, work)
         same = rc2 == 0 and _results(_run_dir(work, "cut"))["per_dim"] == ref
         detail = (
             f"first exit {first}; rerun exit {rc2}; per-dim metrics equal to the whole run: {same}"
