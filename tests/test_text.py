@@ -50,8 +50,8 @@ def compose_text(run_dir: Path | str, *overrides: str) -> DictConfig:
 # -- the Matryoshka contrastive loss -----------------------------------------------------------
 
 
-class FixedEmbeddings(nn.Module):
-    """A stand-in sentence-transformers model whose 'forward' returns given embeddings."""
+class PassThrough(nn.Module):
+    """A sentence-transformers module whose output embedding is the given input embedding."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -60,8 +60,18 @@ class FixedEmbeddings(nn.Module):
     def get_embedding_dimension(self) -> int:
         return self.dim
 
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
+
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"sentence_embedding": features["embedding"]}
+        return {**features, "sentence_embedding": features["embedding"]}
+
+
+def fixed_embeddings_model(dim: int):
+    """A real `SentenceTransformer` (public constructor only) that returns given embeddings."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(modules=[PassThrough(dim)], device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -77,7 +87,7 @@ def test_contrastive_loss_equals_sentence_transformers(symmetric, weights):
     dims, batch, width = [4, 8, 16, 32], 12, 32
     anchor = 3 * torch.randn(batch, width)
     positive = anchor + torch.randn(batch, width)
-    model = FixedEmbeddings(width)
+    model = fixed_embeddings_model(width)
     directions = (
         {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
         if symmetric
