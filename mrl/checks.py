@@ -143,7 +143,7 @@ def check_text_config(cfg: DictConfig) -> None:
         check_nesting(cfg.loss.nesting, "loss.nesting")
 
 
-EVAL_BACKENDS = ("exact", "hnsw", "numpy")
+EVAL_BACKENDS = ("exact", "hnsw", "ivf", "binary", "numpy")
 EVAL_DTYPES = ("float32", "float16")
 
 
@@ -155,9 +155,24 @@ def check_eval_config(cfg: DictConfig) -> None:
         check_nesting(cfg.dims, "dims")
     check_choice(cfg.dtype, "dtype", EVAL_DTYPES)
     check_choice(cfg.checkpoint_format, "checkpoint_format", ("auto", "mrl", "official"))
+    database = cfg.get("database") or {}
+    if database.get("augmented_copies", 0) != 0:
+        check_positive_int(database.augmented_copies, "database.augmented_copies", 18)
+        check_seed(database.get("seed"))
+        shift = database.get("shift")
+        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+            raise ConfigError(f"database.shift={shift!r} must be an integer >= 0 (pixels), e.g. 2")
     retrieval = cfg.retrieval
     check_choice(retrieval.backend, "retrieval.backend", EVAL_BACKENDS)
     check_positive_int(retrieval.batch_size, "retrieval.batch_size", 4096)
+    tie_dim = retrieval.get("tie_aware_max_dim", 0)
+    if isinstance(tie_dim, bool) or not isinstance(tie_dim, int) or tie_dim < 0:
+        raise ConfigError(
+            f"retrieval.tie_aware_max_dim={tie_dim!r} must be an integer >= 0 (0: off), e.g. 8"
+        )
+    for name, value in (retrieval.get("index") or {}).items():
+        if value is not None:
+            check_positive_int(value, f"retrieval.index.{name}", "a positive integer or null")
     if retrieval.enabled:
         check_positive_ints(retrieval.ks, "retrieval.ks", "[10,25,50,100]")
         check_positive_ints(retrieval.knn_ks, "retrieval.knn_ks", "[1,5,20]")
@@ -170,6 +185,8 @@ def check_eval_config(cfg: DictConfig) -> None:
         raise ConfigError(f"adaptive_classification.cal_fraction={frac!r} must be between 0 and 1")
     adaptive = cfg.adaptive_retrieval
     if adaptive.enabled:
+        check_choice(adaptive.get("first_stage", "exact"), "adaptive_retrieval.first_stage",
+                     EVAL_BACKENDS)  # fmt: skip
         shortlist = adaptive.shortlist_k
         check_positive_int(shortlist, "adaptive_retrieval.shortlist_k", 200)
         largest_k = max(_plain(retrieval.ks)) if retrieval.enabled else 10

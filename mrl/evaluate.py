@@ -27,6 +27,7 @@ from mrl.builders import checked_datamodule, model_from_saved, saved_config
 from mrl.checks import check_eval_against, check_eval_config
 from mrl.errors import ConfigError, NonFiniteError
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
+from mrl.eval.index_cache import embeddings_fingerprint
 from mrl.heads import MRLHead
 from mrl.lifecycle import (
     check_finite_state,
@@ -221,13 +222,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_writable(target.out_dir, "choose another with out_dir=<dir>")
     dm, head = target.datamodule, target.head
     features_dim = int(target.encoder.num_features)
-    database_set = dm.database_set()
+    database_set, database_name = database_split(dm, cfg.get("database") or {})
     dims = check_eval_against(cfg, features_dim, head.nesting, len(database_set))
     dataset = type(dm).__name__.removesuffix("DataModule")
 
     # Encode everything first: under torchrun every process takes part in this step only.
     distributed = init_distributed_from_env()
-    db, db_y = encode_split(target, cfg, "database", database_set)
+    db, db_y = encode_split(target, cfg, database_name, database_set)
     check_embeddings("database", db)
     dm.setup("test")
     query, query_y = encode_split(target, cfg, "query", dm.test_set)
@@ -272,6 +273,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 db, db_y, query, query_y, dims, ks=tuple(cfg.retrieval.ks),
                 knn_ks=tuple(cfg.retrieval.knn_ks), backend=cfg.retrieval.backend,
                 batch_size=cfg.retrieval.batch_size,
+                tie_aware_max_dim=cfg.retrieval.get("tie_aware_max_dim", 0),
+                **index_options(cfg, cfg.retrieval.backend),
             ),
         )  # fmt: skip
 
@@ -296,9 +299,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 list(cfg.adaptive_retrieval.funnel_dims),
                 list(cfg.adaptive_retrieval.funnel_shortlists),
             )
+        first_stage = cfg.adaptive_retrieval.get("first_stage", "exact")
+        db_dir = target.out_dir / "embeddings" / database_name
         study_rows = evaluate_adaptive_retrieval(
             db, db_y, query, query_y, dims, shortlist_k=cfg.adaptive_retrieval.shortlist_k,
-            funnel=funnel, backend=cfg.retrieval.backend,
+            funnel=funnel, backend=cfg.retrieval.backend, first_stage=first_stage,
+            index_cache_dir=db_dir / "indexes", fingerprint=embeddings_fingerprint(db_dir),
+            **index_options(cfg, first_stage),
         )  # fmt: skip
         write_csv(eval_dir / "adaptive_retrieval.csv", study_rows)
         summary["adaptive_retrieval"] = study_rows
@@ -327,6 +334,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_json(eval_dir / "summary.json", summary)
     print(format_summary(summary, rows, eval_dir))
     return summary
+
+
+def index_options(cfg: DictConfig, backend: str) -> dict[str, Any]:
+    """The `retrieval.index` options that `backend` reads (unset ones left to its defaults)."""
+    wanted = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"),
+              "ivf": ("nlist", "nprobe", "coarse_dim")}.get(backend, ())  # fmt: skip
+    options = cfg.retrieval.get("index") or {}
+    return {k: options[k] for k in wanted if options.get(k) is not None}
+
+
+def database_split(dm, database: DictConfig | dict) -> tuple[Dataset, str]:
+    """The retrieval database and the name its embeddings are stored under: the training split,
+    or it and `database.augmented_copies` seeded augmented copies (`AugmentedCopies`)."""
+    from mrl.data.copies import AugmentedCopies
+
+    base = dm.database_set()
+    copies = int(database.get("augmented_copies", 0) or 0)
+    if copies == 0:
+        return base, "database"
+    seed, shift = int(database.get("seed", 0)), int(database.get("shift", 2))
+    mean = torch.tensor(getattr(dm, "mean", (0.0,)), dtype=torch.float32)
+    std = torch.tensor(getattr(dm, "std", (1.0,)), dtype=torch.float32)
+    dataset = AugmentedCopies(
+        base, copies, seed=seed, shift=shift, hflip=getattr(dm, "hflip", False),
+        fill=(0.0 - mean) / std,
+    )  # fmt: skip
+    return dataset, f"database-copies{copies}-seed{seed}-shift{shift}"
 
 
 def is_full_size_single_head(head: MRLHead, num_features: int) -> bool:

@@ -313,6 +313,7 @@ def test_evaluate_retrieval_rows_match_independent_search():
     table = {(r["dim"], r["metric"]): r["value"] for r in rows}
     expected = {"map@5", "precision@5", "recall@5", "map@10", "precision@10", "recall@10"}
     expected |= {"1nn", "knn@3", "normalize_seconds", "index_seconds", "search_seconds"}
+    expected |= {"zero_prefix_fraction"}
     assert {m for d, m in table if d == 16} == expected
     numpy_rows = evaluate_retrieval(db, y_db, q, y_q, dims=[4, 16], ks=ks, backend="numpy")
     for m in (4, 16):
@@ -367,11 +368,7 @@ def test_funnel_matches_step_by_step_reference(seed):
     db = rng.normal(size=(250, 24)).astype(np.float32)
     q = rng.normal(size=(20, 24)).astype(np.float32)
     dims, shortlists = [3, 6, 24], [40, 15, 5]
-    cache: dict = {}
-    idx, _ = funnel_search(
-        db, q, dims, shortlists, backend="numpy", batch_size=6, prefix_cache=cache
-    )
-    assert sorted(cache) == dims
+    idx, _ = funnel_search(db, q, dims, shortlists, backend="numpy", batch_size=6)
     for row, query in zip(idx, q):
         candidates = np.arange(len(db))
         for m, keep in zip(dims, shortlists):
@@ -462,9 +459,12 @@ def test_funnel_index_reuse_and_prefix_cache():
         rng.normal(size=(200, 16)).astype(np.float32),
         rng.normal(size=(10, 16)).astype(np.float32),
     )
-    cache = {16: normalize_prefix(db, 16)}
-    index = FunnelIndex(db, [4, 16], prefix_cache=cache)
-    assert index.prefixes[16] is cache[16] and 4 in cache
+    cache = {4: normalize_prefix(db, 4)}
+    norms: dict = {}
+    index = FunnelIndex(db, [4, 16], prefix_cache=cache, norms_cache=norms)
+    # The first stage is built from the cached prefix; the later dims' norms land in norms.
+    assert sorted(norms) == [16] and index.norms[16] is norms[16]
+    np.testing.assert_allclose(norms[16], np.linalg.norm(db, axis=1), rtol=1e-6)
     a, scores, steps = index.search(q, [50, 5])
     b, _, _ = index.search(index.query_prefixes(q), [50, 5])
     np.testing.assert_array_equal(a, b)

@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
+from mrl.eval.index_cache import cached_searcher
 from mrl.eval.retrieval import knn_accuracy, neighbor_labels_of, retrieval_metrics
-from mrl.eval.search import build_index, normalize_prefix
+from mrl.eval.search import Searcher, normalize_prefix, prefix_norms
 from mrl.nesting import validate_nesting
 
 # Gathered candidate block (queries x candidates x dims, float32) re-ranked at once: small
@@ -100,19 +102,31 @@ def default_funnel(
 
 
 def _rerank(
-    db_m: np.ndarray, q_m: np.ndarray, candidates: np.ndarray, keep: int
+    database: np.ndarray,
+    norms: np.ndarray,
+    q_m: np.ndarray,
+    candidates: np.ndarray,
+    keep: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top `keep` of each query's candidates by inner product of the given prefixes, ordered by
-    (descending score, ascending database index); candidate -1 (none) ranks last."""
+    """Top `keep` of each query's candidates by cosine similarity of their m-prefixes, with
+    m = `q_m.shape[1]` (`q_m` normalised, `norms` the database's m-prefix norms), ordered by
+    (descending score, ascending database index); candidate -1 (none) ranks last.
+
+    Candidate rows are gathered from the full-width `database` (any float dtype; a memmap
+    works) a block of queries at a time, so no normalised copy of the database is needed."""
     n_q, n_cand = candidates.shape
-    rows = max(1, _RERANK_BLOCK_BYTES // (4 * n_cand * db_m.shape[1]))
+    m = q_m.shape[1]
+    rows = max(1, _RERANK_BLOCK_BYTES // (4 * n_cand * m))
     scores = np.empty((n_q, keep), dtype=np.float32)
     indices = np.empty((n_q, keep), dtype=np.int64)
     for start in range(0, n_q, rows):
         stop = min(n_q, start + rows)
         cand = candidates[start:stop]
-        vecs = db_m[np.clip(cand, 0, None)]
-        s = np.einsum("bcm,bm->bc", vecs, q_m[start:stop])
+        flat = np.clip(cand, 0, None).ravel()
+        vecs = np.asarray(database[flat, :m], dtype=np.float32).reshape(*cand.shape, m)
+        dots = np.matmul(vecs, q_m[start:stop, :, None])[..., 0]
+        n = norms[flat].reshape(cand.shape)
+        s = np.divide(dots, n, out=np.zeros_like(dots), where=n > 0)
         s[cand < 0] = -np.inf
         order = np.lexsort((cand, -s), axis=-1)[:, :keep]
         scores[start:stop] = np.take_along_axis(s, order, axis=1)
@@ -121,12 +135,17 @@ def _rerank(
 
 
 class FunnelIndex:
-    """The database side of a funnel: normalised prefixes at each of `dims`, and a search index
-    on the first, built once for any number of query sets and shortlist choices.
+    """The database side of a funnel: a search index on the `dims[0]`-prefix and the prefix
+    norms at the later dims, built once for any number of query sets and shortlist choices.
 
-    `prefix_cache` (dim -> normalised contiguous float32 prefix of `database`) supplies prefixes
-    already computed and receives the ones computed here. `prepare_seconds` and `index_seconds`
-    record the time spent normalising and building. `index_kwargs` go to `build_index`.
+    `database` stays full width (any float dtype; a memmap works): later steps gather their
+    candidates' rows from it. The first stage is built from `prefix_cache[dims[0]]` (a
+    normalised contiguous prefix) when given there, else from `database` chunk by chunk, and
+    is saved to and reused from `index_cache_dir` when `fingerprint` identifies the
+    embeddings (see `mrl.eval.index_cache`). `norms_cache` (dim -> prefix norms) shares norms
+    between funnels. `prepare_seconds` and `index_seconds` record the time spent computing
+    norms and building (or loading) the index; `index_reused` says whether it was loaded.
+    `index_kwargs` go to `Searcher`.
     """
 
     def __init__(
@@ -136,23 +155,35 @@ class FunnelIndex:
         backend: str = "exact",
         batch_size: int = 4096,
         prefix_cache: dict[int, np.ndarray] | None = None,
+        norms_cache: dict[int, np.ndarray] | None = None,
+        index_cache_dir: str | Path | None = None,
+        fingerprint: dict | None = None,
         **index_kwargs,
     ) -> None:
         if getattr(database, "ndim", None) != 2:
             raise ValueError(f"database must be 2-D (rows x dims), got shape {np.shape(database)}")
         self.dims, _ = validate_cascade(dims, [1] * len(dims), max_dim=database.shape[1])
+        self.database = database
         self.n_db = database.shape[0]
         self.batch_size = int(batch_size)
-        cache = {} if prefix_cache is None else prefix_cache
+        norms = {} if norms_cache is None else norms_cache
         t0 = time.perf_counter()
-        for m in self.dims:
-            if m not in cache:
-                cache[m] = normalize_prefix(database, m)
-        self.prefixes = {m: cache[m] for m in self.dims}
+        missing = [m for m in self.dims[1:] if m not in norms]
+        if missing:
+            norms.update(prefix_norms(database, missing))
+        self.norms = {m: norms[m] for m in self.dims[1:]}
         t1 = time.perf_counter()
-        self.searcher = build_index(
-            self.prefixes[self.dims[0]], backend=backend, batch_size=batch_size, **index_kwargs
-        )
+        first = self.dims[0]
+        if prefix_cache is not None and first in prefix_cache:
+            self.searcher = Searcher(
+                prefix_cache[first], backend=backend, batch_size=batch_size, **index_kwargs
+            )
+            self.index_reused = False
+        else:
+            self.searcher, self.index_reused = cached_searcher(
+                database, backend, index_cache_dir, fingerprint, dim=first,
+                batch_size=batch_size, **index_kwargs,
+            )  # fmt: skip
         self.prepare_seconds = t1 - t0
         self.index_seconds = time.perf_counter() - t1
 
@@ -191,7 +222,7 @@ class FunnelIndex:
             for i in range(1, len(self.dims)):
                 t = time.perf_counter()
                 m = self.dims[i]
-                s, idx = _rerank(self.prefixes[m], queries[m][start:stop], idx, keep[i])
+                s, idx = _rerank(self.database, self.norms[m], queries[m][start:stop], idx, keep[i])
                 step_seconds[i] += time.perf_counter() - t
             indices[start:stop], scores[start:stop] = idx, s
         return indices, scores, step_seconds
@@ -256,6 +287,9 @@ def evaluate_adaptive_retrieval(
     all_pairs: bool = False,
     batch_size: int = 4096,
     repeats: int = 3,
+    first_stage: str | None = None,
+    index_cache_dir: str | Path | None = None,
+    fingerprint: dict | None = None,
     **index_kwargs,
 ) -> list[dict]:
     """Exact, adaptive and funnel retrieval compared on accuracy, cost and measured speed.
@@ -267,13 +301,17 @@ def evaluate_adaptive_retrieval(
     - "funnel": `funnel=(dims, shortlists)`, or `default_funnel(nesting, N_db, k_final)` when
       None; `funnel=False` leaves it out.
 
-    One row per method: `method`, `dims` ("16>256"), `shortlists` ("200>10"), `map@k`,
-    `precision@k`, `recall@k` for k in `ks`, `mflops_per_query` (`funnel_mflops`),
+    The exact baseline searches with `backend`; the first step of the adaptive and funnel
+    methods with `first_stage` (default: `backend`), e.g. "hnsw", "ivf" or "binary" with
+    their `index_kwargs`. Indexes are cached in `index_cache_dir` under `fingerprint`.
+
+    One row per method: `method`, `first_stage`, `dims` ("16>256"), `shortlists` ("200>10"),
+    `map@k`, `precision@k`, `recall@k` for k in `ks`, `1nn`, `recall_vs_exact@k` (the share of
+    the exact search's top k that the method returns), `mflops_per_query` (`funnel_mflops`),
     `flops_ratio_vs_exact` (exact's MFLOPs / the method's), `ms_per_query` and
-    `speedup_vs_exact` (exact's time / the method's, both measured), `index_seconds`.
-    Times are wall clock of searching all queries in batches of `batch_size`, with the index
-    built and all prefixes normalised beforehand, best of `repeats` runs. Normalised database
-    prefixes are kept only while a remaining method needs them.
+    `speedup_vs_exact` (exact's time / the method's, both measured), `index_seconds`,
+    `index_bytes`. Times are wall clock of searching all queries in batches of `batch_size`,
+    with the index built and all prefixes normalised beforehand, best of `repeats` runs.
     """
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
@@ -304,40 +342,60 @@ def evaluate_adaptive_retrieval(
 
     query_prefixes = {m: normalize_prefix(queries, m) for _, dims, _ in methods for m in dims}
     exact_mflops = funnel_mflops(n_db, [top], [k_final])
-    cache: dict[int, np.ndarray] = {}
+    norms: dict[int, np.ndarray] = {}
     rows: list[dict] = []
     exact_seconds = float("nan")
-    for i, (method, dims, shortlists) in enumerate(methods):
+    exact_indices = None
+    first_stage = backend if first_stage is None else first_stage
+    for method, dims, shortlists in methods:
+        stage = backend if method == "exact" else first_stage
         index = FunnelIndex(
-            database,
-            dims,
-            backend=backend,
-            batch_size=batch_size,
-            prefix_cache=cache,
-            **index_kwargs,
-        )
+            database, dims, backend=stage, batch_size=batch_size, norms_cache=norms,
+            index_cache_dir=index_cache_dir, fingerprint=fingerprint,
+            **(index_kwargs if method != "exact" else {}),
+        )  # fmt: skip
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
             indices, _, _ = index.search(query_prefixes, shortlists)
             best = min(best, time.perf_counter() - t)
         if method == "exact":
-            exact_seconds = best
+            exact_seconds, exact_indices = best, indices
         labels = neighbor_labels_of(indices, database_labels, query_labels)
         mflops = funnel_mflops(n_db, dims, shortlists)
-        row = {"method": method, "dims": _join(dims), "shortlists": _join(shortlists)}
+        row = {
+            "method": method,
+            "first_stage": stage,
+            "dims": _join(dims),
+            "shortlists": _join(shortlists),
+        }
         row.update(retrieval_metrics(labels, query_labels, database_labels, ks))
         row["1nn"] = knn_accuracy(labels, query_labels, 1)
+        row[f"recall_vs_exact@{k_final}"] = overlap_recall(indices, exact_indices)
         row.update(
             mflops_per_query=mflops,
             flops_ratio_vs_exact=exact_mflops / mflops,
             ms_per_query=1000 * best / len(query_labels),
             speedup_vs_exact=exact_seconds / best,
             index_seconds=index.index_seconds,
+            index_bytes=index.searcher.index_bytes,
         )
         rows.append(row)
         del index
-        still_needed = {m for _, later, _ in methods[i + 1 :] for m in later}
-        for m in [m for m in cache if m not in still_needed]:
-            del cache[m]
     return rows
+
+
+def overlap_recall(found: np.ndarray, reference: np.ndarray) -> float:
+    """Mean over queries of the share of `reference`'s neighbours (row q, ignoring -1) that
+    appear in `found`'s row q: recall against exact search ("recall@k vs exact")."""
+    if found.shape[0] != reference.shape[0]:
+        raise ValueError(f"{found.shape[0]} rows against {reference.shape[0]} reference rows")
+    hits = total = 0
+    for start in range(0, found.shape[0], 4096):
+        f, r = found[start : start + 4096], reference[start : start + 4096]
+        valid = r >= 0
+        # (rows, k_ref, k_found) equality: k is small (tens), so the block stays small.
+        match = (r[:, :, None] == f[:, None, :]).any(axis=2) & valid
+        hits += int(match.sum())
+        total += int(valid.sum())
+    return hits / total if total else float("nan")

@@ -163,6 +163,7 @@ def evaluate_retrieval(
     backend: str = "exact",
     batch_size: int = 4096,
     progress: bool = False,
+    tie_aware_max_dim: int = 0,
     **index_kwargs,
 ) -> list[dict]:
     """Retrieval metrics of each prefix size m in `dims`, as tidy rows `{"dim", "metric", "value"}`.
@@ -172,7 +173,15 @@ def evaluate_retrieval(
     k in `ks`, `1nn` and `knn@k` for k in `knn_ks` (k > 1). Timing rows (seconds, wall clock):
     `normalize_seconds` (both prefixes), `index_seconds` (index build) and `search_seconds`
     (the search of all queries, index built beforehand). `index_kwargs` go to `build_index`.
+
+    At dims up to `tie_aware_max_dim`, `map@k`, `precision@k`, `recall@k` and `1nn` are the
+    tie-aware values of `mrl.eval.ties.tie_aware_retrieval` (float64 similarities, remaining
+    exact ties counted in expectation) instead of the search library's tie order, with
+    `tied_queries@k` beside them; `zero_prefix_fraction` (database rows with an all-zero
+    prefix) is reported at every dim.
     """
+    from mrl.eval.ties import tie_aware_retrieval, zero_prefix_fraction
+
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
     if len(database_labels) != database.shape[0] or len(query_labels) != queries.shape[0]:
@@ -203,6 +212,11 @@ def evaluate_retrieval(
         values = retrieval_metrics(labels, query_labels, database_labels, ks)
         for k in knn_ks:
             values["1nn" if k == 1 else f"knn@{k}"] = knn_accuracy(labels, query_labels, k)
+        if m <= tie_aware_max_dim:
+            values.update(tie_aware_retrieval(database, database_labels, queries, query_labels,
+                                              m, ks))  # fmt: skip
+        else:
+            values["zero_prefix_fraction"] = zero_prefix_fraction(database, m)
         values.update(normalize_seconds=t1 - t0, index_seconds=t2 - t1, search_seconds=t3 - t2)
         rows.extend({"dim": m, "metric": name, "value": value} for name, value in values.items())
     return rows

@@ -1,5 +1,7 @@
 """Nearest-neighbour search over embedding prefixes: row-normalised prefixes and k-NN by inner
-product with FAISS (exact `IndexFlatIP` or `IndexHNSWFlat`) or a batched NumPy fallback.
+product with FAISS (exact `IndexFlatIP`, graph `IndexHNSWFlat`, inverted lists `IndexIVFFlat`
+whose coarse quantizer sees only a shorter prefix, Hamming search over sign bits
+`IndexBinaryFlat`) or a batched NumPy fallback.
 
 Inputs to the searchers are already L2-normalised float32 rows, so inner product is cosine
 similarity. Results are `(scores, indices)` of shape `(N_q, min(k, N_db))`, each row sorted by
@@ -10,12 +12,17 @@ included); the FAISS backends guarantee it within the rows they return.
 
 from __future__ import annotations
 
+import math
+import os
+import time
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-BACKENDS = ("exact", "hnsw", "numpy")
+BACKENDS = ("exact", "hnsw", "ivf", "binary", "numpy")
 
 # FAISS GPU indexes answer at most this many neighbours per query.
 _GPU_MAX_K = 2048
@@ -66,6 +73,32 @@ def normalize_prefix(
     return out
 
 
+def prefix_norms(
+    x: np.ndarray, dims: Sequence[int], chunk_rows: int | None = None
+) -> dict[int, np.ndarray]:
+    """L2 norm of every row's `m`-prefix for each `m` in `dims`, in one chunked pass over `x`
+    (a memmap works): `{m: float32 (N,)}`, accumulated in float64."""
+    _check_matrix(x, "x")
+    dims = sorted({int(m) for m in dims})
+    n, d = x.shape
+    if not dims or dims[0] < 1 or dims[-1] > d:
+        raise ValueError(f"prefix sizes {dims} must lie in [1, {d}]")
+    if chunk_rows is None:
+        chunk_rows = max(1, _CHUNK_BYTES // max(1, dims[-1] * 8))
+    out = {m: np.empty(n, dtype=np.float32) for m in dims}
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        block = np.asarray(x[start:stop, : dims[-1]], dtype=np.float64)
+        total = np.zeros(stop - start)
+        prev = 0
+        for m in dims:
+            seg = block[:, prev:m]
+            total += np.einsum("ij,ij->i", seg, seg)
+            out[m][start:stop] = np.sqrt(total)
+            prev = m
+    return out
+
+
 def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each row of a (b, n) score block, ordered by (descending score, ascending index)."""
     b, n = scores.shape
@@ -106,15 +139,44 @@ def _resolve_gpu(use_gpu: bool | str, faiss: Any) -> bool:
     return bool(use_gpu)
 
 
-class Searcher:
-    """A k-NN index over normalised database rows, built once and searched many times.
+def binary_codes(x: np.ndarray, threshold: float | np.ndarray = 0.0) -> np.ndarray:
+    """Rows of `x` as bits (1 where a value exceeds `threshold`, a scalar or one per column)
+    packed eight to a byte, first column in the high bit: `uint8 (N, ceil(D / 8))`.
 
-    `backend` is "exact" (FAISS `IndexFlatIP`), "hnsw" (FAISS `IndexHNSWFlat` with inner-product
-    metric, `hnsw_m` links per node, `ef_construction` / `ef_search` beam widths; approximate)
-    or "numpy" (exact, pure NumPy, deterministic tie order). Without FAISS, "exact" and "hnsw"
-    fall back to "numpy" with a warning. With `use_gpu="auto"` the exact index moves to GPU 0
-    when FAISS has GPUs; HNSW always runs on the CPU (FAISS has no GPU HNSW). FAISS copies the
-    database into the index; the NumPy backend keeps a reference to it (a memmap works).
+    With `threshold=0` these are sentence-transformers' `quantize_embeddings(x, "ubinary")`
+    codes; the Hamming distance between two codes counts the coordinates whose signs differ.
+    """
+    _check_matrix(x, "x")
+    return np.packbits(np.asarray(x) > threshold, axis=1)
+
+
+def default_nlist(n: int) -> int:
+    """Inverted lists for `n` rows: about 4 sqrt(n) (FAISS's rule of thumb), at most n."""
+    return max(1, min(n, int(4 * math.sqrt(n))))
+
+
+class Searcher:
+    """A k-NN index over database rows, built once and searched many times.
+
+    `database` holds the rows: already normalised (the default), or, with `dim` given, full-width
+    rows (any float dtype, an `np.memmap` works) whose `dim`-prefix is normalised here chunk by
+    chunk, so no second full-width copy is ever held. Backends:
+
+    - "exact": FAISS `IndexFlatIP`, exact inner product;
+    - "hnsw": FAISS `IndexHNSWFlat` (`hnsw_m` links per node, beam widths `ef_construction`
+      and `ef_search`), approximate;
+    - "ivf": FAISS `IndexIVFFlat` with `nlist` lists (default `default_nlist`), `nprobe` of
+      them searched; its coarse quantizer clusters (spherical k-means, seeded) and routes
+      queries by the first `coarse_dim` dims only (default: all), while the lists are scanned
+      with every dim: a short prefix decides where to look, a longer one what to return;
+    - "binary": FAISS `IndexBinaryFlat` over `binary_codes` (sign bits, `dim` a multiple of 8),
+      scored by minus the Hamming distance, so scores are integers and ties are common;
+    - "numpy": exact, pure NumPy, deterministic tie order (keeps the rows, a memmap stays on
+      disk).
+
+    Without FAISS, every backend but "numpy" falls back to it with a warning. With
+    `use_gpu="auto"`, exact and IVF indexes move to GPU 0 when FAISS has GPUs (HNSW and binary
+    stay on the CPU). `progress` shows a bar while rows are added.
     """
 
     def __init__(
@@ -124,16 +186,24 @@ class Searcher:
         hnsw_m: int = 32,
         ef_search: int = 128,
         ef_construction: int = 80,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        coarse_dim: int | None = None,
         use_gpu: bool | str = "auto",
         batch_size: int = 4096,
+        dim: int | None = None,
+        progress: bool = False,
+        chunk_rows: int = 1 << 16,
+        seed: int = 0,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
         _check_matrix(database, "database")
         if database.shape[0] == 0:
             raise ValueError("database is empty: nothing to search")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        for name, value in (("batch_size", batch_size), ("nprobe", nprobe)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
         faiss = _faiss()
         if faiss is None and backend != "numpy":
             warnings.warn(
@@ -144,25 +214,130 @@ class Searcher:
         self.backend = backend
         self.batch_size = int(batch_size)
         self.ef_search = int(ef_search)
-        self.ntotal, self.dim = database.shape
+        self.nprobe = int(nprobe)
+        self.ntotal = database.shape[0]
+        self.dim = int(dim) if dim is not None else database.shape[1]
+        if not 1 <= self.dim <= database.shape[1]:
+            raise ValueError(f"dim={dim} must be in [1, {database.shape[1]}]")
         self.on_gpu = False
+        self.build_seconds = 0.0
+
+        def rows(start: int, stop: int) -> np.ndarray:
+            if dim is None:
+                return np.ascontiguousarray(database[start:stop], dtype=np.float32)
+            return normalize_prefix(database[start:stop], self.dim)
+
+        t0 = time.perf_counter()
         if backend == "numpy":
             # No copy for contiguous float32 (a memmap stays on disk); others convert once here.
-            self._database = np.ascontiguousarray(database, dtype=np.float32)
+            self._database = rows(0, self.ntotal) if dim is not None else (
+                np.ascontiguousarray(database, dtype=np.float32))  # fmt: skip
             return
-        database = np.ascontiguousarray(database, dtype=np.float32)
-        if backend == "exact":
-            index = faiss.IndexFlatIP(self.dim)
-        else:
-            index = faiss.IndexHNSWFlat(self.dim, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
+        index = self._empty_index(faiss, database, hnsw_m, ef_construction, nlist, coarse_dim, seed)
+        starts = range(0, self.ntotal, chunk_rows)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"index ({backend}, {self.dim} dims)", unit="chunk")
+        for start in starts:
+            chunk = rows(start, min(self.ntotal, start + chunk_rows))
+            index.add(binary_codes(chunk) if backend == "binary" else chunk)
+        self._set_index(index, faiss, use_gpu)
+        self.build_seconds = time.perf_counter() - t0
+
+    def _empty_index(self, faiss, database, hnsw_m, ef_construction, nlist, coarse_dim, seed):
+        d = self.dim
+        if self.backend == "exact":
+            return faiss.IndexFlatIP(d)
+        if self.backend == "hnsw":
+            index = faiss.IndexHNSWFlat(d, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = int(ef_construction)
-        index.add(database)
+            return index
+        if self.backend == "binary":
+            if d % 8:
+                raise ValueError(f"binary search needs a dim divisible by 8, got {d}")
+            return faiss.IndexBinaryFlat(d)
+        nlist = default_nlist(self.ntotal) if nlist is None else int(nlist)
+        coarse = d if coarse_dim is None else int(coarse_dim)
+        if not 1 <= nlist <= self.ntotal or not 1 <= coarse <= d:
+            raise ValueError(
+                f"ivf needs 1 <= nlist <= {self.ntotal} and 1 <= coarse_dim <= {d}, got "
+                f"nlist={nlist}, coarse_dim={coarse}"
+            )
+        # k-means on a seeded sample of at most 64 rows per list, on the coarse prefix only.
+        rng = np.random.default_rng(seed)
+        n_train = min(self.ntotal, 64 * nlist)
+        sample = np.sort(rng.choice(self.ntotal, n_train, replace=False))
+        train = normalize_prefix(np.asarray(database[sample]), coarse)
+        kmeans = faiss.Kmeans(coarse, nlist, niter=20, seed=seed + 1, spherical=True)
+        kmeans.train(train)
+        # Zero-padded centroids: the quantizer's inner product with a d-dim query or row is
+        # then the inner product of their coarse prefixes, so routing sees `coarse` dims only.
+        centroids = np.zeros((nlist, d), dtype=np.float32)
+        centroids[:, :coarse] = kmeans.centroids
+        quantizer = faiss.IndexFlatIP(d)
+        quantizer.add(centroids)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = False
+        self._quantizer = quantizer  # the index does not own it: keep it alive
+        self.nlist, self.coarse_dim = nlist, coarse
+        return index
+
+    def _set_index(self, index: Any, faiss: Any, use_gpu: bool | str) -> None:
         self._cpu_index = index
         self._index = index
-        if backend == "exact" and _resolve_gpu(use_gpu, faiss):
+        if self.backend in ("exact", "ivf") and _resolve_gpu(use_gpu, faiss):
             self._gpu_resources = faiss.StandardGpuResources()
             self._index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
             self.on_gpu = True
+
+    def save(self, path: str | Path) -> None:
+        """Write the (CPU) index to `path` atomically; `Searcher.load` reads it back."""
+        if self.backend == "numpy":
+            raise ValueError("the numpy backend has no index to save")
+        faiss = _faiss()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        write = faiss.write_index_binary if self.backend == "binary" else faiss.write_index
+        write(self._cpu_index, str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        backend: str,
+        ef_search: int = 128,
+        nprobe: int = 16,
+        use_gpu: bool | str = "auto",
+        batch_size: int = 4096,
+    ) -> Searcher:
+        """A searcher over the index `save` wrote to `path` (`backend` as it was built)."""
+        if backend not in BACKENDS or backend == "numpy":
+            raise ValueError(f"cannot load a {backend!r} index; one of {list(BACKENDS[:-1])}")
+        faiss = _faiss()
+        read = faiss.read_index_binary if backend == "binary" else faiss.read_index
+        index = read(str(path))
+        self = cls.__new__(cls)
+        self.backend, self.batch_size = backend, int(batch_size)
+        self.ef_search, self.nprobe = int(ef_search), int(nprobe)
+        self.ntotal, self.dim = int(index.ntotal), int(index.d)
+        self.on_gpu, self.build_seconds = False, 0.0
+        if backend == "ivf":
+            self._quantizer = index.quantizer
+            self.nlist = int(index.nlist)
+        self._set_index(index, faiss, use_gpu)
+        return self
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of the index as FAISS serialises it (the rows for the NumPy backend)."""
+        if self.backend == "numpy":
+            return int(self._database.nbytes)
+        faiss = _faiss()
+        if self.backend == "binary":
+            return int(faiss.serialize_index_binary(self._cpu_index).nbytes)
+        return int(faiss.serialize_index(self._cpu_index).nbytes)
 
     def search(
         self,
@@ -173,10 +348,12 @@ class Searcher:
     ) -> tuple[np.ndarray, np.ndarray]:
         """`(scores, indices)` of the `min(k, N_db)` best database rows for each query row.
 
-        Queries go through in batches of `batch_size` (default: the searcher's); the NumPy
-        backend further splits a batch so that its score block stays under 256 MiB. HNSW may
-        leave a slot it could not fill as index -1 (score -inf-like); with `ef_search >= k`, which
-        is enforced, that does not happen on a connected graph.
+        Queries are normalised rows of the index's `dim` (for "binary", any rows: only their
+        signs count). They go through in batches of `batch_size` (default: the searcher's); the
+        NumPy backend further splits a batch so that its score block stays under 256 MiB.
+        Approximate backends may leave a slot they could not fill as index -1 (HNSW with
+        `ef_search >= k`, which is enforced, does not on a connected graph; IVF does when the
+        probed lists hold fewer than k rows).
         """
         _check_matrix(queries, "queries")
         if queries.shape[1] != self.dim:
@@ -198,11 +375,16 @@ class Searcher:
         index = self._index_for(k_out) if self.backend != "numpy" else None
         if self.backend == "hnsw":
             index.hnsw.efSearch = max(self.ef_search, k_out)
+        elif self.backend == "ivf":
+            index.nprobe = min(self.nprobe, self.nlist)
         for start in starts:
             stop = min(n_q, start + bs)
             q = np.ascontiguousarray(queries[start:stop], dtype=np.float32)
             if index is None:
                 s, i = _topk_rows(q @ self._database.T, k_out)
+            elif self.backend == "binary":
+                d, i = index.search(binary_codes(q), k_out)
+                s, i = _sort_rows(-d.astype(np.float32), i.astype(np.int64, copy=False))
             else:
                 s, i = index.search(q, k_out)
                 s, i = _sort_rows(s, i.astype(np.int64, copy=False))
@@ -214,25 +396,9 @@ class Searcher:
         return self._cpu_index if self.on_gpu and k > _GPU_MAX_K else self._index
 
 
-def build_index(
-    database: np.ndarray,
-    backend: str = "exact",
-    hnsw_m: int = 32,
-    ef_search: int = 128,
-    ef_construction: int = 80,
-    use_gpu: bool | str = "auto",
-    batch_size: int = 4096,
-) -> Searcher:
-    """Build a `Searcher` over normalised float32 `database` rows, to search several query sets."""
-    return Searcher(
-        database,
-        backend=backend,
-        hnsw_m=hnsw_m,
-        ef_search=ef_search,
-        ef_construction=ef_construction,
-        use_gpu=use_gpu,
-        batch_size=batch_size,
-    )
+def build_index(database: np.ndarray, backend: str = "exact", **options: Any) -> Searcher:
+    """Build a `Searcher` over `database` rows (see it for the backends and `options`)."""
+    return Searcher(database, backend=backend, **options)
 
 
 def search(
@@ -240,21 +406,10 @@ def search(
     queries: np.ndarray,
     k: int,
     backend: str = "exact",
-    batch_size: int = 4096,
-    hnsw_m: int = 32,
-    ef_search: int = 128,
-    use_gpu: bool | str = "auto",
     progress: bool = False,
+    **options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-NN of normalised float32 `queries` among normalised float32 `database` rows by inner
     product: `(scores, indices)`, each `(N_q, min(k, N_db))`, rows by descending score (ties:
-    ascending database index), indices int64. See `Searcher` for the backends."""
-    searcher = build_index(
-        database,
-        backend=backend,
-        hnsw_m=hnsw_m,
-        ef_search=ef_search,
-        use_gpu=use_gpu,
-        batch_size=batch_size,
-    )
-    return searcher.search(queries, k, progress=progress)
+    ascending database index), indices int64. See `Searcher` for the backends and `options`."""
+    return build_index(database, backend=backend, **options).search(queries, k, progress=progress)
