@@ -49,8 +49,9 @@ def cached_searcher(
 ) -> tuple[Searcher, bool]:
     """`(searcher, reused)`: the index from `cache_dir` when one with the same key is there,
     else a new one, built (with a progress bar) and saved there. Without a cache directory or
-    fingerprint, or for the "numpy" backend (nothing to build), it is always built."""
-    if cache_dir is None or fingerprint is None or backend == "numpy":
+    fingerprint, and for the "exact" and "numpy" backends (nothing is learnt: building is
+    normalising the rows, which reading a saved copy would not beat), it is always built."""
+    if cache_dir is None or fingerprint is None or backend in ("exact", "numpy"):
         return Searcher(database, backend=backend, **options), False
     key = index_key(fingerprint, backend, options)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

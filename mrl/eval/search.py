@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mrl.eval.quantize import binary_codes
+
 BACKENDS = ("exact", "hnsw", "ivf", "binary", "numpy")
 
 # FAISS GPU indexes answer at most this many neighbours per query.
@@ -137,17 +139,6 @@ def _resolve_gpu(use_gpu: bool | str, faiss: Any) -> bool:
     ):
         raise RuntimeError("use_gpu=True but FAISS sees no GPU (install faiss-gpu, or use 'auto')")
     return bool(use_gpu)
-
-
-def binary_codes(x: np.ndarray, threshold: float | np.ndarray = 0.0) -> np.ndarray:
-    """Rows of `x` as bits (1 where a value exceeds `threshold`, a scalar or one per column)
-    packed eight to a byte, first column in the high bit: `uint8 (N, ceil(D / 8))`.
-
-    With `threshold=0` these are sentence-transformers' `quantize_embeddings(x, "ubinary")`
-    codes; the Hamming distance between two codes counts the coordinates whose signs differ.
-    """
-    _check_matrix(x, "x")
-    return np.packbits(np.asarray(x) > threshold, axis=1)
 
 
 def default_nlist(n: int) -> int:

@@ -834,6 +834,80 @@ def plot_adaptive_retrieval(
     return Drawn(name, title, fig, table.reset_index(drop=True), missing, footer)
 
 
+def plot_retrieval_time(
+    adaptive_retrieval: pd.DataFrame,
+    reference: Reference | None = None,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+    name: str = "retrieval_time",
+    metric: str = "map@10",
+) -> Drawn:
+    """Retrieval quality against measured time per query (log x): exact search, and the
+    adaptive and funnel cascades of each first stage (exact, HNSW, IVF, binary).
+
+    Left: `metric`; right: recall@10 against exact search at the full dim (where recorded).
+    Time is wall clock per query over all queries in batches, as the rows recorded it.
+    """
+    del reference
+    what = f"retrieval, {METRIC_LABELS.get(metric, metric)} against measured time per query"
+    frame = adaptive_retrieval
+    needed = {metric, "ms_per_query", "method"}
+    if frame.empty or not needed <= set(frame.columns):
+        return Drawn(name, what, None, missing=[f"no retrieval rows with {metric} and times"])
+    frame = frame.dropna(subset=[metric, "ms_per_query"]).copy()
+    if "first_stage" not in frame.columns:
+        frame["first_stage"] = "exact"
+    frame["first_stage"] = frame["first_stage"].fillna("exact")
+    by = ["method", "first_stage", "dims", "shortlists"]
+    recall = next((c for c in frame.columns if str(c).startswith("recall_vs_exact@")), None)
+    values = [metric, "ms_per_query"] + ([recall] if recall else [])
+    stats = frame.groupby(by, dropna=False)[values].mean().reset_index()
+    title = _title(frame, what, source)
+    fig = _new_figure(2 if recall else 1, height=4.6)
+    axes = fig.subplots(1, 2) if recall else [fig.subplots(1, 1)]
+    markers = {"exact": "o", "hnsw": "^", "ivf": "s", "binary": "v", "numpy": "o"}
+    for ax, column, label_text in zip(
+        axes, values[:1] + values[2:], [METRIC_LABELS.get(metric, metric), "recall@10 vs exact"]
+    ):
+        for (method, stage), group in stats.groupby(["method", "first_stage"], sort=False):
+            group = group.sort_values("ms_per_query")
+            if method == "exact":
+                ax.plot(group["ms_per_query"], 100 * group[column], "*", markersize=14,
+                        color=color("exact"),
+                        label=f"exact search at {group['dims'].iloc[0]}")  # fmt: skip
+                ax.axhline(100 * group[column].iloc[0], color=color("exact"), linewidth=0.8,
+                           linestyle=":")  # fmt: skip
+                continue
+            strategy = "funnel" if str(method).startswith("funnel") else "adaptive"
+            ax.plot(group["ms_per_query"], 100 * group[column], marker=markers.get(stage, "o"),
+                    linestyle="-" if strategy == "adaptive" else "none", markersize=7,
+                    color=color(strategy) if stage == "exact" else None,
+                    label=f"{method}, first stage {stage}")  # fmt: skip
+            for _, row in group.iterrows():
+                ax.annotate(str(row["dims"]), (row["ms_per_query"], 100 * row[column]),
+                            textcoords="offset points", xytext=(4, 3), fontsize=6,
+                            color="0.3")  # fmt: skip
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("measured ms per query (log scale)")
+        ax.set_ylabel(f"{label_text} (%)")
+        _style_axes(ax)
+    axes[0].legend(loc="lower right", fontsize=7)
+    footer = _footer(frame, runs)
+    _finish(fig, title, footer)
+    table = stats.copy()
+    for column in values:
+        if column != "ms_per_query":
+            table[column] = (100 * table[column]).round(2)
+    exact = stats[stats["method"] == "exact"]
+    if len(exact):
+        table["speed-up vs exact"] = (exact["ms_per_query"].iloc[0] / stats["ms_per_query"]).round(
+            1
+        )
+    return Drawn(name, title, fig, table, [], footer)
+
+
 # ---------------------------------------------------------------------------------------------
 # Figure 5: robustness
 
@@ -947,6 +1021,7 @@ GROUPS: dict[str, tuple[str, PlotFunction]] = {
     "retrieval": ("retrieval", plot_retrieval),
     "adaptive_classification": ("adaptive_classification", plot_adaptive_classification),
     "adaptive_retrieval": ("adaptive_retrieval", plot_adaptive_retrieval),
+    "retrieval_time": ("adaptive_retrieval", plot_retrieval_time),
     "robustness": ("robustness", plot_robustness),
 }
 

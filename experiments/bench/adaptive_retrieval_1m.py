@@ -1,0 +1,269 @@
+"""Adaptive and funnel retrieval at 1M x 2048 on real Matryoshka embeddings, side by side with
+exact search and HNSW at the full dim: quality, time per query (batch and single-query), index
+build time and size, peak memory.
+
+The embeddings are an `mrl-eval` encoding of the `fmnist/retrieval_2048` model: the database is
+Fashion-MNIST's 55k training images and 18 seeded augmented copies of each (1.045M rows, float16,
+memory-mapped), the queries are the 10k test images. It is not ImageNet. Build them with
+
+    mrl-train experiment=fmnist/retrieval_2048 run_id=main
+    mrl-eval ckpt_path=outputs/fmnist_2048/main/checkpoints/last.ckpt \
+        database.augmented_copies=18 dtype=float16 probe.enabled=false retrieval.enabled=false \
+        adaptive_retrieval.enabled=false adaptive_classification.enabled=false \
+        robustness.corruptions=[]
+
+then run (a rerun continues: finished settings are skipped, their rows kept)
+
+    .venv/bin/python experiments/bench/adaptive_retrieval_1m.py \
+        --embeddings outputs/fmnist_2048/main/embeddings
+
+Every setting is one cascade: a first stage (exact flat, HNSW, IVF with a coarse quantizer on a
+shorter prefix, or binary codes by Hamming distance) on the contiguous normalised prefix of
+`dims[0]`, then re-ranks that gather the candidates' rows from the float16 memmap. For each it
+records mAP@10 / P@10 / recall@10 (labels), recall@10 against exact search at 2048 (the same
+neighbours), time per query over all queries in batches, single-query latency (p50, p99 over
+--latency-queries queries searched one at a time), index build seconds and bytes, the first
+stage's distance computations per query where FAISS counts them, the paper's MFLOPs model, and
+the peak resident memory while the setting ran (less the interpreter's own, measured before any
+data is read) against the embedding bytes plus its index and norm bytes.
+Speed-ups are against exact search at 2048 measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retrieval_scale import Stage, _rss_bytes  # noqa: E402
+
+from mrl.eval.embeddings import read_split  # noqa: E402
+from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops, overlap_recall  # noqa: E402
+from mrl.eval.index_cache import embeddings_fingerprint  # noqa: E402
+from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics  # noqa: E402
+from mrl.eval.search import normalize_prefix  # noqa: E402
+from mrl.results import atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+K = 10
+MIB = 1 << 20
+
+
+def settings(args, nesting: list[int], n_db: int) -> list[dict]:
+    """The cascades to compare, cheapest to build first after the exact baseline."""
+    top = nesting[-1]
+    out = [{"method": "exact", "first_stage": "exact", "dims": [top], "shortlists": [K]}]
+    hnsw = {
+        "hnsw_m": args.hnsw_m,
+        "ef_search": args.ef_search,
+        "ef_construction": args.ef_construction,
+    }
+    for d in args.adaptive_dims:
+        out.append({"method": "adaptive", "first_stage": "exact", "dims": [d, top],
+                    "shortlists": [args.shortlist, K]})  # fmt: skip
+    for d in args.adaptive_dims:
+        out.append({"method": "adaptive", "first_stage": "hnsw", "dims": [d, top],
+                    "shortlists": [args.shortlist, K], "options": hnsw})  # fmt: skip
+    for coarse, d in args.ivf:
+        out.append({"method": "adaptive", "first_stage": "ivf", "dims": [d, top],
+                    "shortlists": [args.shortlist, K],
+                    "options": {"coarse_dim": coarse, "nprobe": args.nprobe}})  # fmt: skip
+    for d in args.binary_dims:
+        out.append({"method": "adaptive", "first_stage": "binary", "dims": [d, top],
+                    "shortlists": [args.binary_shortlist, K]})  # fmt: skip
+    f_dims, f_short = default_funnel(nesting, n_db, final_k=K, first_shortlist=args.shortlist)
+    for stage in ("exact", "hnsw"):
+        out.append({"method": "funnel", "first_stage": stage, "dims": f_dims,
+                    "shortlists": f_short, "options": hnsw if stage == "hnsw" else {}})  # fmt: skip
+    if args.hnsw_full:
+        out.append({"method": "exact-hnsw", "first_stage": "hnsw", "dims": [top],
+                    "shortlists": [K], "options": hnsw})  # fmt: skip
+    for s in out:
+        s.setdefault("options", {})
+        opts = ",".join(f"{k}={v}" for k, v in sorted(s["options"].items()))
+        dims, shortlists = ">".join(map(str, s["dims"])), ">".join(map(str, s["shortlists"]))
+        s["setting"] = f"{s['method']}:{s['first_stage']}:{dims}:{shortlists}"
+        s["setting"] += f":{opts}" if opts else ""
+    return out
+
+
+def first_stage_distances(stage: str, faiss) -> float | None:
+    """Distance computations FAISS counted since the last reset (HNSW and IVF only)."""
+    if faiss is None:
+        return None
+    if stage == "hnsw":
+        return float(faiss.cvar.hnsw_stats.ndis)
+    if stage == "ivf":
+        return float(faiss.cvar.indexIVF_stats.ndis)
+    return None
+
+
+def reset_stats(faiss) -> None:
+    if faiss is not None:
+        faiss.cvar.hnsw_stats.reset()
+        faiss.cvar.indexIVF_stats.reset()
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--embeddings", required=True, help="an mrl-eval embeddings folder")
+    parser.add_argument("--database", default=None, help="database split name (default: the "
+                        "largest database-* split there)")  # fmt: skip
+    parser.add_argument("--shortlist", type=int, default=200, help="adaptive shortlist size")
+    parser.add_argument("--binary-shortlist", type=int, default=1000, help="binary shortlist")
+    parser.add_argument("--adaptive-dims", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--binary-dims", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--ivf", type=int, nargs=2, action="append", metavar=("COARSE", "DIM"),
+                        help="IVF: cluster on COARSE dims, scan lists at DIM (repeatable; "
+                        "default 8 16 and 16 32)")  # fmt: skip
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-search", type=int, default=256)
+    parser.add_argument("--ef-construction", type=int, default=80)
+    parser.add_argument("--hnsw-full", action="store_true", help="also HNSW at the full dim")
+    parser.add_argument("--latency-queries", type=int, default=200)
+    parser.add_argument("--max-queries", type=int, default=None, help="first N queries only")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these settings")
+    parser.add_argument(
+        "--out", default=str(ROOT / "experiments/results/bench/adaptive_retrieval_1m.csv")
+    )
+    args = parser.parse_args(argv)
+    args.ivf = args.ivf or [[8, 16], [16, 32]]
+
+    baseline_rss = _rss_bytes()[0]  # the interpreter and its imports, before any data
+    emb = Path(args.embeddings)
+    if not emb.is_dir():
+        parser.error(f"--embeddings {emb} is not a folder: run mrl-eval first (see --help)")
+    if args.database is None:
+        candidates = sorted(emb.glob("database*"), key=lambda p: (p / "features.npy").stat().st_size
+                            if (p / "features.npy").is_file() else -1)  # fmt: skip
+        if not candidates:
+            parser.error(f"no database split under {emb}")
+        db_dir = candidates[-1]
+    else:
+        db_dir = emb / args.database
+    db, db_y = read_split(db_dir)
+    queries, q_y = read_split(emb / "query", mmap=False)
+    if args.max_queries:
+        queries, q_y = queries[: args.max_queries], q_y[: args.max_queries]
+    queries = np.asarray(queries, dtype=np.float32)
+    meta = json.loads((db_dir / "meta.json").read_text())
+    n_db, dim = db.shape
+    nesting = [m for m in (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if m <= dim]
+    fingerprint = embeddings_fingerprint(db_dir)
+    cache_dir = db_dir / "indexes"
+    out = Path(args.out)
+    done = {row["setting"]: row for row in read_rows(out)}
+    rows = list(done.values())
+    print(f"database {db_dir.name}: {n_db:,} x {dim} {db.dtype} ({db.nbytes / MIB:,.0f} MiB), "
+          f"queries {len(queries):,}; {os.cpu_count()} CPUs; rows so far {len(rows)}",
+          flush=True)  # fmt: skip
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+
+    # Exact neighbours at the full dim: the reference for recall against exact search.
+    digest = hashlib.sha1(json.dumps([fingerprint, len(queries)], sort_keys=True).encode())
+    exact_path = cache_dir / f"exact-top{K}-{digest.hexdigest()[:12]}.npy"
+    q_prefix = {m: normalize_prefix(queries, m) for m in nesting}
+    exact_rows = [row for row in done.values() if row["method"] == "exact"]
+    exact_ms = float(exact_rows[0]["ms_per_query"]) if exact_rows else None
+    for s in settings(args, nesting, n_db):
+        if s["setting"] in done or (args.only and s["setting"] not in args.only):
+            continue
+        if s["method"] != "exact" and not exact_path.is_file():
+            raise SystemExit("the exact baseline must run first (it is the first setting)")
+        print(f"-- {s['setting']}", flush=True)
+        gc.collect()
+        with Stage(s["setting"]) as st:
+            t0 = time.perf_counter()
+            index = FunnelIndex(db, s["dims"], backend=s["first_stage"], index_cache_dir=cache_dir,
+                                fingerprint=fingerprint, **s["options"])  # fmt: skip
+            build = time.perf_counter() - t0
+            reset_stats(faiss)
+            t0 = time.perf_counter()
+            indices, _, steps = index.search(q_prefix, s["shortlists"])
+            batch_seconds = time.perf_counter() - t0
+            distances = first_stage_distances(s["first_stage"], faiss)
+            lat = []
+            for i in range(min(args.latency_queries, len(queries))):
+                one = {m: q[i : i + 1] for m, q in q_prefix.items()}
+                t = time.perf_counter()
+                index.search(one, s["shortlists"])
+                lat.append(time.perf_counter() - t)
+            index_bytes = index.searcher.index_bytes
+            reused = index.index_reused
+            del index
+        if s["method"] == "exact":
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            np.save(exact_path, indices)
+        exact = np.load(exact_path)
+        labels = neighbor_labels_of(indices, db_y, q_y)
+        metrics = retrieval_metrics(labels, q_y, db_y, ks=[K])
+        ms = 1000 * batch_seconds / len(queries)
+        exact_ms = ms if s["method"] == "exact" else exact_ms
+        norms_bytes = 4 * n_db * (len(s["dims"]) - 1)
+        row = {
+            "setting": s["setting"], "method": s["method"], "first_stage": s["first_stage"],
+            "dims": ">".join(map(str, s["dims"])),
+            "shortlists": ">".join(map(str, s["shortlists"])),
+            "options": json.dumps(s["options"], sort_keys=True),
+            **{k: round(v, 5) for k, v in metrics.items()},
+            f"recall_vs_exact@{K}": round(overlap_recall(indices, exact), 5),
+            "ms_per_query": round(ms, 4),
+            "speedup_vs_exact": round(exact_ms / ms, 2),
+            "latency_p50_ms": round(1000 * float(np.percentile(lat, 50)), 3),
+            "latency_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
+            "step_seconds": "/".join(f"{x:.2f}" for x in steps),
+            "build_seconds": round(build, 2), "index_reused": reused,
+            "index_mib": round(index_bytes / MIB, 1), "norms_mib": round(norms_bytes / MIB, 1),
+            "embedding_mib": round(db.nbytes / MIB, 1),
+            "first_stage_distances_per_query": (round(distances / len(queries), 1)
+                                                if distances is not None else ""),
+            "mflops_per_query": round(funnel_mflops(n_db, s["dims"], s["shortlists"]), 3),
+            **st.memory(),
+            "baseline_rss_mib": round(baseline_rss / MIB, 1),
+            "peak_vs_bytes": round(
+                (st.peak_rss - baseline_rss) / (db.nbytes + index_bytes + norms_bytes), 3
+            ),
+            "n_db": n_db, "n_query": len(queries), "database": db_dir.name,
+            "model": meta.get("checkpoint", {}).get("path", ""),
+        }  # fmt: skip
+        rows.append(row)
+        write_rows(out, rows)
+        shown = ("map@10", "recall_vs_exact@10", "ms_per_query", "speedup_vs_exact",
+                 "latency_p50_ms", "build_seconds", "index_mib", "peak_rss_mib",
+                 "peak_vs_bytes")  # fmt: skip
+        print("   " + " ".join(f"{k}={row[k]}" for k in shown), flush=True)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
