@@ -159,9 +159,9 @@ def check_eval_config(cfg: DictConfig) -> None:
     if database.get("augmented_copies", 0) != 0:
         check_positive_int(database.augmented_copies, "database.augmented_copies", 18)
         check_seed(database.get("seed"))
-        shift = database.get("shift")
-        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
-            raise ConfigError(f"database.shift={shift!r} must be an integer >= 0 (pixels), e.g. 2")
+    shift = database.get("shift", 0)
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ConfigError(f"database.shift={shift!r} must be an integer >= 0 (pixels), e.g. 2")
     retrieval = cfg.retrieval
     check_choice(retrieval.backend, "retrieval.backend", EVAL_BACKENDS)
     check_positive_int(retrieval.batch_size, "retrieval.batch_size", 4096)

@@ -191,6 +191,11 @@ BAD_EVAL = {
     "probe.max_iter=0": "probe.max_iter=0 must be a positive integer",
     "retrieval.knn_ks=[1,1000]": "the database has only 512 items",
     "dtype=float64": "dtype='float64'",
+    "adaptive_retrieval.first_stage=annoy": "adaptive_retrieval.first_stage='annoy'",
+    "retrieval.tie_aware_max_dim=-1": "retrieval.tie_aware_max_dim=-1 must be an integer >= 0",
+    "retrieval.index.nprobe=0": "retrieval.index.nprobe=0 must be a positive",
+    "database.augmented_copies=-3": "database.augmented_copies=-3 must be a positive",
+    "database.shift=-1": "database.shift=-1 must be an integer >= 0",
 }
 if not torch.cuda.is_available():
     BAD_EVAL["device=cuda:0"] = "no CUDA GPU"

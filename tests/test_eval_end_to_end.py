@@ -101,3 +101,42 @@ def test_eval_reuses_current_embeddings(trained_run: Path):
 def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path: Path):
     with pytest.raises(ConfigError, match="does not exist"):
         evaluate(compose_eval(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+
+
+@requires_fmnist
+@pytest.mark.slow
+def test_eval_with_augmented_copies_and_a_cached_ivf_first_stage(trained_run: Path, tmp_path):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    overrides = [
+        f"ckpt_path={ckpt}", f"out_dir={tmp_path}", "database.augmented_copies=2", "heads=false",
+        "probe.enabled=false", "robustness.corruptions=[]", "adaptive_classification.enabled=false",
+        "retrieval.ks=[10]", "retrieval.knn_ks=[1]", "adaptive_retrieval.first_stage=ivf",
+        "retrieval.index.nlist=8", "retrieval.index.nprobe=8", "retrieval.index.coarse_dim=4",
+    ]  # fmt: skip
+    summary = evaluate(compose_eval(*overrides))
+    assert summary["database_size"] == 3 * 3000
+    split = tmp_path / "embeddings" / "database-copies2-seed0-shift2"
+    features = np.load(split / "features.npy", mmap_mode="r")
+    plain = [o for o in overrides if not o.startswith(("out_dir", "database."))]
+    evaluate(compose_eval(*plain, f"out_dir={tmp_path / 'plain'}", "retrieval.enabled=false",
+                          "adaptive_retrieval.enabled=false"))  # fmt: skip
+    original = np.load(tmp_path / "plain" / "embeddings" / "database" / "features.npy")
+    # Copy 0 is the training split itself; the copies are different images of the same labels.
+    np.testing.assert_allclose(features[:3000], original, atol=1e-5)
+    assert not np.allclose(features[3000:6000], original, atol=1e-3)
+    labels = np.load(split / "labels.npy")
+    np.testing.assert_array_equal(labels[:3000], labels[3000:6000])
+    rows = read_rows(tmp_path / "eval" / "adaptive_retrieval.csv")
+    stages = {r["method"]: r["first_stage"] for r in rows}
+    assert stages["exact"] == "exact" and stages["adaptive"] == "ivf" == stages["funnel"]
+    # nprobe = nlist scans every list: the cascades are as good as with an exact first stage.
+    assert all(float(r["recall_vs_exact@10"]) > 0.5 for r in rows)
+    indexes = sorted((split / "indexes").glob("ivf-*.faiss"))
+    assert indexes
+    mtimes = [p.stat().st_mtime_ns for p in indexes]
+    evaluate(compose_eval(*overrides))
+    assert [p.stat().st_mtime_ns for p in indexes] == mtimes  # reused, not rebuilt
+    metrics = read_rows(tmp_path / "eval" / "metrics.csv")
+    names = {(int(r["dim"]), r["metric"]) for r in metrics}
+    assert (4, "tied_queries@10") in names and (64, "zero_prefix_fraction") in names
+    assert (64, "tied_queries@10") not in names  # tie-aware only up to dim 8

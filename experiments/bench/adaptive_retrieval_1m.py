@@ -148,7 +148,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--ef-construction", type=int, default=80)
     parser.add_argument("--hnsw-full", action="store_true", help="also HNSW at the full dim")
     parser.add_argument("--latency-queries", type=int, default=200)
+    parser.add_argument("--latency-queries-exact", type=int, default=50,
+                        help="single queries timed for exact search at the full dim (each "
+                        "reads the whole index)")  # fmt: skip
     parser.add_argument("--max-queries", type=int, default=None, help="first N queries only")
+    parser.add_argument("--db-rows", type=int, default=None, help="first N database rows only")
     parser.add_argument("--only", nargs="+", default=None, help="run only these settings")
     parser.add_argument(
         "--out", default=str(ROOT / "experiments/results/bench/adaptive_retrieval_1m.csv")
@@ -169,6 +173,8 @@ def main(argv: list[str]) -> None:
     else:
         db_dir = emb / args.database
     db, db_y = read_split(db_dir)
+    if args.db_rows:
+        db, db_y = db[: args.db_rows], db_y[: args.db_rows]
     queries, q_y = read_split(emb / "query", mmap=False)
     if args.max_queries:
         queries, q_y = queries[: args.max_queries], q_y[: args.max_queries]
@@ -213,7 +219,8 @@ def main(argv: list[str]) -> None:
             batch_seconds = time.perf_counter() - t0
             distances = first_stage_distances(s["first_stage"], faiss)
             lat = []
-            for i in range(min(args.latency_queries, len(queries))):
+            n_lat = args.latency_queries_exact if s["method"] == "exact" else args.latency_queries
+            for i in range(min(n_lat, len(queries))):
                 one = {m: q[i : i + 1] for m, q in q_prefix.items()}
                 t = time.perf_counter()
                 index.search(one, s["shortlists"])
@@ -241,6 +248,7 @@ def main(argv: list[str]) -> None:
             "speedup_vs_exact": round(exact_ms / ms, 2),
             "latency_p50_ms": round(1000 * float(np.percentile(lat, 50)), 3),
             "latency_p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
+            "latency_queries": len(lat),
             "step_seconds": "/".join(f"{x:.2f}" for x in steps),
             "build_seconds": round(build, 2), "index_reused": reused,
             "index_mib": round(index_bytes / MIB, 1), "norms_mib": round(norms_bytes / MIB, 1),

@@ -184,7 +184,7 @@ class Searcher:
         batch_size: int = 4096,
         dim: int | None = None,
         progress: bool = False,
-        chunk_rows: int = 1 << 16,
+        chunk_rows: int | None = None,
         seed: int = 0,
     ) -> None:
         if backend not in BACKENDS:
@@ -218,6 +218,8 @@ class Searcher:
                 return np.ascontiguousarray(database[start:stop], dtype=np.float32)
             return normalize_prefix(database[start:stop], self.dim)
 
+        if chunk_rows is None:  # about 64 MiB of float32 output rows at a time
+            chunk_rows = max(1, _CHUNK_BYTES // (4 * self.dim))
         t0 = time.perf_counter()
         if backend == "numpy":
             # No copy for contiguous float32 (a memmap stays on disk); others convert once here.
@@ -230,9 +232,20 @@ class Searcher:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"index ({backend}, {self.dim} dims)", unit="chunk")
-        for start in starts:
-            chunk = rows(start, min(self.ntotal, start + chunk_rows))
-            index.add(binary_codes(chunk) if backend == "binary" else chunk)
+        if backend == "exact":
+            # Rows go straight into one buffer of the final size: FAISS's own `add` grows its
+            # storage by doubling, which at 1M x 2048 holds 8 GB and 16 GB at once.
+            index.codes.resize(self.ntotal * self.dim * 4)
+            view = faiss.rev_swig_ptr(index.codes.data(), self.ntotal * self.dim * 4)
+            rows_view = view.view(np.float32).reshape(self.ntotal, self.dim)
+            for start in starts:
+                stop = min(self.ntotal, start + chunk_rows)
+                rows_view[start:stop] = rows(start, stop)
+            index.ntotal = self.ntotal
+        else:
+            for start in starts:
+                chunk = rows(start, min(self.ntotal, start + chunk_rows))
+                index.add(binary_codes(chunk) if backend == "binary" else chunk)
         self._set_index(index, faiss, use_gpu)
         self.build_seconds = time.perf_counter() - t0
 
@@ -322,13 +335,20 @@ class Searcher:
 
     @property
     def index_bytes(self) -> int:
-        """Bytes of the index as FAISS serialises it (the rows for the NumPy backend)."""
+        """Bytes the index holds: its stored vectors or codes, and its graph (HNSW: neighbour
+        ids and levels), inverted-list ids and centroids (IVF); the rows for NumPy. Counted from
+        the index's sizes, without serialising it (which would copy it)."""
         if self.backend == "numpy":
             return int(self._database.nbytes)
-        faiss = _faiss()
-        if self.backend == "binary":
-            return int(faiss.serialize_index_binary(self._cpu_index).nbytes)
-        return int(faiss.serialize_index(self._cpu_index).nbytes)
+        index = self._cpu_index
+        if self.backend in ("exact", "binary"):
+            return int(index.ntotal * index.code_size)
+        if self.backend == "hnsw":
+            graph = index.hnsw.neighbors.size() * 4 + index.hnsw.levels.size() * 4
+            graph += index.hnsw.offsets.size() * 8
+            return int(index.ntotal * self.dim * 4 + graph)
+        # IVF: codes and one 8-byte id per row in the lists, plus the quantizer's centroids.
+        return int(index.ntotal * (index.code_size + 8) + self._quantizer.ntotal * self.dim * 4)
 
     def search(
         self,
