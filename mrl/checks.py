@@ -147,6 +147,15 @@ EVAL_BACKENDS = ("exact", "hnsw", "ivf", "binary", "numpy")
 EVAL_DTYPES = ("float32", "float16")
 
 
+def faiss_gpus() -> int:
+    """GPUs FAISS can use (0 without FAISS or with its CPU build)."""
+    try:
+        import faiss
+    except ImportError:
+        return 0
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
 def check_eval_config(cfg: DictConfig) -> None:
     """Every `mrl-eval` option that does not need the model or the data."""
     check_seed(cfg.get("seed"))
@@ -165,6 +174,12 @@ def check_eval_config(cfg: DictConfig) -> None:
     retrieval = cfg.retrieval
     check_choice(retrieval.backend, "retrieval.backend", EVAL_BACKENDS)
     check_positive_int(retrieval.batch_size, "retrieval.batch_size", 4096)
+    use_gpu = retrieval.get("use_gpu", "auto")
+    if use_gpu not in ("auto", True, False):
+        raise ConfigError(f"retrieval.use_gpu={use_gpu!r} must be auto, true or false")
+    if use_gpu is True and faiss_gpus() == 0:
+        raise ConfigError("retrieval.use_gpu=true but FAISS sees no GPU: install faiss-gpu on a "
+                          "machine with one, or pass retrieval.use_gpu=auto")  # fmt: skip
     tie_dim = retrieval.get("tie_aware_max_dim", 0)
     if isinstance(tie_dim, bool) or not isinstance(tie_dim, int) or tie_dim < 0:
         raise ConfigError(

@@ -341,7 +341,10 @@ def index_options(cfg: DictConfig, backend: str) -> dict[str, Any]:
     wanted = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"),
               "ivf": ("nlist", "nprobe", "coarse_dim")}.get(backend, ())  # fmt: skip
     options = cfg.retrieval.get("index") or {}
-    return {k: options[k] for k in wanted if options.get(k) is not None}
+    chosen = {k: options[k] for k in wanted if options.get(k) is not None}
+    if backend in ("exact", "ivf"):
+        chosen["use_gpu"] = cfg.retrieval.get("use_gpu", "auto")
+    return chosen
 
 
 def database_split(dm, database: DictConfig | dict) -> tuple[Dataset, str]:

@@ -13,6 +13,7 @@ from conftest import FAST, compose_eval, compose_train
 
 import mrl.errors
 import mrl.evaluate
+from mrl.checks import faiss_gpus
 from mrl.evaluate import evaluate
 from mrl.lifecycle import condense_hydra_error, run_command
 from mrl.train import train
@@ -194,11 +195,14 @@ BAD_EVAL = {
     "adaptive_retrieval.first_stage=annoy": "adaptive_retrieval.first_stage='annoy'",
     "retrieval.tie_aware_max_dim=-1": "retrieval.tie_aware_max_dim=-1 must be an integer >= 0",
     "retrieval.index.nprobe=0": "retrieval.index.nprobe=0 must be a positive",
+    "retrieval.use_gpu=maybe": "retrieval.use_gpu='maybe' must be auto, true or false",
     "database.augmented_copies=-3": "database.augmented_copies=-3 must be a positive",
     "database.shift=-1": "database.shift=-1 must be an integer >= 0",
 }
 if not torch.cuda.is_available():
     BAD_EVAL["device=cuda:0"] = "no CUDA GPU"
+if faiss_gpus() == 0:
+    BAD_EVAL["retrieval.use_gpu=true"] = "retrieval.use_gpu=true but FAISS sees no GPU"
 FUNNELS = {
     "different lengths": (["adaptive_retrieval.funnel_dims=[4,8,32]",
                            "adaptive_retrieval.funnel_shortlists=[200,100]"], "differ in length"),

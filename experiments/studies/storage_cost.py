@@ -219,7 +219,7 @@ def main(argv: list[str]) -> None:
                       f"{smallest['bytes_per_vector']:g} bytes ({ratio:.0f}x smaller), mAP@10 "
                       f"{100 * smallest['map@10']:.2f}.", ""]  # fmt: skip
         front = pareto(sub)
-        lines += ["| bytes | dim | precision | rescore | mAP@10 | recall@10 |",
+        lines += ["| bytes | dim | precision | rescore | mAP@10 (%) | recall@10 (%) |",
                   "|---:|---:|---|---|---:|---:|"]  # fmt: skip
         lines += [f"| {r['bytes_per_vector']:g} | {r['dim']} | {r['precision']} | {r['rescore']} "
                   f"| {100 * r['map@10']:.2f} | {100 * r['recall@10']:.3f} |"

@@ -272,7 +272,8 @@ class Searcher:
         rng = np.random.default_rng(seed)
         n_train = min(self.ntotal, 64 * nlist)
         sample = np.sort(rng.choice(self.ntotal, n_train, replace=False))
-        train = normalize_prefix(np.asarray(database[sample]), coarse)
+        # Only the coarse prefix of the sampled rows is read, not their full width.
+        train = normalize_prefix(np.asarray(database[sample, :coarse]), coarse)
         kmeans = faiss.Kmeans(coarse, nlist, niter=20, seed=seed + 1, spherical=True)
         kmeans.train(train)
         # Zero-padded centroids: the quantizer's inner product with a d-dim query or row is
