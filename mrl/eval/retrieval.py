@@ -176,9 +176,9 @@ def evaluate_retrieval(
 
     At dims up to `tie_aware_max_dim`, `map@k`, `precision@k`, `recall@k` and `1nn` are the
     tie-aware values of `mrl.eval.ties.tie_aware_retrieval` (float64 similarities, remaining
-    exact ties counted in expectation) instead of the search library's tie order, with
-    `tied_queries@k` beside them; `zero_prefix_fraction` (database rows with an all-zero
-    prefix) is reported at every dim.
+    exact ties counted in expectation) instead of the search library's tie order (kept as
+    `<metric>_search_order`), with `tied_queries@k` beside them; `zero_prefix_fraction`
+    (database rows with an all-zero prefix) is reported at every dim.
     """
     from mrl.eval.ties import tie_aware_retrieval, zero_prefix_fraction
 
@@ -213,8 +213,10 @@ def evaluate_retrieval(
         for k in knn_ks:
             values["1nn" if k == 1 else f"knn@{k}"] = knn_accuracy(labels, query_labels, k)
         if m <= tie_aware_max_dim:
-            values.update(tie_aware_retrieval(database, database_labels, queries, query_labels,
-                                              m, ks))  # fmt: skip
+            tied = tie_aware_retrieval(database, database_labels, queries, query_labels, m, ks)
+            # The search library's own tie order, kept beside the tie-aware value it replaces.
+            values.update({f"{k}_search_order": values[k] for k in tied if k in values})
+            values.update(tied)
         else:
             values["zero_prefix_fraction"] = zero_prefix_fraction(database, m)
         values.update(normalize_seconds=t1 - t0, index_seconds=t2 - t1, search_seconds=t3 - t2)

@@ -871,7 +871,9 @@ def plot_retrieval_time(
         axes, values[:1] + values[2:], [METRIC_LABELS.get(metric, metric), "recall@10 vs exact"]
     ):
         for (method, stage), group in stats.groupby(["method", "first_stage"], sort=False):
-            group = group.sort_values("ms_per_query")
+            # Along a line the shortlist dim grows, so its shape shows what a longer prefix buys.
+            first = [int(str(d).split(">")[0]) for d in group["dims"]]
+            group = group.assign(_first=first).sort_values("_first")
             if method == "exact":
                 ax.plot(group["ms_per_query"], 100 * group[column], "*", markersize=14,
                         color=color("exact"),
