@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrl.eval.retrieval import retrieval_metrics
+from mrl.eval.retrieval import knn_accuracy, retrieval_metrics
 from mrl.eval.ties import tie_aware_retrieval, zero_prefix_fraction
 
 
@@ -32,7 +32,7 @@ def test_matches_the_average_over_random_tie_orders():
     q = rng.integers(0, 3, size=(8, 2)).astype(np.float32)
     q_y = rng.integers(0, 3, size=8)
     ks = [1, 5, 10]
-    out = tie_aware_retrieval(db, db_y, q, q_y, m=2, ks=ks)
+    out = tie_aware_retrieval(db, db_y, q, q_y, m=2, ks=ks, knn_ks=[1, 5], knn_draws=400)
 
     def unit(x):
         n = np.linalg.norm(x, axis=1, keepdims=True)
@@ -41,7 +41,7 @@ def test_matches_the_average_over_random_tie_orders():
     scores = unit(q.astype(np.float64)) @ unit(db.astype(np.float64)).T
     draws = 4000
     totals = {f"{name}@{k}": 0.0 for name in ("map", "precision", "recall") for k in ks}
-    nn = 0.0
+    nn = knn5 = 0.0
     for _ in range(draws):
         jitter = rng.random(scores.shape)  # a random order within equal scores
         order = np.lexsort((jitter, -scores), axis=1)
@@ -50,9 +50,11 @@ def test_matches_the_average_over_random_tie_orders():
         for key in totals:
             totals[key] += metrics[key] / draws
         nn += np.mean(labels[:, 0] == q_y) / draws
+        knn5 += knn_accuracy(labels, q_y, 5) / draws
     for key, value in totals.items():
         assert out[key] == pytest.approx(value, abs=0.01), key
     assert out["1nn"] == pytest.approx(nn, abs=0.01)
+    assert out["knn@5"] == pytest.approx(knn5, abs=0.03)
     assert out["zero_prefix_fraction"] == pytest.approx(zero_prefix_fraction(db, 2))
     assert zero_prefix_fraction(db, 2) == pytest.approx(np.mean((db == 0).all(axis=1)))
 
@@ -61,13 +63,14 @@ def test_without_ties_it_equals_the_plain_metrics():
     rng = np.random.default_rng(1)
     db, q = rng.normal(size=(300, 4)), rng.normal(size=(20, 4))
     db_y, q_y = rng.integers(0, 4, 300), rng.integers(0, 4, 20)
-    out = tie_aware_retrieval(db, db_y, q, q_y, m=3, ks=[10])
+    out = tie_aware_retrieval(db, db_y, q, q_y, m=3, ks=[10], knn_ks=[5])
     order = np.argsort(
         -(q[:, :3] / np.linalg.norm(q[:, :3], axis=1, keepdims=True))
         @ (db[:, :3] / np.linalg.norm(db[:, :3], axis=1, keepdims=True)).T,
         axis=1,
     )
     plain = retrieval_metrics(db_y[order], q_y, db_y, [10])
+    assert out["knn@5"] == pytest.approx(knn_accuracy(db_y[order], q_y, 5))
     for key in ("map@10", "precision@10", "recall@10"):
         assert out[key] == pytest.approx(plain[key])
     assert out["tied_queries@10"] == 0.0

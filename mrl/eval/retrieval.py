@@ -174,7 +174,7 @@ def evaluate_retrieval(
     `normalize_seconds` (both prefixes), `index_seconds` (index build) and `search_seconds`
     (the search of all queries, index built beforehand). `index_kwargs` go to `build_index`.
 
-    At dims up to `tie_aware_max_dim`, `map@k`, `precision@k`, `recall@k` and `1nn` are the
+    At dims up to `tie_aware_max_dim`, `map@k`, `precision@k`, `recall@k`, `1nn` and `knn@k` are the
     tie-aware values of `mrl.eval.ties.tie_aware_retrieval` (float64 similarities, remaining
     exact ties counted in expectation) instead of the search library's tie order (kept as
     `<metric>_search_order`), with `tied_queries@k` beside them; `zero_prefix_fraction`
@@ -213,7 +213,9 @@ def evaluate_retrieval(
         for k in knn_ks:
             values["1nn" if k == 1 else f"knn@{k}"] = knn_accuracy(labels, query_labels, k)
         if m <= tie_aware_max_dim:
-            tied = tie_aware_retrieval(database, database_labels, queries, query_labels, m, ks)
+            tied = tie_aware_retrieval(
+                database, database_labels, queries, query_labels, m, ks, knn_ks=knn_ks
+            )
             # The search library's own tie order, kept beside the tie-aware value it replaces.
             values.update({f"{k}_search_order": values[k] for k in tied if k in values})
             values.update(tied)

@@ -15,8 +15,13 @@ uniformly random order within each group of equal scores (McSherry & Najork, ECI
   E[rel_i hits_i] = (r / n) (H + 1 + (i - s) (r - 1) / (n - 1)) (the second term is 0 for n = 1).
 - 1-NN: the top group holds n_1 items, r_1 of the query's class: E[1-NN correct] = r_1 / n_1.
 
+- k-NN majority vote (k > 1): its expectation over tie orders has no short closed form, so it
+  is estimated by drawing `knn_draws` seeded random orders of each query's items tied at or
+  above its k-th score (the vote of one order as in `knn_accuracy`) and averaging; queries
+  without such ties take their one order.
+
 `zero_prefix_fraction` reports the rows whose prefix is all zeros (their similarity is 0 to
-everything). The k-NN majority vote (k > 1) is not made tie-aware here.
+everything).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from mrl.eval.retrieval import knn_accuracy
 
 # Largest float64 score block (queries x database) computed at once.
 _BLOCK_BYTES = 256 << 20
@@ -67,6 +74,25 @@ def _expected_ap_terms(
     return expected_hits, ap_sum
 
 
+def _expected_vote(
+    scores: np.ndarray, labels: np.ndarray, label, k: int, draws: int, rng: np.random.Generator
+) -> float:
+    """Share of `draws` random orders of the ties in which the k-NN vote picks `label`."""
+    k = min(k, scores.size)
+    kth = np.partition(scores, scores.size - k)[scores.size - k]
+    pool = np.flatnonzero(scores >= kth)  # every item that can reach the top k
+    pool_scores = scores[pool]
+    one = np.array([label])
+    if pool.size == k and np.unique(pool_scores).size == k:  # no ties: one order
+        order = pool[np.argsort(-pool_scores, kind="stable")]
+        return knn_accuracy(labels[order][None, :], one, k)
+    correct = 0.0
+    for _ in range(draws):
+        order = pool[np.lexsort((rng.random(pool.size), -pool_scores))[:k]]
+        correct += knn_accuracy(labels[order][None, :], one, k)
+    return correct / draws
+
+
 def _group_ap(ranks: np.ndarray, start: int, n: int, r: float, hits_before: float) -> float:
     if r == 0 or ranks.size == 0:
         return 0.0
@@ -81,12 +107,16 @@ def tie_aware_retrieval(
     query_labels: np.ndarray,
     m: int,
     ks: Sequence[int] = (10,),
+    knn_ks: Sequence[int] = (),
+    knn_draws: int = 32,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Tie-aware `map@k`, `precision@k`, `recall@k` (each k in `ks`) and `1nn` of the
-    `m`-prefixes, by exact float64 search over the whole database, plus `tied_queries@k` (the
-    share of queries whose k-th score is shared by an item outside their top k) and
-    `zero_prefix_fraction` (database rows). Queries whose class has no database item count in
-    precision and mAP but not in recall, as in `retrieval_metrics`."""
+    """Tie-aware `map@k`, `precision@k`, `recall@k` (each k in `ks`), `1nn` and `knn@k` (each
+    k > 1 in `knn_ks`, estimated over `knn_draws` seeded tie orders) of the `m`-prefixes, by
+    exact float64 search over the whole database, plus `tied_queries@k` (the share of queries
+    whose k-th score is shared by an item outside their top k) and `zero_prefix_fraction`
+    (database rows). Queries whose class has no database item count in precision and mAP but
+    not in recall, as in `retrieval_metrics`."""
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
     ks = sorted({int(k) for k in ks})
@@ -98,6 +128,9 @@ def tie_aware_retrieval(
     classes, counts = np.unique(database_labels, return_counts=True)
     k_max = min(max(ks), n_db)
     sums = {name: np.zeros(len(ks)) for name in ("precision", "map", "recall", "tied")}
+    vote_ks = sorted({int(k) for k in knn_ks if int(k) > 1})
+    votes = {k: 0.0 for k in vote_ks}
+    rng = np.random.default_rng(seed)
     n_recall, nn_sum = 0, 0.0
     block = max(1, _BLOCK_BYTES // (8 * n_db))
     for start in range(0, len(q), block):
@@ -132,6 +165,8 @@ def tie_aware_retrieval(
                 sums["tied"][j] += n_b > int(np.count_nonzero(top[row, :kk] == top[row, kk - 1]))
                 if n_rel:
                     sums["recall"][j] += hits / n_rel
+            for k in vote_ks:
+                votes[k] += _expected_vote(scores[row], database_labels, label, k, knn_draws, rng)
     n_q = len(q)
     out: dict[str, float] = {}
     for j, k in enumerate(ks):
@@ -140,5 +175,7 @@ def tie_aware_retrieval(
         out[f"recall@{k}"] = float(sums["recall"][j] / n_recall) if n_recall else float("nan")
         out[f"tied_queries@{k}"] = float(sums["tied"][j] / n_q)
     out["1nn"] = nn_sum / n_q
+    for k in vote_ks:
+        out[f"knn@{k}"] = votes[k] / n_q
     out["zero_prefix_fraction"] = zero_prefix_fraction(database, m)
     return out
