@@ -141,3 +141,37 @@ def test_claims_carry_the_notes_given(study: Path, tmp_path: Path, capsys):
         main(["--claims", str(study), "--out", str(tmp_path / "out2"), "--notes", str(notes)])
     assert info.value.code == 2 and "expected a mapping" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_adaptive_retrieval_claim_reads_benchmark_tables_and_says_where_it_is_faster(tmp_path):
+    """A summary without adaptive retrieval rows takes them from the adaptive_retrieval.csv the
+    benchmark writes beside it; measured speed is judged per database."""
+    small, large = tmp_path / "study" / "small", tmp_path / "study" / "large"
+    columns = "method,first_stage,dims,shortlists,map@10,mflops_per_query,speedup_vs_exact"
+    tables = {
+        small: ["exact,exact,256,10,0.90,25.6,1.0", "adaptive,exact,8>256,200>10,0.895,0.9,0.8"],
+        large: ["exact,exact,2048,10,0.88,2048,1.0", "adaptive,exact,16>2048,200>10,0.875,16.4,8",
+                "adaptive,hnsw,64>2048,200>10,0.879,64.4,31"],
+    }  # fmt: skip
+    for path, lines in tables.items():
+        (path / "eval").mkdir(parents=True)
+        size = 55_000 if path is small else 1_045_000
+        (path / "eval" / "summary.json").write_text(
+            json.dumps({"method": "mrl", "database_size": size})
+        )
+        (path / "eval" / "adaptive_retrieval.csv").write_text("\n".join([columns, *lines]) + "\n")
+    out = tmp_path / "out"
+    main(["--claims", str(tmp_path / "study"), "--out", str(out), "--text",
+          str(tmp_path / "absent.csv"), "--reference", str(tmp_path)])  # fmt: skip
+    rows = {r["claim"]: r for r in csv.DictReader((out / "claims.csv").open())}
+    claim = rows["Adaptive retrieval keeps mAP@10 at a fraction of the cost"]
+    assert claim["verdict"] == (
+        "holds for FLOPs; faster in wall-clock time only on the larger database (N_db 1,045,000)"
+    )
+    # The cheapest by FLOPs (16>2048, 124.9x fewer) and, beside it, the fastest measured.
+    assert (
+        "adaptive 16>2048: mAP@10 87.50 vs 88.00, 124.9x fewer FLOPs, 8.0x measured"
+        in (claim["measured"])
+    )
+    assert "fastest measured: adaptive 64>2048 on hnsw 31.0x at mAP@10 87.90" in claim["measured"]
+    assert "0.8x measured (N_db 55,000)" in claim["measured"]

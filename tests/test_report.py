@@ -364,6 +364,7 @@ def test_cli_writes_every_figure_and_one_html_page(
         "robustness": ["toy", "toy_table1"],
         "adaptive_classification": [None],
         "adaptive_retrieval": [None],
+        "retrieval_time": [None],
     }
     names = [g if s is None else f"{g}__{s}" for g, ss in studies.items() for s in ss]
     for name in names:
@@ -533,3 +534,29 @@ def test_python3_kernel_is_this_interpreter() -> None:
     assert cmd[0] == sys.executable or os.path.realpath(cmd[0]) == os.path.realpath(
         sys.executable
     ), (spec.argv, cmd)
+
+
+def test_retrieval_time_figure_and_table() -> None:
+    from mrl.report.plots import plot_retrieval_time
+
+    frame = pd.DataFrame(
+        [
+            {"method": "exact", "first_stage": "exact", "dims": "2048", "shortlists": "10",
+             "map@10": 0.88, "ms_per_query": 24.0, "recall_vs_exact@10": 1.0},
+            {"method": "adaptive", "first_stage": "ivf", "dims": "64>2048",
+             "shortlists": "200>10", "map@10": 0.878, "ms_per_query": 0.6,
+             "recall_vs_exact@10": 0.84},
+            {"method": "adaptive", "first_stage": "hnsw", "dims": "32>2048",
+             "shortlists": "200>10", "map@10": 0.876, "ms_per_query": 0.5,
+             "recall_vs_exact@10": 0.74},
+        ]
+    ).assign(study="toy", dataset="Toy", run="r0", seed=0)  # fmt: skip
+    drawn = plot_retrieval_time(frame)
+    assert drawn.figure is not None and not drawn.missing
+    table = drawn.table.set_index("dims")
+    assert table.loc["64>2048", "speed-up vs exact"] == 40.0
+    assert table.loc["32>2048", "map@10"] == 87.6
+    assert table.loc["32>2048", "recall_vs_exact@10"] == 74.0
+    # Without measured times there is nothing to draw, and the note says so.
+    empty = plot_retrieval_time(frame.drop(columns=["ms_per_query"]))
+    assert empty.figure is None and "times" in empty.missing[0]

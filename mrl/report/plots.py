@@ -860,7 +860,8 @@ def plot_retrieval_time(
         frame["first_stage"] = "exact"
     frame["first_stage"] = frame["first_stage"].fillna("exact")
     by = ["method", "first_stage", "dims", "shortlists"]
-    recall = next((c for c in frame.columns if str(c).startswith("recall_vs_exact@")), None)
+    recalls = [c for c in frame.columns if str(c).startswith("recall_vs_exact@")]
+    recall = next((c for c in recalls if frame[c].notna().any()), None)
     values = [metric, "ms_per_query"] + ([recall] if recall else [])
     stats = frame.groupby(by, dropna=False)[values].mean().reset_index()
     title = _title(frame, what, source)
