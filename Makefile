@@ -11,13 +11,17 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: train test install data lint bench clean
+.PHONY: train test test-fast install data lint bench clean
 
 train: install data
 	$(VENV)/bin/mrl-train $(ARGS)
 
 test: install data
 	$(VENV)/bin/pytest $(ARGS)
+
+# The lane to run while working: every test not marked slow (about 2 minutes here).
+test-fast: install data
+	$(VENV)/bin/pytest -m "not slow" $(ARGS)
 
 install: $(STAMP)
 
