@@ -32,11 +32,10 @@ from typing import Any
 import yaml
 
 from mrl.results import STATUS_FILE, atomic_write_text, read_status
+from mrl.run_format import AGGREGATE_COLUMNS, CLEAN_SPLIT, method_sort_key
 
-COLUMNS = ["study", "run", "status", "seed", "method", "dim", "source", "metric", "value"]
+COLUMNS = AGGREGATE_COLUMNS
 DEFAULT_METRICS = ("top1", "1nn", "map@10")
-CLEAN_SPLIT = "query"
-METHOD_ORDER = ("mrl", "mrl_e", "ff", "svd", "svd_classifier", "random")
 MISSING = "–"
 FAILED = "FAILED"
 PROG = "mrl-aggregate"
@@ -77,7 +76,7 @@ class Table:
 
     @property
     def methods(self) -> list[str]:
-        """Methods with a value or a failed run, in the order of `METHOD_ORDER` then by name."""
+        """Methods with a value or a failed run, in `method_sort_key` order."""
         names = {m for m, _ in self.values} | {m for m, _ in self.failed}
         return sorted(names, key=method_sort_key)
 
@@ -90,13 +89,6 @@ class Table:
         """Mean over runs of the cell, or None where no run provides it."""
         values = self.values.get((method, dim))
         return statistics.fmean(values) if values else None
-
-
-def method_sort_key(method: str) -> tuple[int, str]:
-    """Sort key: the paper's methods and baselines first, in `METHOD_ORDER`, then by name."""
-    if method in METHOD_ORDER:
-        return (METHOD_ORDER.index(method), "")
-    return (len(METHOD_ORDER), method)
 
 
 def natural_key(text: str) -> list[Any]:

@@ -38,10 +38,11 @@ from mrl.lifecycle import (
 )
 from mrl.nesting import halving_nesting
 from mrl.results import atomic_write_json, write_csv
+from mrl.run_format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS
 
 log = logging.getLogger("mrl.eval")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-METRIC_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
+METRIC_COLUMNS = EVAL_METRIC_COLUMNS
 SUMMARY_METRICS = ["head_top1", "probe_top1", "1nn", "map@10", "precision@10", "recall@10"]
 
 
@@ -231,9 +232,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     db, db_y = encode_split(target, cfg, database_name, database_set)
     check_embeddings("database", db)
     dm.setup("test")
-    query, query_y = encode_split(target, cfg, "query", dm.test_set)
+    query, query_y = encode_split(target, cfg, CLEAN_SPLIT, dm.test_set)
     robust = {
-        name: (*encode_split(target, cfg, f"query-{name}", ds, {"set": name}), subset)
+        name: (*encode_split(target, cfg, f"{CLEAN_SPLIT}-{name}", ds, {"set": name}), subset)
         for name, (ds, subset) in robustness_sets(target, cfg).items()
     }
     if distributed and torch.distributed.get_rank() != 0:
@@ -256,10 +257,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     probs = head_probabilities(head, query) if cfg.heads else None
     if probs is not None:
-        add("query", head_rows(head, probs, query_y))
+        add(CLEAN_SPLIT, head_rows(head, probs, query_y))
     if cfg.probe.enabled:
         add(
-            "query",
+            CLEAN_SPLIT,
             probe_per_dim(
                 db, db_y, query, query_y, dims, dm.num_classes,
                 max_iter=cfg.probe.max_iter, weight_decay=cfg.probe.weight_decay,
@@ -268,7 +269,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )  # fmt: skip
     if cfg.retrieval.enabled:
         add(
-            "query",
+            CLEAN_SPLIT,
             evaluate_retrieval(
                 db, db_y, query, query_y, dims, ks=tuple(cfg.retrieval.ks),
                 knn_ks=tuple(cfg.retrieval.knn_ks), backend=cfg.retrieval.backend,
@@ -311,7 +312,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         summary["adaptive_retrieval"] = study_rows
 
     for name, (r_features, r_labels, subset) in robust.items():
-        split = f"query-{name}"
+        split = f"{CLEAN_SPLIT}-{name}"
         if cfg.heads:
             r_probs = head_probabilities(head, r_features)
             if subset is not None:
@@ -329,7 +330,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )  # fmt: skip
 
     write_csv(eval_dir / "metrics.csv", rows, columns=METRIC_COLUMNS)
-    summary["per_dim"] = per_dim_summary(rows, "query")
+    summary["per_dim"] = per_dim_summary(rows, CLEAN_SPLIT)
     summary["wall_time_s"] = round(time.time() - started, 1)
     atomic_write_json(eval_dir / "summary.json", summary)
     print(format_summary(summary, rows, eval_dir))
@@ -384,11 +385,11 @@ def add_baselines(cfg, target, db, db_y, query, query_y, dims: list[int], add) -
     for name in cfg.baselines:
         if name == "svd_classifier":
             weight, bias = torch_head_weight(target.head)
-            add("query", svd_classifier_rows(weight, bias, query, query_y, dims), method=name)
+            add(CLEAN_SPLIT, svd_classifier_rows(weight, bias, query, query_y, dims), method=name)
             continue
         for m, db_m, query_m in iter_baseline_features(name, db, query, dims, seed=cfg.seed):
             add(
-                "query",
+                CLEAN_SPLIT,
                 probe_per_dim(
                     db_m, db_y, query_m, query_y, [m], target.datamodule.num_classes,
                     max_iter=cfg.probe.max_iter, weight_decay=cfg.probe.weight_decay,
@@ -398,7 +399,7 @@ def add_baselines(cfg, target, db, db_y, query, query_y, dims: list[int], add) -
             )  # fmt: skip
             if cfg.retrieval.enabled:
                 add(
-                    "query",
+                    CLEAN_SPLIT,
                     evaluate_retrieval(
                         db_m, db_y, query_m, query_y, [m], ks=(10,), knn_ks=(1,),
                         backend=cfg.retrieval.backend, batch_size=cfg.retrieval.batch_size,

@@ -39,10 +39,9 @@ from typing import Any
 import pandas as pd
 
 from mrl.report.provenance import collect_provenance, read_json
+from mrl.run_format import AGGREGATE_COLUMNS, CLEAN_SPLIT, EVAL_METRIC_COLUMNS
 
-AGGREGATE_COLUMNS = ["study", "run", "status", "seed", "method", "dim", "source", "metric", "value"]
-EVAL_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
-CLEAN_SPLIT = "query"
+EVAL_COLUMNS = EVAL_METRIC_COLUMNS
 KEYS = ["study", "dataset", "run", "seed"]
 CLASSIFICATION_COLUMNS = [*KEYS, "method", "dim", "top1", "metric"]
 LONG_COLUMNS = [*KEYS, "method", "dim", "metric", "value"]

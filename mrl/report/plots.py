@@ -29,6 +29,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from mrl.report.load import Reference, Tables
 from mrl.report.provenance import summarize
+from mrl.run_format import method_sort_key
 
 # One colour per method (and per search strategy) in every figure.
 PALETTE: dict[str, str] = {
@@ -56,7 +57,6 @@ LABELS: dict[str, str] = {
     "adaptive": "adaptive (shortlist, re-rank)",
     "funnel": "funnel",
 }
-METHOD_ORDER = ("mrl", "mrl_e", "ff", "svd", "slimmable", "random", "svd_classifier")
 CLASSIFICATION_METHODS = ("mrl", "mrl_e", "ff", "svd", "random")
 RETRIEVAL_METHODS = ("mrl", "ff")
 RETRIEVAL_METRICS = ("map@10", "1nn")
@@ -81,9 +81,8 @@ def label(method: str) -> str:
 
 
 def method_key(method: str) -> tuple[int, str]:
-    """Sort key: the paper's methods in `METHOD_ORDER`, then others by name."""
-    m = str(method)
-    return (METHOD_ORDER.index(m), "") if m in METHOD_ORDER else (len(METHOD_ORDER), m)
+    """Sort key of methods in tables and legends (`mrl.run_format.method_sort_key`)."""
+    return method_sort_key(method)
 
 
 @dataclass

@@ -1,0 +1,22 @@
+"""The run-folder format's shared vocabulary: the tidy tables' columns, the name of the clean
+query split, and the order in which methods are listed. `mrl-eval` writes with these names,
+`mrl-aggregate` and `mrl-report` read with them; change them here only.
+"""
+
+from __future__ import annotations
+
+# `<run>/eval/metrics.csv`, one row per (split, method, dim, metric).
+EVAL_METRIC_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
+# `mrl-aggregate`'s `results.csv`, one row per (run, method, dim, metric).
+AGGREGATE_COLUMNS = ["study", "run", "status", "seed", "method", "dim", "source", "metric", "value"]
+# The clean test split; a corrupted copy is `<CLEAN_SPLIT>-<corruption>-<severity>`, and a
+# metric on it is named `<split>/<metric>` in aggregate tables.
+CLEAN_SPLIT = "query"
+# The paper's methods, then the baselines, in the order tables and legends list them.
+METHOD_ORDER = ("mrl", "mrl_e", "ff", "svd", "svd_classifier", "slimmable", "random")
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    """Sort key: the methods of `METHOD_ORDER` in that order, then any other by name."""
+    m = str(method)
+    return (METHOD_ORDER.index(m), "") if m in METHOD_ORDER else (len(METHOD_ORDER), m)
