@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from mrl.results import STATUS_FILE, atomic_write_text, read_status
-from mrl.run_format import AGGREGATE_COLUMNS, CLEAN_SPLIT, method_sort_key
+from mrl.run_format import AGGREGATE_COLUMNS, CLEAN_SPLIT, method_sort_key, reference_files
 
 COLUMNS = AGGREGATE_COLUMNS
 DEFAULT_METRICS = ("top1", "1nn", "map@10")
@@ -404,10 +404,13 @@ def format_table(table: Table) -> str:
 
 
 def read_reference(path: Path) -> dict[str, dict[int, float | None]]:
-    """`method -> {dim: top-1 in percent}` of the `top1` rows of a reference CSV.
+    """`method -> {dim: top-1 in percent}` of the `top1` rows of the paper's per-dim numbers:
+    `path` is the reference folder or its curves CSV (`mrl.run_format.reference_files`), the
+    same `--reference` as `mrl-report`'s.
 
-    The format of the paper's numbers: columns `metric,method,<dim>,...`, empty cells allowed.
+    The format: columns `metric,method,<dim>,...`, empty cells allowed.
     """
+    path = reference_files(Path(path))[0]
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
@@ -578,8 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference",
         type=Path,
         default=None,
-        help="CSV of the paper's numbers (columns metric,method,8,...,2048) whose top1 rows "
-        "are added to the relative table as paper:<method>",
+        help="the paper's numbers, as for mrl-report: their folder (with "
+        "paper_resnet50_imagenet1k.csv) or that CSV (columns metric,method,8,...,2048); its "
+        "top1 rows are added to the relative table as paper:<method>",
     )
     return parser
 

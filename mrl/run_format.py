@@ -5,6 +5,8 @@ query split, and the order in which methods are listed. `mrl-eval` writes with t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # `<run>/eval/metrics.csv`, one row per (split, method, dim, metric).
 EVAL_METRIC_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
 # `mrl-aggregate`'s `results.csv`, one row per (run, method, dim, metric).
@@ -20,3 +22,18 @@ def method_sort_key(method: str) -> tuple[int, str]:
     """Sort key: the methods of `METHOD_ORDER` in that order, then any other by name."""
     m = str(method)
     return (METHOD_ORDER.index(m), "") if m in METHOD_ORDER else (len(METHOD_ORDER), m)
+
+
+# The paper's numbers: a folder with these two files (per-dim curves; adaptive studies).
+REFERENCE_FILES = ("paper_resnet50_imagenet1k.csv", "paper_adaptive.csv")
+
+
+def reference_files(path: Path) -> tuple[Path, Path]:
+    """`(curves, adaptive)` files given `--reference`: the folder holding them, or one file (the
+    other is taken from its folder). A path that does not exist is returned as the curves file,
+    so that reading it fails naming it."""
+    if path.is_dir():
+        return path / REFERENCE_FILES[0], path / REFERENCE_FILES[1]
+    if path.name == REFERENCE_FILES[1]:
+        return path.parent / REFERENCE_FILES[0], path
+    return path, path.parent / REFERENCE_FILES[1]

@@ -212,7 +212,14 @@ def test_relative_top1_with_reference(sweep: Path, tmp_path: Path):
     )
     main([str(sweep), "--reference", str(reference)])
     out = sweep / "aggregate"
-    cells = table_cells((out / f"{STUDY}__relative_top1.md").read_text())
+    by_file = (out / f"{STUDY}__relative_top1.md").read_text()
+    # The folder, as mrl-report takes it, gives the same table.
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    (folder / "paper_resnet50_imagenet1k.csv").write_text(reference.read_text())
+    main([str(sweep), "--reference", str(folder)])
+    assert (out / f"{STUDY}__relative_top1.md").read_text() == by_file
+    cells = table_cells(by_file)
     assert list(cells) == ["mrl", "mrl_e", "ff", "paper:MRL", "paper:SVD"]
     mrl_2 = (0.802 + 0.812) / (0.912 + 0.914)
     assert cells["mrl"]["2"] == f"{mrl_2:.4f}"

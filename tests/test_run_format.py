@@ -17,3 +17,14 @@ def test_every_tool_uses_the_one_vocabulary():
     # mrl-aggregate's tables and mrl-report's legends list methods in the same order.
     assert sorted(methods, key=mrl.aggregate.method_sort_key) == expected
     assert sorted(methods, key=mrl.report.plots.method_key) == expected
+
+
+def test_reference_is_the_folder_or_one_of_its_files(tmp_path):
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    curves, adaptive = (folder / name for name in run_format.REFERENCE_FILES)
+    assert run_format.reference_files(folder) == (curves, adaptive)
+    assert run_format.reference_files(curves) == (curves, adaptive)
+    assert run_format.reference_files(adaptive) == (curves, adaptive)
+    other = tmp_path / "mine.csv"
+    assert run_format.reference_files(other)[0] == other  # read as given, errors name it

@@ -22,6 +22,7 @@ from mrl.report.html import render_page
 from mrl.report.load import default_reference_dir, load_reference, load_results
 from mrl.report.plots import render_all
 from mrl.results import atomic_write_bytes
+from mrl.run_format import reference_files
 
 PROG = "mrl-report"
 FORMATS = ("png", "svg")
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference",
         type=Path,
         default=None,
-        help="folder of the paper's numbers (paper_resnet50_imagenet1k.csv, paper_adaptive.csv); "
+        help="the paper's numbers: their folder (paper_resnet50_imagenet1k.csv, "
+        "paper_adaptive.csv) or one of those files, as for mrl-aggregate; "
         "default: $MRL_REFERENCE_DIR, else ../shared/reference next to the checkout; figures "
         "are drawn without the overlay when none is found",
     )
@@ -190,9 +192,9 @@ def write_claims(
     explanations = read_notes(notes) if notes is not None else {}
     ref_dir = reference if reference is not None else default_reference_dir()
     ref = None
-    if ref_dir is not None and (ref_dir / "paper_resnet50_imagenet1k.csv").is_file():
+    if ref_dir is not None and reference_files(ref_dir)[0].is_file():
         try:
-            ref = read_reference(ref_dir / "paper_resnet50_imagenet1k.csv")
+            ref = read_reference(ref_dir)
         except AggregateError as err:
             raise ReportError(str(err)) from err
     drops = robustness_drops(roots)

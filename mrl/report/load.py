@@ -39,7 +39,12 @@ from typing import Any
 import pandas as pd
 
 from mrl.report.provenance import collect_provenance, read_json
-from mrl.run_format import AGGREGATE_COLUMNS, CLEAN_SPLIT, EVAL_METRIC_COLUMNS
+from mrl.run_format import (
+    AGGREGATE_COLUMNS,
+    CLEAN_SPLIT,
+    EVAL_METRIC_COLUMNS,
+    reference_files,
+)
 
 EVAL_COLUMNS = EVAL_METRIC_COLUMNS
 KEYS = ["study", "dataset", "run", "seed"]
@@ -65,7 +70,6 @@ PAPER_METHODS = {
     "Slimmable": "slimmable",
     "Rand-LP": "random",
 }
-REFERENCE_FILES = ("paper_resnet50_imagenet1k.csv", "paper_adaptive.csv")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _SPLIT = re.compile(r"^query-(?P<corruption>.+?)(?:-(?P<severity>\d+))?$")
 
@@ -484,20 +488,22 @@ def default_reference_dir() -> Path | None:
 
 
 def load_reference(path: str | Path | None = None) -> Reference | None:
-    """The paper's numbers from folder `path` (default `default_reference_dir()`), or None.
+    """The paper's numbers from `path` (the reference folder or one of its files, see
+    `mrl.run_format.reference_files`; default `default_reference_dir()`), or None.
 
     None where the folder or both its files are missing or unreadable: figures are then drawn
     without the overlay, never failing.
     """
     folder = Path(path) if path is not None else default_reference_dir()
-    if folder is None or not folder.is_dir():
+    if folder is None or not folder.exists():
         return None
+    curves_file, adaptive_file = reference_files(folder)
     curves, adaptive = (
         _empty(["metric", "method", "dim", "value"]),
         _empty(["study", "setting", "value_name", "value", "cost_name", "cost"]),
     )
     try:
-        wide = pd.read_csv(folder / REFERENCE_FILES[0])
+        wide = pd.read_csv(curves_file)
         dims = [c for c in wide.columns if c.isdigit()]
         curves = wide.melt(id_vars=["metric", "method"], value_vars=dims, var_name="dim")
         curves = curves.dropna(subset=["value"])
@@ -507,7 +513,7 @@ def load_reference(path: str | Path | None = None) -> Reference | None:
     except (OSError, ValueError, KeyError, pd.errors.ParserError):
         pass
     try:
-        adaptive = pd.read_csv(folder / REFERENCE_FILES[1])
+        adaptive = pd.read_csv(adaptive_file)
         adaptive["value"] = adaptive["value"].astype(float) / 100.0
         adaptive["cost"] = adaptive["cost"].astype(float)
     except (OSError, ValueError, KeyError, pd.errors.ParserError):
