@@ -37,7 +37,6 @@ import argparse
 import csv
 import gc
 import hashlib
-import io
 import json
 import os
 import sys
@@ -54,7 +53,7 @@ from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops, overlap_
 from mrl.eval.index_cache import embeddings_fingerprint  # noqa: E402
 from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics  # noqa: E402
 from mrl.eval.search import normalize_prefix  # noqa: E402
-from mrl.results import atomic_write_text  # noqa: E402
+from mrl.results import atomic_write_text, write_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 10
@@ -122,15 +121,6 @@ def reset_stats(faiss) -> None:
     if faiss is not None:
         faiss.cvar.hnsw_stats.reset()
         faiss.cvar.indexIVF_stats.reset()
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -283,7 +273,7 @@ def main(argv: list[str]) -> None:
             "model": meta.get("checkpoint", {}).get("path", ""),
         }  # fmt: skip
         rows.append(row)
-        write_rows(out, rows)
+        write_csv(out, rows)
         shown = ("map@10", "recall_vs_exact@10", "ms_per_query", "speedup_vs_exact",
                  "latency_p50_ms", "build_seconds", "index_mib", "peak_rss_mib",
                  "peak_vs_bytes")  # fmt: skip

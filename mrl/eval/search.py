@@ -223,8 +223,7 @@ class Searcher:
         t0 = time.perf_counter()
         if backend == "numpy":
             # No copy for contiguous float32 (a memmap stays on disk); others convert once here.
-            self._database = rows(0, self.ntotal) if dim is not None else (
-                np.ascontiguousarray(database, dtype=np.float32))  # fmt: skip
+            self._database = rows(0, self.ntotal)
             return
         index = self._empty_index(faiss, database, hnsw_m, ef_construction, nlist, coarse_dim, seed)
         starts = range(0, self.ntotal, chunk_rows)

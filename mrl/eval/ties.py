@@ -31,16 +31,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from mrl.eval.retrieval import knn_accuracy
+from mrl.eval.search import normalize_prefix
 
 # Largest float64 score block (queries x database) computed at once.
 _BLOCK_BYTES = 256 << 20
-
-
-def normalize_rows64(x: np.ndarray) -> np.ndarray:
-    """Rows of `x` in float64 scaled to unit norm; all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 def zero_prefix_fraction(x: np.ndarray, m: int) -> float:
@@ -123,8 +117,8 @@ def tie_aware_retrieval(
     n_db = database.shape[0]
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
-    db = normalize_rows64(database[:, :m])
-    q = normalize_rows64(queries[:, :m])
+    db = normalize_prefix(database, m, dtype=np.float64)
+    q = normalize_prefix(queries, m, dtype=np.float64)
     classes, counts = np.unique(database_labels, return_counts=True)
     k_max = min(max(ks), n_db)
     sums = {name: np.zeros(len(ks)) for name in ("precision", "map", "recall", "tied")}

@@ -29,7 +29,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from mrl.report.load import Reference, Tables
 from mrl.report.provenance import summarize
-from mrl.run_format import method_sort_key
+from mrl.run_format import method_sort_key as method_key
 
 # One colour per method (and per search strategy) in every figure.
 PALETTE: dict[str, str] = {
@@ -78,11 +78,6 @@ def color(method: str) -> str:
 def label(method: str) -> str:
     """Display name of a method."""
     return LABELS.get(method, str(method))
-
-
-def method_key(method: str) -> tuple[int, str]:
-    """Sort key of methods in tables and legends (`mrl.run_format.method_sort_key`)."""
-    return method_sort_key(method)
 
 
 @dataclass
