@@ -3,9 +3,9 @@
 The core (`MRLHead`, `MatryoshkaLoss`, `validate_nesting`) imports only PyTorch.
 """
 
-from mrl.heads import MRLHead
-from mrl.losses import MatryoshkaLoss
-from mrl.nesting import halving_nesting, validate_nesting
+from mrl.core.heads import MRLHead
+from mrl.core.losses import MatryoshkaLoss
+from mrl.core.nesting import halving_nesting, validate_nesting
 
 __all__ = ["MRLHead", "MatryoshkaLoss", "halving_nesting", "validate_nesting"]
 __version__ = "0.1.0"

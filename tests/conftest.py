@@ -14,9 +14,9 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import mrl.config  # noqa: E402,F401
+import mrl.training.resolvers  # noqa: E402,F401
+from mrl.conf import CONFIG_DIR  # noqa: E402
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # A tiny, fast run: synthetic data, a narrow CNN, CSV logging only, no progress bars.

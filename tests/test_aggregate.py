@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mrl.aggregate import derive_method, main
+from mrl.cli.aggregate import derive_method, main
 
 STUDY = "fmnist_table1"
 NESTING = [2, 4, 8]
@@ -297,7 +297,7 @@ def test_no_runs_is_an_error_with_exit_status_2(tmp_path: Path, capsys, make: st
 
 
 def test_a_diverged_run_shows_why_it_failed(sweep: Path, capsys):
-    from mrl.results import write_status
+    from mrl.runs.files import write_status
 
     job = sweep / "7"
     write_hydra(job, "${nesting}", False, ["seed=3"], seed=3)

@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import FAST, compose_eval, compose_train
 
-import mrl.errors
-import mrl.evaluate
-from mrl.checks import faiss_gpus
-from mrl.evaluate import evaluate
-from mrl.lifecycle import condense_hydra_error, run_command
-from mrl.train import train
+import mrl.cli.evaluate
+import mrl.core.errors
+from mrl.cli.evaluate import evaluate
+from mrl.cli.train import train
+from mrl.training.checks import faiss_gpus
+from mrl.training.lifecycle import condense_hydra_error, run_command
 
 TINY = [*FAST, "trainer.max_steps=3", "trainer.max_epochs=1"]
 
@@ -37,7 +37,7 @@ def no_heavy_work(monkeypatch):
         raise AssertionError("expensive work started before the bad input was reported")
 
     monkeypatch.setattr(pl.Trainer, "fit", refuse)
-    monkeypatch.setattr(mrl.evaluate, "encode_to_disk", refuse)
+    monkeypatch.setattr(mrl.cli.evaluate, "encode_to_disk", refuse)
 
 
 def one_line_exit_2(fn, capsys, prog: str, *expected: str) -> str:
@@ -258,7 +258,7 @@ def test_collapsed_embeddings_are_refused(tmp_path, capsys, trained):
 def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch, no_heavy_work):
     monkeypatch.setenv("MRL_DEBUG", "1")
     cfg = compose_train(tmp_path / "run", *TINY, "optimizer.lr=-1")
-    with pytest.raises(mrl.errors.ConfigError, match="optimizer.lr=-1"):
+    with pytest.raises(mrl.core.errors.ConfigError, match="optimizer.lr=-1"):
         run_command("mrl-train", lambda: train(cfg))
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import FAST, compose_train
 
-from mrl.builders import build_model
+from mrl.cli.train import train
 from mrl.eval.baselines import (
     iter_baseline_features,
     low_rank_weight,
@@ -19,7 +19,7 @@ from mrl.eval.baselines import (
     random_coordinates,
     svd_classifier_rows,
 )
-from mrl.train import train
+from mrl.training.builders import build_model
 
 
 def test_principal_directions_match_numpy_svd():

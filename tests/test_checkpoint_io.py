@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrl.checkpoint_io import AtomicCheckpointIO
+from mrl.training.checkpoint_io import AtomicCheckpointIO
 
 
 def test_save_replaces_atomically_and_survives_a_failed_write(tmp_path: Path, monkeypatch):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mrl.cli.report import main
 from mrl.report.claims import paired_interval, t95
-from mrl.report.cli import main
 
 MRL = {0: {2: 0.80, 8: 0.90}, 1: {2: 0.82, 8: 0.91}, 2: {2: 0.81, 8: 0.905}}
 FF = {0: {2: 0.78}, 1: {2: 0.79}, 2: {2: 0.80}}  # FF-2, per seed

@@ -7,7 +7,7 @@ import torch
 from conftest import CONFIG_DIR, FAST, compose_train
 from hydra.utils import instantiate
 
-from mrl.builders import build_model, build_named
+from mrl.training.builders import build_model, build_named
 
 GROUPS = [
     "data",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mrl import MatryoshkaLoss, MRLHead, halving_nesting, validate_nesting
-from mrl.schedules import warmup_cosine, warmup_linear
+from mrl.training.schedules import warmup_cosine, warmup_linear
 
 NESTING = (2, 4, 8, 16)
 
@@ -215,7 +215,7 @@ def test_atomic_writes_leave_normally_readable_files(tmp_path):
     import os
     import stat
 
-    from mrl.results import atomic_write_json
+    from mrl.runs.files import atomic_write_json
 
     umask = os.umask(0o022)
     try:

@@ -14,6 +14,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import OmegaConf
 from PIL import Image
 
+from mrl.conf import CONFIG_DIR
+from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -26,10 +28,9 @@ from mrl.data import (
     read_idx,
 )
 from mrl.data.base import TensorImageDataset
-from mrl.errors import ConfigError, DataNotFoundError
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
+CONF_DIR = CONFIG_DIR / "data"
 
 
 def idx_bytes(array: np.ndarray, type_code: int) -> bytes:

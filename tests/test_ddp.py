@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mrl.builders import model_from_checkpoint
+from mrl.training.builders import model_from_checkpoint
 
 MRL_TRAIN = Path(sys.executable).parent / "mrl-train"
 # Odd split sizes: a padding sampler would count some examples twice.

@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchvision import models
 
+from mrl.conf import CONFIG_DIR
 from mrl.encoders import SmallCNN, resnet, vit
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "encoder"
+CONF_DIR = CONFIG_DIR / "encoder"
 
 
 def _spatial_after(module: nn.Module, layer: nn.Module, x: Tensor) -> tuple[int, int]:

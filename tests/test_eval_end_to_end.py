@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import compose_eval, compose_train, requires_fmnist
 
-from mrl.errors import ConfigError
-from mrl.evaluate import evaluate
-from mrl.train import train
+from mrl.cli.evaluate import evaluate
+from mrl.cli.train import train
+from mrl.core.errors import ConfigError
 
 NESTING = [4, 16, 64]
 

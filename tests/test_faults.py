@@ -18,10 +18,10 @@ import pytest
 import torch
 from conftest import FAST, compose_train
 
-from mrl.errors import ConfigError, NonFiniteError
-from mrl.lifecycle import RunInterrupted, RunLock
-from mrl.results import read_status
-from mrl.train import train
+from mrl.cli.train import train
+from mrl.core.errors import ConfigError, NonFiniteError
+from mrl.runs.files import read_status
+from mrl.training.lifecycle import RunInterrupted, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 MRL_TRAIN = Path(sys.executable).with_name("mrl-train")
@@ -365,7 +365,7 @@ def test_read_only_output_is_one_line_before_any_work(read_only_disk: Path):
 
 
 def test_full_disk_stops_with_one_line_and_leaves_nothing_partial(small_disk: Path, capsys):
-    from mrl.lifecycle import run_command
+    from mrl.training.lifecycle import run_command
 
     run_dir = small_disk / "run"
     with pytest.raises(SystemExit) as info:
@@ -416,14 +416,14 @@ def test_a_study_run_again_skips_finished_runs_and_resumes_the_interrupted_one(t
 
 
 def test_eval_after_training_reads_a_run_folder_named_by_overrides(tmp_path: Path, monkeypatch):
-    import mrl.evaluate
-    from mrl.train import evaluate_after_training
+    import mrl.cli.evaluate
+    from mrl.cli.train import evaluate_after_training
 
     run_dir = tmp_path / "method=mrl,seed=0"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
     seen = {}
-    monkeypatch.setattr(mrl.evaluate, "evaluate", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(mrl.cli.evaluate, "evaluate", lambda cfg: seen.setdefault("cfg", cfg))
     evaluate_after_training(run_dir, ["retrieval.ks=[10]"])
     assert seen["cfg"].ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")
     assert list(seen["cfg"].retrieval.ks) == [10]

@@ -16,8 +16,8 @@ from conftest import PAPER_CPU_TINY, compose_train
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mrl.builders import build_model
-from mrl.callbacks import ProgressiveResolution
+from mrl.cli.train import train
+from mrl.core.errors import ConfigError
 from mrl.data import ImageFolderDataModule
 from mrl.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from mrl.data.jpeg import (
@@ -28,8 +28,8 @@ from mrl.data.jpeg import (
     random_resized_crop_params,
     train_batch,
 )
-from mrl.errors import ConfigError
-from mrl.train import train
+from mrl.training.builders import build_model
+from mrl.training.callbacks import ProgressiveResolution
 
 # One uint8 level after normalisation, in the channel with the smallest std.
 ONE_LEVEL = 1 / (255 * min(IMAGENET_STD))

@@ -18,12 +18,12 @@ from hydra.utils import instantiate
 from omegaconf.errors import InterpolationResolutionError
 from PIL import Image
 
-from mrl.builders import build_model
-from mrl.callbacks import ProgressiveResolution, resolution_at
-from mrl.config import scale_lr
+from mrl.cli.train import train
+from mrl.core.errors import ConfigError
 from mrl.data import ImageFolderDataModule
-from mrl.errors import ConfigError
-from mrl.train import train
+from mrl.training.builders import build_model
+from mrl.training.callbacks import ProgressiveResolution, resolution_at
+from mrl.training.resolvers import scale_lr
 
 PAPER = sorted(p.stem for p in (CONFIG_DIR / "experiment" / "paper").glob("resnet*.yaml"))
 R50 = "experiment=paper/resnet50_imagenet_mrl"
@@ -66,7 +66,7 @@ def test_paper_experiment_has_the_recipe(tmp_path: Path, experiment: str):
     assert cfg.model.no_weight_decay_on_norm_and_bias is True
     assert cfg.model.channels_last is True
     assert cfg.loss.label_smoothing == 0.1
-    assert cfg.scheduler._target_ == "mrl.schedules.warmup_linear"
+    assert cfg.scheduler._target_ == "mrl.training.schedules.warmup_linear"
     assert cfg.scheduler.warmup_epochs == 2
 
     assert cfg.data._target_ == "mrl.data.ImageFolderDataModule"
@@ -77,7 +77,7 @@ def test_paper_experiment_has_the_recipe(tmp_path: Path, experiment: str):
     assert trainer.strategy == "ddp" and trainer.accelerator == "gpu"
     assert trainer.precision == "bf16-mixed" and trainer.accumulate_grad_batches == 1
     progressive = cfg.callbacks.progressive_resolution
-    assert progressive._target_ == "mrl.callbacks.ProgressiveResolution"
+    assert progressive._target_ == "mrl.training.callbacks.ProgressiveResolution"
     assert (progressive.start_res, progressive.end_res) == (160, 192)
     assert (progressive.start_epoch, progressive.end_epoch, progressive.step) == (29, 34, 32)
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mrl.report import cli, load, plots, provenance
+from mrl.cli import report as cli
+from mrl.report import load, plots
+from mrl.runs import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -417,7 +419,7 @@ def test_cli_error_exit_for_nothing_recognisable(tmp_path: Path, capsys, make: s
 
 def test_console_script_is_declared() -> None:
     text = (REPO / "pyproject.toml").read_text()
-    assert 'mrl-report = "mrl.report.cli:main"' in text
+    assert 'mrl-report = "mrl.cli.report:main"' in text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import FAST, compose_train
 
-from mrl.builders import model_from_checkpoint
-from mrl.config import run_name
-from mrl.lifecycle import RunInterrupted
-from mrl.train import train
+from mrl.cli.train import train
+from mrl.training.builders import model_from_checkpoint
+from mrl.training.lifecycle import RunInterrupted
+from mrl.training.resolvers import run_name
 
 SLURM_ENV = {
     "SLURM_JOB_ID": "4242",

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from torchvision import models
 
 from mrl import MRLHead
+from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.data import FashionMNISTDataModule, SyntheticDataModule
 from mrl.data.base import TEST_STREAM
 from mrl.encoders.resnet import resnet
-from mrl.errors import ConfigError, DataNotFoundError
 from mrl.eval.corruptions import (
     CORRUPTIONS,
     FASHION_MNIST_MEAN,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mrl.slurm import main, render, sweep_lines
+from mrl.cli.submit import main, render, sweep_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = {

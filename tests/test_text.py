@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from mrl.errors import ConfigError, DataNotFoundError
-from mrl.text.losses import MatryoshkaContrastiveLoss
+from mrl.core.contrastive import MatryoshkaContrastiveLoss
+from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.text.wordnet import (
     LEXNAMES,
     categories,
@@ -39,6 +39,17 @@ QUIET = [
     "trainer.enable_model_summary=false",
 ]
 TINY_WORDNET = ["data.limit_train=8", "data.limit_val=8", "data.limit_test=8", "data.batch_size=4"]
+
+
+def _benchmark():
+    """The reverse-dictionary benchmark script, `experiments/text/reverse_dictionary.py`."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "text" / "reverse_dictionary.py"
+    spec = importlib.util.spec_from_file_location("reverse_dictionary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_text(run_dir: Path | str, *overrides: str) -> DictConfig:
@@ -382,7 +393,7 @@ def test_text_config_composes(tmp_path: Path, overrides, data, loss_dims):
 @pytest.mark.slow
 @requires_wordnet
 def test_fast_dev_run_contrastive(tmp_path: Path):
-    from mrl.train_text import train_text
+    from mrl.cli.train_text import train_text
 
     cfg = compose_text(tmp_path, *QUIET, *TINY_WORDNET, "data.eval_batch_size=32")
     results = train_text(cfg)
@@ -398,7 +409,7 @@ def test_fast_dev_run_contrastive(tmp_path: Path):
 @pytest.mark.slow
 @requires_wordnet
 def test_fast_dev_run_classification(tmp_path: Path):
-    from mrl.train_text import train_text
+    from mrl.cli.train_text import train_text
 
     cfg = compose_text(tmp_path, "text/task=classification", *QUIET, *TINY_WORDNET)
     assert cfg.data.pos == ["n"] and cfg.head.nesting == cfg.nesting
@@ -410,7 +421,7 @@ def test_fast_dev_run_classification(tmp_path: Path):
 
 @pytest.mark.slow
 def test_fast_dev_run_dual_encoder(tmp_path: Path):
-    from mrl.train_text import train_text
+    from mrl.cli.train_text import train_text
 
     cfg = compose_text(tmp_path, "text/task=dual_encoder", *QUIET, "data.batch_size=8")
     assert cfg.loss.symmetric and cfg.dual.embed_dim == max(cfg.nesting)
@@ -422,7 +433,7 @@ def test_fast_dev_run_dual_encoder(tmp_path: Path):
 
 
 def test_bad_text_config_fails_before_training(tmp_path: Path):
-    from mrl.train_text import train_text
+    from mrl.cli.train_text import train_text
 
     cfg = compose_text(tmp_path, *QUIET, "nesting=[8,512]")
     with pytest.raises(ConfigError, match="goes up to 512 but the representation has only 384"):
@@ -438,7 +449,7 @@ def test_bad_text_config_fails_before_training(tmp_path: Path):
     ],
 )
 def test_cli_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, message):
-    from mrl.train_text import main
+    from mrl.cli.train_text import main
 
     hydra_dir = [f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"]
     argv = ["mrl-train-text", *QUIET, *args, *hydra_dir]
@@ -451,7 +462,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, 
 
 
 def test_markdown_table_of_the_benchmark():
-    from mrl.text.benchmark import markdown
+    markdown = _benchmark().markdown
 
     rows = [
         {"method": m, "dim": d, "metric": "recall@10", "value": v}
@@ -477,8 +488,8 @@ class SigtermAtStep(pl.Callback):
 def test_text_runs_share_the_lifecycle_and_resume_exactly(tmp_path: Path):
     """The text trainer's interrupted run resumes to the uninterrupted weights (MiniLM
     included) and its run folder has what the vision trainer's has."""
-    from mrl.lifecycle import RunInterrupted
-    from mrl.train_text import train_text
+    from mrl.cli.train_text import train_text
+    from mrl.training.lifecycle import RunInterrupted
 
     common = ["text/task=dual_encoder", "trainer.enable_progress_bar=false",
               "trainer.enable_model_summary=false", "logger=csv", "data.batch_size=8",
@@ -515,7 +526,7 @@ def test_text_runs_share_the_lifecycle_and_resume_exactly(tmp_path: Path):
 @requires_wordnet
 @pytest.mark.slow
 def test_the_benchmark_reuses_a_finished_fine_tuning_and_refuses_other_settings(tmp_path: Path):
-    from mrl.text.benchmark import run_benchmark
+    run_benchmark = _benchmark().run_benchmark
 
     small = dict(epochs=1, max_train_synsets=16, max_test_synsets=16, batch_size=8,
                  out=tmp_path, methods=["mrl"])  # fmt: skip

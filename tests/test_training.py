@@ -10,9 +10,9 @@ import torch
 from conftest import FAST, compose_train, requires_fmnist
 from torch.utils.data import DataLoader, TensorDataset
 
-from mrl.builders import build_model
-from mrl.errors import ConfigError, DataNotFoundError
-from mrl.train import train
+from mrl.cli.train import train
+from mrl.core.errors import ConfigError, DataNotFoundError
+from mrl.training.builders import build_model
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_short_real_fashion_mnist_run_beats_chance(tmp_path: Path):
     ],
 )
 def test_cli_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, message):
-    from mrl.train import main
+    from mrl.cli.train import main
 
     argv = ["mrl-train", *FAST[1:], *args, f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"]
     monkeypatch.setattr("sys.argv", argv)

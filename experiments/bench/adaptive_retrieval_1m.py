@@ -53,7 +53,7 @@ from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops, overlap_
 from mrl.eval.index_cache import embeddings_fingerprint  # noqa: E402
 from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics  # noqa: E402
 from mrl.eval.search import normalize_prefix  # noqa: E402
-from mrl.results import atomic_write_text, write_csv  # noqa: E402
+from mrl.runs.files import atomic_write_text, write_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 10

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from mrl.results import atomic_write_text
+from mrl.runs.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

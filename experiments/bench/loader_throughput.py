@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from mrl.data import ImageFolderDataModule
 from mrl.data.jpeg import EncodedImageFolder, collate_encoded
-from mrl.results import atomic_write_text
+from mrl.runs.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ["path", "device", "num_workers", "batch_size", "resolution", "images_per_s"]

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.core.nesting import halving_nesting, validate_nesting
 from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops
 from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import normalize_prefix
-from mrl.nesting import halving_nesting, validate_nesting
-from mrl.results import atomic_write_text
+from mrl.runs.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20

@@ -28,16 +28,17 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-import mrl.config  # noqa: F401
-from mrl.builders import build_model
-from mrl.results import atomic_write_text
+import mrl.training.resolvers  # noqa: F401
+from mrl.conf import CONFIG_DIR
+from mrl.runs.files import atomic_write_text
+from mrl.training.builders import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {"single": ["head=ff"], "mrl": ["head=mrl"], "mrl_e": ["head=mrl_e"]}
 
 
 def compose_variant(overrides: list[str], name: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=["paths.run_dir=unused", *overrides, *VARIANTS[name]])
 
 

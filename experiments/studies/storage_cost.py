@@ -43,7 +43,7 @@ from mrl.eval.quantize import (
 )
 from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import Searcher, normalize_prefix, prefix_norms
-from mrl.results import write_csv
+from mrl.runs.files import write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 10

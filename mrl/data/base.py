@@ -20,7 +20,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from mrl.errors import ConfigError
+from mrl.core.errors import ConfigError
 
 # Independent random streams of one seed (see seeded_permutation).
 SPLIT_STREAM, TRAIN_STREAM, VAL_STREAM, TEST_STREAM, LOADER_STREAM = 0, 1, 2, 3, 4
@@ -156,14 +156,14 @@ def train_sampler(
 def loader_generator(seed: int) -> torch.Generator:
     """A DataLoader's own generator: with workers, its iterators draw their base seed from it,
     not from torch's global generator, whose state a resumed run restores exactly (see
-    `mrl.lifecycle`); every loader of a run needs one, evaluation loaders included."""
+    `mrl.training.lifecycle`); every loader of a run needs one, evaluation loaders included."""
     return seeded_generator(seed, LOADER_STREAM)
 
 
 def train_position(trainer: pl.Trainer | None) -> dict[str, Any]:
     """`{"epoch", "batches"}`: the training epoch and how many of its batches have updated the
-    model. Read when a checkpoint is written, at any of the points Lightning or `mrl.lifecycle`
-    writes one (batch start or end, validation end)."""
+    model. Read when a checkpoint is written, at any of the points Lightning or
+    `mrl.training.lifecycle` writes one (batch start or end, validation end)."""
     if trainer is None:
         return {}
     from lightning.pytorch.trainer.states import TrainerStatus

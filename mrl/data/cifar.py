@@ -14,8 +14,8 @@ import torch
 import torchvision
 from torch import Tensor
 
+from mrl.core.errors import DataNotFoundError
 from mrl.data.base import InMemoryDataModule
-from mrl.errors import DataNotFoundError
 
 
 class _CIFARDataModule(InMemoryDataModule):

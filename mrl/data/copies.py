@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mrl.errors import ConfigError
+from mrl.core.errors import ConfigError
 
 
 class AugmentedCopies(Dataset):

@@ -3,7 +3,7 @@
 Training images come from ``train_dir`` (RandomResizedCrop + horizontal flip),
 validation and test images both from ``val_dir`` (Resize + CenterCrop), all
 normalised with the ImageNet mean/std. The training crop side (``train_resolution``)
-can be changed between epochs, e.g. by ``mrl.callbacks.ProgressiveResolution``.
+can be changed between epochs, e.g. by ``mrl.training.callbacks.ProgressiveResolution``.
 
 ``decode="cpu"`` (default) decodes with PIL and transforms in the loader workers;
 ``decode="device"`` has the workers only read the files' bytes and decodes and augments
@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
+from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.data.base import TEST_STREAM, TRAIN_STREAM, VAL_STREAM, VisionDataModule
 from mrl.data.jpeg import (
     EncodedImageFolder,
@@ -33,7 +34,6 @@ from mrl.data.jpeg import (
     eval_batch,
     train_batch,
 )
-from mrl.errors import ConfigError, DataNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -148,7 +148,7 @@ class ImageFolderDataModule(VisionDataModule):
         """Side of the training crops; setting it changes them from the next image on.
 
         Set it before an epoch's iterator is created, since DataLoader workers prefetch
-        batches from that moment (see ``mrl.callbacks.ProgressiveResolution``).
+        batches from that moment (see ``mrl.training.callbacks.ProgressiveResolution``).
         """
         return int(self._train_side[0])
 

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mrl.core.errors import DataError, DataNotFoundError
 from mrl.data.base import InMemoryDataModule
 from mrl.data.idx import idx_header, read_idx
-from mrl.errors import DataError, DataNotFoundError
 
 IDX_STEMS = {
     "train_images": "train-images-idx3-ubyte",

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mrl.core.errors import ConfigError
 from mrl.data.base import TensorImageDataset, VisionDataModule, seeded_generator
-from mrl.errors import ConfigError
 
 # Prototypes are drawn on a coarse grid and upsampled, so they are smooth and
 # convolutional encoders see spatial structure, not just per-pixel noise.

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
+from mrl.core.errors import ConfigError
 from mrl.encoders.blurpool import apply_blurpool
-from mrl.errors import ConfigError
 
 _BUILDERS: dict[int, Callable[..., models.ResNet]] = {
     18: models.resnet18,

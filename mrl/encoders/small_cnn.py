@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mrl.errors import ConfigError
+from mrl.core.errors import ConfigError
 
 
 def _check_positive_int(name: str, value: object) -> int:

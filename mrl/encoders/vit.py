@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models import vision_transformer as tv_vit
 
-from mrl.errors import ConfigError
+from mrl.core.errors import ConfigError
 
 # Patch size of each named torchvision variant, needed to validate image_size up front.
 _VARIANT_PATCH: dict[str, int] = {

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from mrl.nesting import validate_nesting
+from mrl.core.nesting import validate_nesting
 
 
 def principal_directions(

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.data.base import TensorImageDataset, VisionDataModule, make_tensor_dataset
 from mrl.data.idx import read_idx
 from mrl.data.mnist import IDX_STEMS, FashionMNISTDataModule
-from mrl.errors import ConfigError, DataNotFoundError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from mrl.results import atomic_write_json
+from mrl.runs.files import atomic_write_json
 
 
 def checkpoint_fingerprint(path: str | Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mrl.eval.search import Searcher
-from mrl.results import atomic_write_json
+from mrl.runs.files import atomic_write_json
 
 # Options of `Searcher` that change the built index (the rest only change how it is searched).
 BUILD_OPTIONS = ("dim", "hnsw_m", "ef_construction", "nlist", "coarse_dim", "seed")

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor
 from torchvision import models
 
+from mrl.core.errors import ConfigError
+from mrl.core.heads import MRLHead
+from mrl.core.nesting import validate_nesting
 from mrl.encoders.blurpool import apply_blurpool, blur_filter
 from mrl.encoders.resnet import ResNetEncoder, resnet
-from mrl.errors import ConfigError
-from mrl.heads import MRLHead
-from mrl.nesting import validate_nesting
 
 PAPER_NESTING: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 NUM_FEATURES = 2048

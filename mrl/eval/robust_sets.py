@@ -22,8 +22,8 @@ import torchvision
 from torch import Tensor
 from torchvision import transforms as T
 
+from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
-from mrl.errors import ConfigError, DataNotFoundError
 
 
 def _read_wnids(all_wnids: str | os.PathLike[str] | Sequence[str]) -> list[str]:

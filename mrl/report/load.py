@@ -38,13 +38,13 @@ from typing import Any
 
 import pandas as pd
 
-from mrl.report.provenance import collect_provenance, read_json
-from mrl.run_format import (
+from mrl.runs.format import (
     AGGREGATE_COLUMNS,
     CLEAN_SPLIT,
     EVAL_METRIC_COLUMNS,
     reference_files,
 )
+from mrl.runs.provenance import collect_provenance, read_json
 
 EVAL_COLUMNS = EVAL_METRIC_COLUMNS
 KEYS = ["study", "dataset", "run", "seed"]
@@ -489,7 +489,7 @@ def default_reference_dir() -> Path | None:
 
 def load_reference(path: str | Path | None = None) -> Reference | None:
     """The paper's numbers from `path` (the reference folder or one of its files, see
-    `mrl.run_format.reference_files`; default `default_reference_dir()`), or None.
+    `mrl.runs.format.reference_files`; default `default_reference_dir()`), or None.
 
     None where the folder or both its files are missing or unreadable: figures are then drawn
     without the overlay, never failing.

@@ -28,8 +28,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from mrl.report.load import Reference, Tables
-from mrl.report.provenance import summarize
-from mrl.run_format import method_sort_key as method_key
+from mrl.runs.format import method_sort_key as method_key
+from mrl.runs.provenance import summarize
 
 # One colour per method (and per search strategy) in every figure.
 PALETTE: dict[str, str] = {

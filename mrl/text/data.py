@@ -25,8 +25,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from mrl.core.errors import ConfigError
 from mrl.data.base import ResumableSampler, ResumableTraining, eval_sampler, loader_generator
-from mrl.errors import ConfigError
 from mrl.text.encoders import load_tokenizer, tokenize
 from mrl.text.wordnet import (
     DEFAULT_ROOT,

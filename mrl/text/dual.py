@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
+from mrl.core.contrastive import MatryoshkaContrastiveLoss
+from mrl.core.errors import ConfigError
+from mrl.core.nesting import validate_nesting
 from mrl.data.base import (
     ResumableTraining,
     SeededSamples,
@@ -29,17 +32,14 @@ from mrl.data.base import (
     train_sampler,
 )
 from mrl.data.synthetic import SyntheticDataModule
-from mrl.errors import ConfigError
-from mrl.module import (
+from mrl.text.encoders import HFTextEncoder, load_tokenizer, tokenize
+from mrl.training.module import (
     MRLClassifier,
     OptimizerFactory,
     SchedulerFactory,
     check_finite,
     log_training_losses,
 )
-from mrl.nesting import validate_nesting
-from mrl.text.encoders import HFTextEncoder, load_tokenizer, tokenize
-from mrl.text.losses import MatryoshkaContrastiveLoss
 
 
 class DualEncoder(nn.Module):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mrl.errors import ConfigError
+from mrl.core.errors import ConfigError
 
 Pooling = Literal["mean", "cls", "last"]
 POOLINGS = ("mean", "cls", "last")

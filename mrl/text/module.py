@@ -3,7 +3,7 @@
 - `TextContrastiveModule`: one encoder pass per step over anchors and positives together, the
   `MatryoshkaContrastiveLoss` on their prefixes, and reverse-dictionary retrieval metrics per
   dim on the validation/test loaders (queries, then database).
-- `TextClassifierModule`: `mrl.module.MRLClassifier` with a text encoder behind the
+- `TextClassifierModule`: `mrl.training.module.MRLClassifier` with a text encoder behind the
   `TokenizedInput` adapter (batches are `(features dict, labels)`).
 """
 
@@ -17,19 +17,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrl.core.contrastive import MatryoshkaContrastiveLoss
+from mrl.core.heads import MRLHead
+from mrl.core.losses import MatryoshkaLoss
+from mrl.core.nesting import validate_nesting
 from mrl.eval.retrieval import evaluate_retrieval
-from mrl.heads import MRLHead
-from mrl.losses import MatryoshkaLoss
-from mrl.module import (
+from mrl.text.encoders import HFTextEncoder, TokenizedInput
+from mrl.training.module import (
     MRLClassifier,
     OptimizerFactory,
     SchedulerFactory,
     check_finite,
     log_training_losses,
 )
-from mrl.nesting import validate_nesting
-from mrl.text.encoders import HFTextEncoder, TokenizedInput
-from mrl.text.losses import MatryoshkaContrastiveLoss
 
 QUERY_LOADER, DATABASE_LOADER = 0, 1
 

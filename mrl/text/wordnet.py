@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl.errors import ConfigError, DataNotFoundError
+from mrl.core.errors import ConfigError, DataNotFoundError
 
 DEFAULT_ROOT = "/usr/share/wordnet"
 

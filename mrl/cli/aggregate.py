@@ -1,0 +1,611 @@
+"""`mrl-aggregate`: gather every run under a folder into one tidy CSV and per-study tables.
+
+A run is any folder holding `.hydra/config.yaml` or `results.json` (a Hydra multirun sweep, a
+folder of single runs, or one run). Outputs, under `--out` (default `<dir>/aggregate/`):
+
+- `results.csv`, one row per (run, method, dim, metric), columns `COLUMNS`: `source` is `train`
+  (`results.json`: `top1`, `top5`) or `eval` (`eval/metrics.csv` of the chosen splits; a split
+  other than the clean `query` one is kept in the metric name as `<split>/<metric>`). A failed
+  run (no readable `results.json`) is one row with status `failed`, its method (and an FF run's
+  dim) when its config tells, and no metric;
+- `<study>__<metric>.md`: methods x dims, in percent, mean ± sample std over runs (seeds);
+  `top1` is eval `head_top1` where the run was evaluated, else the train-time test `top1` (the
+  same quantity), else `probe_top1` (the only top-1 of the baselines such as `svd`);
+- `<study>__relative_top1.md` and `.csv`: each method's top-1 as a fraction of its own top-1 at
+  its largest dim, with the paper's fractions (`--reference`) as rows `paper:<method>`.
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mrl.runs.files import STATUS_FILE, atomic_write_text, read_status
+from mrl.runs.format import AGGREGATE_COLUMNS, CLEAN_SPLIT, method_sort_key, reference_files
+
+COLUMNS = AGGREGATE_COLUMNS
+DEFAULT_METRICS = ("top1", "1nn", "map@10")
+MISSING = "–"
+FAILED = "FAILED"
+PROG = "mrl-aggregate"
+
+
+class AggregateError(Exception):
+    """A problem with the command's input: reported as one line and exit status 2."""
+
+
+@dataclass
+class Run:
+    """One run folder: what it is, whether it finished, and its metric rows."""
+
+    path: Path
+    name: str
+    status: str
+    study: str
+    seed: Any = None
+    method: str | None = None
+    dims: list[int] = field(default_factory=list)
+    # Tidy rows: {"method", "dim", "source", "split", "metric", "plain", "value"}; `plain` is the
+    # metric without its split, and split is None for train rows.
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class Table:
+    """One study's methods x dims cells of one metric, before formatting."""
+
+    study: str
+    metric: str
+    split: str
+    values: dict[tuple[str, int], list[float]]
+    failed: dict[tuple[str, int], list[str]]
+    failed_runs: list[Run]
+    without: list[tuple[Run, str]]
+
+    @property
+    def methods(self) -> list[str]:
+        """Methods with a value or a failed run, in `method_sort_key` order."""
+        names = {m for m, _ in self.values} | {m for m, _ in self.failed}
+        return sorted(names, key=method_sort_key)
+
+    @property
+    def dims(self) -> list[int]:
+        """Every dim with a value or a failed run, ascending."""
+        return sorted({d for _, d in self.values} | {d for _, d in self.failed})
+
+    def mean(self, method: str, dim: int) -> float | None:
+        """Mean over runs of the cell, or None where no run provides it."""
+        values = self.values.get((method, dim))
+        return statistics.fmean(values) if values else None
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that puts job `10` after job `9`."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run folder: it holds `.hydra/config.yaml`, `results.json` or a
+    `status.json` of the run lifecycle."""
+    return any((path / name).is_file() for name in (".hydra/config.yaml", "results.json",
+                                                     STATUS_FILE))  # fmt: skip
+
+
+def find_runs(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every run folder under `root` (itself included), in natural order of their paths."""
+    root = root.resolve()
+    exclude = exclude.resolve() if exclude is not None else None
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if is_run_dir(here):
+            found.append(here)
+            dirnames[:] = []  # runs do not nest; their subfolders are checkpoints, logs, eval
+            continue
+        dirnames[:] = [
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != exclude
+        ]
+    return sorted(found, key=lambda p: natural_key(p.relative_to(root).as_posix()))
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _lookup(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _resolve(value: Any, cfg: dict, depth: int = 0) -> Any:
+    """The few interpolations the head configs use (`${nesting}`, `${mrl.max:${nesting}}`)."""
+    if depth > 10:
+        return None
+    if isinstance(value, list):
+        return [_resolve(v, cfg, depth + 1) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if match := re.fullmatch(r"\$\{mrl\.max:(.+)\}", text):
+        inner = _resolve(match.group(1), cfg, depth + 1)
+        ints = [v for v in inner if isinstance(v, int)] if isinstance(inner, list) else []
+        return max(ints) if ints and len(ints) == len(inner) else None
+    if match := re.fullmatch(r"\$\{([\w.]+)\}", text):
+        return _resolve(_lookup(cfg, match.group(1)), cfg, depth + 1)
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _parse_overrides(overrides: Any) -> dict[str, Any]:
+    """`key -> value` of Hydra override strings such as `head=ff` or `+head.nesting=[8]`."""
+    parsed: dict[str, Any] = {}
+    if not isinstance(overrides, list):
+        return parsed
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            continue
+        key, raw = item.split("=", 1)
+        try:
+            parsed[key.lstrip("+~")] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            parsed[key.lstrip("+~")] = raw
+    return parsed
+
+
+def derive_method(cfg: Any, overrides: Any = None) -> tuple[str | None, list[int]]:
+    """`(method, head dims)` of a run from its config, else from its overrides; None if unknown.
+
+    The same rule as `MRLHead.method`: tied -> `mrl_e`, one nesting entry -> `ff`, else `mrl`.
+    """
+    cfg = cfg if isinstance(cfg, dict) else {}
+    given = _parse_overrides(overrides)
+    head = cfg.get("head") if isinstance(cfg.get("head"), dict) else {}
+    tied = head.get("tied", given.get("head.tied"))
+    entries = head.get("nesting", given.get("head.nesting"))
+    if entries is None and given.get("head") == "ff":
+        entries = ["${mrl.max:${nesting}}"]
+    elif entries is None and given.get("head") in ("mrl", "mrl_e"):
+        entries = "${nesting}"
+    if "nesting" not in cfg and "nesting" in given:
+        cfg = {**cfg, "nesting": given["nesting"]}
+    resolved = _resolve(entries, cfg)
+    dims = [d for d in resolved if isinstance(d, int)] if isinstance(resolved, list) else []
+    count = len(entries) if isinstance(entries, list) else len(dims) or None
+    if tied is None and given.get("head") == "mrl_e":
+        tied = True
+    if tied is True:
+        return "mrl_e", dims
+    if count == 1:
+        return "ff", dims
+    if count:
+        return "mrl", dims
+    return None, dims
+
+
+def _read_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The results object and its train rows (method filled in later); ValueError if bad."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("per_dim"), list):
+        raise ValueError("not a results object with a per_dim list")
+    rows = []
+    for entry in data["per_dim"]:
+        for metric in ("top1", "top5"):
+            if entry.get(metric) is not None:
+                rows.append(
+                    {"dim": int(entry["dim"]), "source": "train", "split": None,
+                     "metric": metric, "plain": metric, "value": float(entry[metric])}
+                )  # fmt: skip
+    return data, rows
+
+
+def _read_eval_rows(path: Path, splits: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"split", "method", "dim", "metric", "value"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"missing columns {sorted(missing)}")
+        for r in reader:
+            if "*" not in splits and r["split"] not in splits:  # "*": every split
+                continue
+            try:
+                dim, value = int(r["dim"]), float(r["value"])
+            except (TypeError, ValueError):
+                continue
+            metric = r["metric"] if r["split"] == CLEAN_SPLIT else f"{r['split']}/{r['metric']}"
+            rows.append(
+                {"method": r["method"], "dim": dim, "source": "eval", "split": r["split"],
+                 "metric": metric, "plain": r["metric"], "value": value}
+            )  # fmt: skip
+    return rows
+
+
+def load_run(path: Path, root: Path, splits: list[str]) -> Run:
+    """Read one run folder; an unreadable `results.json` makes it a failed run with a note."""
+    name = path.relative_to(root).as_posix() if path != root else "."
+    hydra_cfg = _read_yaml(path / ".hydra" / "config.yaml")
+    overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
+    results, rows, note = None, [], ""
+    if (path / "results.json").is_file():
+        try:
+            results, rows = _read_results(path / "results.json")
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            note = f"corrupt results.json: {err}"
+    else:
+        note = "no results.json"
+        status = read_status(path)
+        if status.get("state") in ("failed", "interrupted", "running"):
+            detail = status.get("reason") or status.get("signal") or ""
+            note = f"{status['state']} at step {status.get('step')}" + (
+                f": {detail}" if detail else ""
+            )
+        if (path / "eval" / "metrics.csv").is_file():
+            note += " (training unfinished; its eval/metrics.csv is ignored)"
+
+    cfg = results.get("config") if results and isinstance(results.get("config"), dict) else None
+    cfg = cfg or (hydra_cfg if isinstance(hydra_cfg, dict) else {})
+    study = str((results or {}).get("experiment") or cfg.get("name") or "unknown")
+    seed = (results or {}).get("seed", cfg.get("seed"))
+    method, dims = derive_method(cfg, overrides)
+    if results is None:
+        return Run(path, name, "failed", study, seed, method, dims, note=note)
+
+    method = str(results.get("method") or method or "")
+    if isinstance(results.get("nesting"), list):
+        dims = [d for d in results["nesting"] if isinstance(d, int)]
+    rows = [{"method": method, **row} for row in rows]
+    if not dims:
+        dims = sorted({r["dim"] for r in rows})
+    status = "no-eval"
+    metrics_csv = path / "eval" / "metrics.csv"
+    if metrics_csv.is_file():
+        try:
+            rows += _read_eval_rows(metrics_csv, splits)
+            status = "ok"
+        except (OSError, ValueError, csv.Error) as err:
+            note = f"unreadable eval/metrics.csv: {err}"
+    return Run(path, name, status, study, seed, method, dims, rows, note)
+
+
+def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """The rows of `results.csv`: every metric of every run, and one row per failed run."""
+    out = []
+    for run in runs:
+        base = {"study": run.study, "run": run.name, "status": run.status, "seed": run.seed}
+        if run.status == "failed":
+            dim = run.dims[0] if run.method == "ff" and len(run.dims) == 1 else None
+            out.append({**base, "method": run.method, "dim": dim})
+            continue
+        out.extend({**base, **row} for row in run.rows)
+    return out
+
+
+def run_values(run: Run, metric: str, split: str) -> dict[tuple[str, int], float]:
+    """`(method, dim) -> value` of one run for a table metric (see the module docstring)."""
+    by_name: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    for row in run.rows:
+        if row["source"] == "eval" and row["split"] != split:
+            continue
+        if row["source"] == "train" and split != CLEAN_SPLIT:
+            continue  # train-time accuracies are on the clean test set only
+        # An FF-m run stands for FF at its own dim m only; baselines from its features do not.
+        if row["method"] == "ff" == run.method and run.dims and row["dim"] not in run.dims:
+            continue
+        if not math.isfinite(row["value"]):
+            continue
+        key = f"{row['source']}:{row['plain']}"
+        by_name[key].setdefault((row["method"], row["dim"]), row["value"])
+    if metric in ("top1", "top5"):
+        k = metric[-1]
+        order = [f"eval:head_top{k}", f"train:top{k}", f"eval:probe_top{k}"]
+    else:
+        order = [f"eval:{metric}", f"train:{metric}"]
+    values: dict[tuple[str, int], float] = {}
+    for key in order:
+        for cell, value in by_name.get(key, {}).items():
+            values.setdefault(cell, value)
+    return values
+
+
+def build_table(runs: list[Run], study: str, metric: str, split: str = CLEAN_SPLIT) -> Table:
+    """Cells of one study's table of `metric` on `split`, with its failed and empty runs."""
+    values: dict[tuple[str, int], list[float]] = defaultdict(list)
+    failed: dict[tuple[str, int], list[str]] = defaultdict(list)
+    failed_runs, without = [], []
+    for run in runs:
+        if run.study != study:
+            continue
+        if run.status == "failed":
+            failed_runs.append(run)
+            if run.method:
+                for dim in run.dims:
+                    failed[(run.method, dim)].append(run.name)
+            continue
+        cells = run_values(run, metric, split)
+        for cell, value in cells.items():
+            values[cell].append(value)
+        if not cells:
+            reason = "not evaluated" if run.status == "no-eval" else f"no {metric} on {split}"
+            without.append((run, run.note or reason))
+    return Table(study, metric, split, dict(values), dict(failed), failed_runs, without)
+
+
+def format_value(values: list[float], metric: str) -> str:
+    """`92.31` or `92.31 ± 0.12 (n=3)`: percent, or seconds for timing metrics."""
+    scale, digits = (1.0, 4) if metric.endswith("seconds") else (100.0, 2)
+    mean = scale * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    std = scale * statistics.stdev(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(values)})"
+
+
+def _run_label(run: Run) -> str:
+    what = ", ".join(
+        p for p in (run.method, f"dim {run.dims[0]}" if len(run.dims) == 1 else "") if p
+    )
+    return f"`{run.name}`" + (f" ({what})" if what else "")
+
+
+def format_table(table: Table) -> str:
+    """The Markdown table of `table`, with a title and a line on failed and missing runs."""
+    unit = "seconds" if table.metric.endswith("seconds") else "%"
+    split = "" if table.split == CLEAN_SPLIT else f", split {table.split}"
+    lines = [f"### {table.study}: {table.metric} ({unit}{split}; mean ± std over seeds)", ""]
+    if table.metric in ("top1", "top5"):
+        k = table.metric[-1]
+        train = f", else the train-time test `top{k}` (the same quantity)"
+        lines += [
+            f"top{k}: eval `head_top{k}`{train if table.split == CLEAN_SPLIT else ''};"
+            f" baselines: linear-probe `probe_top{k}`.",
+            "",
+        ]
+    dims = table.dims
+    lines.append("| method | " + " | ".join(str(d) for d in dims) + " |")
+    lines.append("|---|" + "---:|" * len(dims))
+    for method in table.methods:
+        cells = []
+        for dim in dims:
+            values = table.values.get((method, dim))
+            n_failed = len(table.failed.get((method, dim), []))
+            if values:
+                cell = format_value(values, table.metric)
+                cells.append(cell + (f" ({n_failed} {FAILED})" if n_failed else ""))
+            else:
+                cells.append(FAILED if n_failed else MISSING)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if not table.methods:
+        lines.append("| (no data) |")
+    failed = ", ".join(f"{_run_label(r)}: {r.note}" for r in table.failed_runs) or "none"
+    without = ", ".join(f"{_run_label(r)}: {why}" for r, why in table.without) or "none"
+    lines += ["", f"Failed runs: {failed}. Runs without {table.metric}: {without}."]
+    return "\n".join(lines) + "\n"
+
+
+def read_reference(path: Path) -> dict[str, dict[int, float | None]]:
+    """`method -> {dim: top-1 in percent}` of the `top1` rows of the paper's per-dim numbers:
+    `path` is the reference folder or its curves CSV (`mrl.runs.format.reference_files`), the
+    same `--reference` as `mrl-report`'s.
+
+    The format: columns `metric,method,<dim>,...`, empty cells allowed.
+    """
+    path = reference_files(Path(path))[0]
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            if header[:2] != ["metric", "method"]:
+                raise AggregateError(f"{path}: expected columns metric,method,<dims>...")
+            dims = [int(c) for c in header[2:]]
+            out: dict[str, dict[int, float | None]] = {}
+            for row in reader:
+                if row["metric"] != "top1":
+                    continue
+                out[row["method"]] = {
+                    d: float(row[str(d)]) if (row[str(d)] or "").strip() else None for d in dims
+                }
+    except OSError as err:
+        raise AggregateError(f"cannot read reference {path}: {err.strerror}") from err
+    except (ValueError, csv.Error) as err:
+        raise AggregateError(f"{path}: not a reference CSV ({err})") from err
+    return out
+
+
+def _fractions(values: dict[int, float | None]) -> tuple[dict[int, float], int | None]:
+    """`{dim: value / value at the largest dim}` and that dim; None where nothing is known."""
+    known = {d: v for d, v in values.items() if v is not None}
+    if not known:
+        return {}, None
+    ref_dim = max(known)
+    if known[ref_dim] == 0:
+        return {}, ref_dim
+    return {d: v / known[ref_dim] for d, v in known.items()}, ref_dim
+
+
+def relative_top1(
+    table: Table, reference: dict[str, dict[int, float | None]] | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """Markdown and CSV rows of each method's top-1 as a fraction of its largest-dim top-1.
+
+    Fractions are of mean top-1 over seeds; a method's reference dim is its largest dim with a
+    value (for FF: the FF run at the largest dim). Reference rows use their largest filled dim,
+    which is 2048 wherever the paper reports it.
+    """
+    series: list[tuple[str, dict[int, float | None], float]] = [
+        (m, {d: table.mean(m, d) for d in table.dims}, 1.0) for m in table.methods
+    ]
+    # The paper's numbers are percentages; ours are fractions.
+    series += [(f"paper:{m}", v, 100.0) for m, v in (reference or {}).items()]
+    dims = sorted({d for _, values, _ in series for d in values})
+    lines = [
+        f"### {table.study}: top-1 relative to the method's own largest-dim top-1", "",
+        "Ratios of mean top-1 over seeds; `paper:` rows are the reference's top-1 rows.", "",
+        "| method | " + " | ".join(str(d) for d in dims) + " | relative to dim |",
+        "|---|" + "---:|" * (len(dims) + 1),
+    ]  # fmt: skip
+    rows = []
+    for method, values, scale in series:
+        fractions, ref_dim = _fractions(values)
+        cells = [f"{fractions[d]:.4f}" if d in fractions else MISSING for d in dims]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {ref_dim or MISSING} |")
+        for dim in sorted(fractions):
+            rows.append(
+                {"study": table.study, "method": method, "dim": dim,
+                 "top1": values[dim] / scale, "fraction": fractions[dim], "ref_dim": ref_dim}
+            )  # fmt: skip
+    return "\n".join(lines) + "\n", rows
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _file_part(text: str) -> str:
+    return re.sub(r"[^\w.@+-]+", "_", text).strip("_") or "unnamed"
+
+
+def aggregate(
+    root: Path,
+    out: Path | None = None,
+    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+    splits: list[str] | tuple[str, ...] = (CLEAN_SPLIT,),
+    reference: Path | None = None,
+    echo: bool = True,
+) -> tuple[list[Run], list[Path]]:
+    """Gather the runs under `root` and write `results.csv` and the tables into `out`.
+
+    Returns the runs and the files written; raises `AggregateError` on unusable input.
+    """
+    if not root.is_dir():
+        raise AggregateError(f"{root} is not a directory")
+    out = out if out is not None else root / "aggregate"
+    ref = read_reference(reference) if reference is not None else None
+    paths = find_runs(root, exclude=out)
+    if not paths:
+        raise AggregateError(f"no runs under {root} (no .hydra/config.yaml or results.json)")
+    root = root.resolve()
+    runs = [load_run(p, root, list(splits)) for p in paths]
+
+    written = [out / "results.csv"]
+    atomic_write_text(written[0], _csv_text(tidy_rows(runs), COLUMNS))
+    for study in sorted({r.study for r in runs}):
+        for split in splits:
+            for metric in metrics:
+                table = build_table(runs, study, metric, split)
+                text = format_table(table)
+                name = metric if split == CLEAN_SPLIT else f"{split}__{metric}"
+                path = out / f"{_file_part(study)}__{_file_part(name)}.md"
+                atomic_write_text(path, text)
+                written.append(path)
+                if echo:
+                    print(text)
+        top1 = build_table(runs, study, "top1", CLEAN_SPLIT)
+        text, rows = relative_top1(top1, ref)
+        stem = out / f"{_file_part(study)}__relative_top1"
+        atomic_write_text(stem.with_suffix(".md"), text)
+        atomic_write_text(
+            stem.with_suffix(".csv"),
+            _csv_text(rows, ["study", "method", "dim", "top1", "fraction", "ref_dim"]),
+        )
+        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        if echo:
+            print(text)
+    return runs, written
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of `mrl-aggregate`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        allow_abbrev=False,
+        description="Gather every mrl-train / mrl-eval run under DIR (a Hydra multirun sweep or "
+        "any folder of runs) into one tidy CSV and per-study Markdown tables of methods x dims. "
+        "Failed runs (no results.json) are listed and marked FAILED, never dropped.",
+        epilog="Writes OUT/results.csv (study,run,status,seed,method,dim,source,metric,value), "
+        "OUT/<study>__<metric>.md and OUT/<study>__relative_top1.{md,csv}. The top1 table uses "
+        "eval head_top1, else the train-time top1 (the same quantity), and probe_top1 for "
+        "baselines. Example: mrl-aggregate outputs/multirun/fmnist_table1/2026-01-01_00-00-00 "
+        "--reference paper_resnet50_imagenet1k.csv",
+    )
+    parser.add_argument("dir", type=Path, help="folder to search for runs, recursively")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: DIR/aggregate)"
+    )
+    parser.add_argument(
+        "--metrics",
+        type=_comma_list,
+        default=",".join(DEFAULT_METRICS),
+        help="comma-separated metrics to tabulate: top1, top5, or any metric of "
+        "eval/metrics.csv such as 1nn, knn@5, map@10 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split",
+        type=_comma_list,
+        default=CLEAN_SPLIT,
+        help="comma-separated eval splits to gather: query (the clean test set) or "
+        "query-<corruption> (default: query)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the paper's numbers, as for mrl-report: their folder (with "
+        "paper_resnet50_imagenet1k.csv) or that CSV (columns metric,method,8,...,2048); its "
+        "top1 rows are added to the relative table as paper:<method>",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; unusable input ends with one line on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        runs, written = aggregate(args.dir, args.out, args.metrics, args.split, args.reference)
+    except AggregateError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    failed = [r for r in runs if r.status == "failed"]
+    no_eval = sum(r.status == "no-eval" for r in runs)
+    for run in failed:
+        print(f"failed: {run.name} ({run.note})")
+    ok = len(runs) - len(failed)
+    print(
+        f"{len(runs)} runs: {ok} ok ({no_eval} not evaluated), {len(failed)} failed; "
+        f"wrote {len(written)} files to {written[0].parent}"
+    )
+
+
+if __name__ == "__main__":
+    main()

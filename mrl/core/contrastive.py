@@ -1,0 +1,124 @@
+"""Matryoshka contrastive loss: in-batch-negatives InfoNCE summed over nested embedding prefixes.
+
+For each nesting dim m, the prefixes `anchor[:, :m]` and `positive[:, :m]` are re-normalised, their
+cosine similarities times `scale` are the logits, and the target of anchor i is positive i (every
+other positive in the batch is a negative). This is sentence-transformers'
+`MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims)`; with
+`symmetric=True` it is the average with the positive -> anchor direction (their
+`directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"`, the CLIP loss).
+The loss only slices embeddings computed once, so the encoder runs once per step whatever the
+number of dims. Plain PyTorch; the 2D-Matryoshka (layer) variant is not implemented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mrl.core.nesting import validate_nesting
+
+
+def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
+    """`(all ranks' rows concatenated, offset of this rank's rows)`; gradients flow back to every
+    rank's rows. Without an initialised process group of size > 1, `(x, 0)`.
+
+    Every rank must pass the same number of rows (training loaders drop the last batch).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0), dist.get_rank() * x.shape[0]
+
+
+class MatryoshkaContrastiveLoss(nn.Module):
+    """`sum_m w_m * InfoNCE(anchor[:, :m], positive[:, :m])` over the nesting dims.
+
+    Args:
+        nesting: the prefix sizes m (strictly increasing).
+        weights: one non-negative weight per dim; `None` = 1 for every dim.
+        scale: multiplies the cosine similarities (1 / temperature).
+        symmetric: also rank the anchors for each positive, and average the two directions.
+        gather: under DDP, use the other processes' rows as extra negatives (with gradients).
+
+    Call as `loss(anchor_emb, positive_emb)` with two `(B, D)` tensors, rows paired by index.
+    """
+
+    weights: Tensor | None
+
+    def __init__(
+        self,
+        nesting: Sequence[int],
+        weights: Sequence[float] | None = None,
+        scale: float = 20.0,
+        symmetric: bool = False,
+        gather: bool = True,
+    ) -> None:
+        super().__init__()
+        self.nesting = validate_nesting(list(nesting))
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale!r}")
+        self.scale = float(scale)
+        self.symmetric = bool(symmetric)
+        self.gather = bool(gather)
+        if weights is None:
+            self.register_buffer("weights", None, persistent=False)
+            return
+        w = torch.as_tensor(list(weights), dtype=torch.float32)
+        if w.ndim != 1 or w.numel() != len(self.nesting):
+            raise ValueError(
+                f"loss has {w.numel()} weights for {len(self.nesting)} nesting dims "
+                f"{list(self.nesting)}: give one weight per dim (or weights=null for all ones)"
+            )
+        if not torch.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"loss weights must be finite and non-negative, got {list(weights)}")
+        self.register_buffer("weights", w, persistent=False)
+
+    def per_dim(self, anchor: Tensor, positive: Tensor) -> Tensor:
+        """The unweighted loss of each nesting dim, shape `(K,)`."""
+        if anchor.ndim != 2 or anchor.shape != positive.shape:
+            raise ValueError(
+                f"need anchor and positive embeddings of one shape (B, D), got "
+                f"{tuple(anchor.shape)} and {tuple(positive.shape)}"
+            )
+        if self.nesting[-1] > anchor.shape[1]:
+            raise ValueError(
+                f"largest nesting dim {self.nesting[-1]} exceeds the embedding size "
+                f"{anchor.shape[1]}"
+            )
+        batch = anchor.shape[0]
+        all_anchors, all_positives = anchor, positive
+        offset = 0
+        if self.gather:
+            all_positives, offset = gather_with_grad(positive)
+            if self.symmetric:
+                all_anchors, _ = gather_with_grad(anchor)
+        target = torch.arange(offset, offset + batch, device=anchor.device)
+        losses = []
+        for m in self.nesting:
+            a_m = F.normalize(anchor[:, :m], dim=-1)
+            p_all = F.normalize(all_positives[:, :m], dim=-1)
+            loss = F.cross_entropy(self.scale * a_m @ p_all.T, target)
+            if self.symmetric:
+                p_m = F.normalize(positive[:, :m], dim=-1)
+                a_all = F.normalize(all_anchors[:, :m], dim=-1)
+                loss = 0.5 * (loss + F.cross_entropy(self.scale * p_m @ a_all.T, target))
+            losses.append(loss)
+        return torch.stack(losses)
+
+    def weighted(self, per_dim: Tensor) -> Tensor:
+        """Combine per-dim losses `(K,)` into the scalar training loss."""
+        if self.weights is None:
+            return per_dim.sum()
+        return (self.weights.to(device=per_dim.device, dtype=per_dim.dtype) * per_dim).sum()
+
+    def forward(self, anchor: Tensor, positive: Tensor) -> Tensor:
+        """The scalar Matryoshka contrastive loss."""
+        return self.weighted(self.per_dim(anchor, positive))
+
+    def extra_repr(self) -> str:
+        return f"nesting={list(self.nesting)}, scale={self.scale}, symmetric={self.symmetric}"

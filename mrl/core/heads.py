@@ -1,0 +1,77 @@
+"""Matryoshka classification heads: one set of logits per nested prefix of the representation."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from mrl.core.nesting import validate_nesting
+
+
+class MRLHead(nn.Module):
+    """Linear heads on the nested prefixes `z[:, :m]` of a representation `z`.
+
+    `tied=False` is MRL: one `Linear(m, C)` per nesting dim m. `tied=True` is MRL-E: one
+    `Linear(in_features, C)` whose first m columns serve dim m, so
+    `logits_m = z[:, :m] @ W[:, :m].T + b`. A single-entry nesting `[m]` is the fixed-feature
+    baseline FF-m. `forward` returns a stacked `(K, B, C)` tensor, one slice per nesting dim in
+    ascending order.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        nesting: list[int] | tuple[int, ...],
+        tied: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.nesting = validate_nesting(nesting, in_features)
+        self.in_features = in_features
+        self.num_classes = num_classes
+        self.tied = tied
+        if tied:
+            self.linear = nn.Linear(in_features, num_classes, bias=bias)
+        else:
+            self.linears = nn.ModuleList(nn.Linear(m, num_classes, bias=bias) for m in self.nesting)
+
+    @property
+    def method(self) -> str:
+        """`mrl`, `mrl_e` (tied) or `ff` (one untied head: the fixed-feature baseline)."""
+        if self.tied:
+            return "mrl_e"
+        return "ff" if len(self.nesting) == 1 else "mrl"
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Logits `(K, B, C)` for the K nesting dims of `z` `(B, in_features)`."""
+        if self.tied:
+            return self._tied_logits(z)
+        return torch.stack([lin(z[:, :m]) for lin, m in zip(self.linears, self.nesting)])
+
+    def _tied_logits(self, z: Tensor) -> Tensor:
+        # Prefix m's logits are the sum of the partial products of the chunks before m, so one
+        # pass over the chunks plus a cumulative sum costs a single full matmul, not K of them.
+        weight, starts = self.linear.weight, (0, *self.nesting[:-1])
+        partial = torch.stack([z[:, a:b] @ weight[:, a:b].T for a, b in zip(starts, self.nesting)])
+        logits = partial.cumsum(dim=0)
+        if self.linear.bias is not None:
+            logits = logits + self.linear.bias
+        return logits
+
+    def extra_repr(self) -> str:
+        kind = "MRL-E (tied)" if self.tied else "MRL"
+        return (
+            f"{kind}, in_features={self.in_features}, num_classes={self.num_classes}, "
+            f"nesting={list(self.nesting)}"
+        )
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every head like `nn.Linear` does."""
+        for lin in [self.linear] if self.tied else self.linears:
+            nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5))
+            if lin.bias is not None:
+                bound = 1 / math.sqrt(lin.in_features)
+                nn.init.uniform_(lin.bias, -bound, bound)

@@ -1,0 +1,3 @@
+"""Training on top of the core: the Lightning modules, their builders from a Hydra config, the
+callbacks, loggers and schedules, the config checks and resolvers, and the run lifecycle (seed,
+lock, resume, results) shared by every trainer."""

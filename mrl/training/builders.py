@@ -1,0 +1,148 @@
+"""Build the objects of a run from a composed Hydra config: data, model, loggers, trainer."""
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mrl.core.errors import ConfigError
+from mrl.training.checkpoint_io import AtomicCheckpointIO
+from mrl.training.module import MRLClassifier
+
+
+def _instantiate(node: DictConfig, where: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with the underlying error surfaced as one `ConfigError` line."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{where}: {cause}") from err
+
+
+def _call(factory: Any, where: str, **kwargs: Any) -> Any:
+    """Call a `_partial_` factory; its argument errors become one `ConfigError` line."""
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data module of `cfg.data`, after a cheap check that its files are there."""
+    return checked_datamodule(cfg.data)
+
+
+def checked_datamodule(data_cfg: DictConfig) -> pl.LightningDataModule:
+    """Instantiate a data config and check that its files are there (cheap, no decoding)."""
+    datamodule = _instantiate(data_cfg, "data")
+    datamodule.check()
+    return datamodule
+
+
+def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClassifier:
+    """Encoder, nested head and loss from the config, checked against each other."""
+    encoder = _call(_instantiate(cfg.encoder, "encoder"), "encoder", in_channels=in_channels)
+    features = int(encoder.num_features)
+    nesting = list(cfg.head.nesting)
+    if max(nesting, default=0) > features:
+        raise ConfigError(
+            f"head.nesting goes up to {max(nesting)} but the encoder's representation has only "
+            f"{features} features: lower `nesting` or pick a wider encoder"
+        )
+    head = _call(
+        _instantiate(cfg.head, "head"), "head", in_features=features, num_classes=num_classes
+    )
+    loss = _instantiate(cfg.loss, "loss")
+    if cfg.loss.get("weights") is not None and len(cfg.loss.weights) != len(head.nesting):
+        raise ConfigError(
+            f"loss.weights has {len(cfg.loss.weights)} entries but head.nesting has "
+            f"{len(head.nesting)} dims {list(head.nesting)}: give one weight per dim"
+        )
+    model = MRLClassifier(
+        encoder=encoder,
+        head=head,
+        loss=loss,
+        optimizer=_instantiate(cfg.optimizer, "optimizer"),
+        scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        no_weight_decay_on_norm_and_bias=cfg.model.no_weight_decay_on_norm_and_bias,
+        channels_last=bool(cfg.model.get("channels_last", False)),
+        freeze_encoder=bool(cfg.model.get("freeze_encoder", False)),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    if cfg.model.get("encoder_init"):
+        load_encoder_weights(model.encoder, cfg.model.encoder_init)
+    if cfg.model.get("compile"):
+        # Compiled in place: the state-dict keys stay those of the plain encoder.
+        model.encoder.compile(mode=cfg.model.get("compile_mode", "default"))
+    if cfg.model.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def load_encoder_weights(encoder: torch.nn.Module, ckpt_path: str | Path) -> None:
+    """Copy the encoder weights of an `mrl-train` checkpoint into `encoder` (strictly)."""
+    from mrl.training.lifecycle import load_checkpoint
+
+    state = load_checkpoint(ckpt_path, where="model.encoder_init")["state_dict"]
+    prefix = "encoder."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(
+            f"model.encoder_init={ckpt_path} does not fit the encoder: {first}"
+        ) from err
+
+
+def build_named(group: DictConfig | None, where: str) -> list[Any]:
+    """Instantiate every entry of a name -> config mapping (loggers, callbacks), skipping nulls."""
+    if not group:
+        return []
+    return [_instantiate(node, f"{where}.{name}") for name, node in group.items() if node]
+
+
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    extra_callbacks: list[pl.Callback] | None = None,
+    **overrides: Any,
+) -> pl.Trainer:
+    """The Trainer of `cfg.trainer` (any trainer's config), writing logs and checkpoints under
+    `run_dir` atomically; `overrides` replace Trainer arguments (e.g. `logger=False`)."""
+    arguments: dict[str, Any] = {
+        "default_root_dir": str(run_dir),
+        "logger": build_named(cfg.get("logger"), "logger") or False,
+        # The extra ones first: the run lifecycle restores the loops' counters and the random
+        # generators at a resumed run's first batch, before any other callback reads them.
+        "callbacks": [*(extra_callbacks or []), *build_named(cfg.get("callbacks"), "callbacks")],
+        "plugins": [AtomicCheckpointIO()],
+    }
+    arguments.update(overrides)
+    return _instantiate(cfg.trainer, "trainer", **arguments)
+
+
+def saved_config(ckpt: dict, where: str | Path = "checkpoint") -> DictConfig:
+    """The training config stored in a checkpoint written by `mrl-train`."""
+    try:
+        return OmegaConf.create(ckpt["hyper_parameters"]["config"])
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{where} holds no mrl config: was it written by mrl-train?") from err
+
+
+def model_from_saved(ckpt: dict, where: str | Path = "checkpoint") -> MRLClassifier:
+    """Rebuild the model of an already loaded `mrl-train` checkpoint, in eval mode."""
+    cfg = saved_config(ckpt, where)
+    datamodule = _instantiate(cfg.data, "data")
+    model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> MRLClassifier:
+    """Rebuild a trained model from an `mrl-train` checkpoint (its config travels inside)."""
+    return model_from_saved(torch.load(path, map_location=map_location, weights_only=False), path)

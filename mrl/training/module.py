@@ -1,0 +1,160 @@
+"""The Lightning module for Matryoshka classification: encoder + nested heads + Matryoshka loss."""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from mrl.core.errors import NonFiniteError
+from mrl.core.heads import MRLHead
+from mrl.core.losses import MatryoshkaLoss
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
+    """Raise `NonFiniteError` naming the step when the training loss is not finite."""
+    if not torch.isfinite(total):
+        raise NonFiniteError(
+            f"non-finite training loss {total.item()} at step {step} (batch {batch_idx}): lower "
+            f"the learning rate or check the data"
+        )
+
+
+def log_training_losses(
+    module: pl.LightningModule,
+    total: Tensor,
+    per_dim: Tensor,
+    nesting: tuple[int, ...] | list[int],
+    batch_size: int | None = None,
+) -> None:
+    """Log `train/loss` every step and `train/loss@{m}` on the steps the loggers keep."""
+    module.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+    # K `self.log` calls per step cost several percent of a small model's step, and the
+    # loggers only keep step values every `log_every_n_steps`, so log them only then.
+    connector = getattr(module._trainer, "_logger_connector", None)  # None: no Trainer attached
+    if getattr(connector, "should_update_logs", True):
+        module.log_dict(
+            {f"train/loss@{m}": v for m, v in zip(nesting, per_dim.detach())},
+            batch_size=batch_size,
+        )
+
+
+class MRLClassifier(pl.LightningModule):
+    """Trains `head(encoder(x))` with `loss`, logging the loss and accuracy of every nesting dim.
+
+    Logged names: `train/loss` (weighted total), `train/loss@{m}`, and for stage in (val, test)
+    `{stage}/top1@{m}`, `{stage}/top5@{m}` (when there are at least 5 classes) and `{stage}/top1`
+    (the largest dim, for checkpoint monitoring). Accuracies are torchmetrics objects, one per dim
+    and stage, so they are reduced over all processes under DDP.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: MRLHead,
+        loss: MatryoshkaLoss,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        no_weight_decay_on_norm_and_bias: bool = True,
+        channels_last: bool = False,
+        freeze_encoder: bool = False,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "head", "loss", "optimizer", "scheduler"])
+        self.encoder, self.head, self.loss = encoder, head, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.nesting = head.nesting
+        loss.check_num_dims(len(self.nesting))
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()  # Lightning keeps the modes it finds; `train` below keeps this
+        self.metrics = nn.ModuleDict()
+        for stage in ("val", "test"):
+            for m in self.nesting:
+                for k in self.top_ks:
+                    self.metrics[self._key(stage, k, m)] = MulticlassAccuracy(
+                        head.num_classes, top_k=k, average="micro"
+                    )
+
+    @property
+    def top_ks(self) -> tuple[int, ...]:
+        return (1, 5) if self.head.num_classes >= 5 else (1,)
+
+    @staticmethod
+    def _key(stage: str, k: int, m: int) -> str:
+        return f"{stage}_top{k}_{m}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The representation `z` `(B, D)`; every prefix `z[:, :m]` is an embedding."""
+        if self.hparams.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.encoder(x)
+
+    def train(self, mode: bool = True) -> "MRLClassifier":
+        """As `nn.Module.train`, but a frozen encoder stays in eval mode (BatchNorm included)."""
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        per_dim = self.loss.per_dim(self.head(self(x)), y)
+        total = self.loss.weighted(per_dim)
+        check_finite(total, self.global_step, batch_idx)
+        log_training_losses(self, total, per_dim, self.nesting)
+        return total
+
+    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, y = batch
+        logits = self.head(self(x))
+        self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True)
+        for logits_m, m in zip(logits, self.nesting):
+            for k in self.top_ks:
+                metric = self.metrics[self._key(stage, k, m)]
+                metric.update(logits_m, y)
+                self.log(f"{stage}/top{k}@{m}", metric, prog_bar=False)
+        largest = self.metrics[self._key(stage, 1, self.nesting[-1])]
+        self.log(f"{stage}/top1", largest, prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def parameter_groups(self) -> list[dict]:
+        """Weights with decay; norm parameters and biases without when so configured."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not self.hparams.no_weight_decay_on_norm_and_bias:
+            return [{"params": params}]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 1
+        )
+        available = {"total_steps": total, "steps_per_epoch": total / epochs}
+        accepted = inspect.signature(self.scheduler_factory).parameters
+        scheduler = self.scheduler_factory(
+            optimizer, **{k: v for k, v in available.items() if k in accepted}
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
