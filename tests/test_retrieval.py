@@ -12,12 +12,8 @@ from mrl.eval.funnel import (
     funnel_mflops,
     funnel_search,
 )
-from mrl.eval.retrieval import (
-    evaluate_retrieval,
-    knn_accuracy,
-    neighbor_labels_of,
-    retrieval_metrics,
-)
+from mrl.eval.metrics import knn_accuracy, neighbor_labels_of, retrieval_metrics
+from mrl.eval.retrieval import evaluate_retrieval
 from mrl.eval.search import build_index, normalize_prefix, search
 
 SEEDS = [0, 1, 2]

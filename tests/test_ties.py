@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrl.eval.retrieval import knn_accuracy, retrieval_metrics
+from mrl.eval.metrics import knn_accuracy, retrieval_metrics
 from mrl.eval.ties import tie_aware_retrieval, zero_prefix_fraction
 
 

@@ -51,7 +51,7 @@ from retrieval_scale import Stage, _rss_bytes  # noqa: E402
 from mrl.eval.embeddings import read_split  # noqa: E402
 from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops, overlap_recall  # noqa: E402
 from mrl.eval.index_cache import embeddings_fingerprint  # noqa: E402
-from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics  # noqa: E402
+from mrl.eval.metrics import neighbor_labels_of, retrieval_metrics  # noqa: E402
 from mrl.eval.search import normalize_prefix  # noqa: E402
 from mrl.runs.files import atomic_write_text, write_csv  # noqa: E402
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from mrl.core.nesting import halving_nesting, validate_nesting
 from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops
-from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics
+from mrl.eval.metrics import neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import normalize_prefix
 from mrl.runs.files import atomic_write_text
 

@@ -32,6 +32,7 @@ import pandas as pd
 
 from mrl.eval.embeddings import read_split
 from mrl.eval.funnel import _rerank
+from mrl.eval.metrics import neighbor_labels_of, retrieval_metrics
 from mrl.eval.quantize import (
     PRECISIONS,
     binary_codes,
@@ -41,7 +42,6 @@ from mrl.eval.quantize import (
     int8_ranges,
     unpack_bits,
 )
-from mrl.eval.retrieval import neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import Searcher, normalize_prefix, prefix_norms
 from mrl.runs.files import write_csv
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from mrl.core.nesting import validate_nesting
 from mrl.eval.index_cache import cached_searcher
-from mrl.eval.retrieval import knn_accuracy, neighbor_labels_of, retrieval_metrics
+from mrl.eval.metrics import knn_accuracy, neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import Searcher, normalize_prefix, prefix_norms
 
 # Gathered candidate block (queries x candidates x dims, float32) re-ranked at once: small

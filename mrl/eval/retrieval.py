@@ -1,18 +1,5 @@
-"""Retrieval and k-NN classification metrics over embedding prefixes.
-
-The database is the training set's embeddings, the queries the test set's; a retrieved database
-item is relevant iff its label equals the query's label. For ranks i = 1..k with rel_i in {0, 1}:
-
-- P@k  = (1/k) * sum_{i<=k} rel_i
-- AP@k = (1/k) * sum_{i<=k} rel_i * P@i   (the paper's normalisation, by k, not by #relevant);
-  mAP@k is its mean over queries
-- R@k  = sum_{i<=k} rel_i / (number of database items of the query's class)
-
-When fewer than k neighbours are available (k > N_db), the missing ranks count as not relevant and
-P@k and AP@k still divide by k. Queries whose class has no database item are left out of recall
-(R@k is the mean over the other queries, NaN if there are none); they still count, with zero
-hits, in precision and mAP.
-"""
+"""Retrieval and k-NN classification over embedding prefixes: each dim's search (exact, or tie-aware
+at small dims) scored with the label metrics of `mrl.eval.metrics`."""
 
 from __future__ import annotations
 
@@ -21,135 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mrl.core.validate import positive_ints
+from mrl.eval.metrics import knn_accuracy, neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import build_index, normalize_prefix
-
-# Queries per chunk in the metric computations, to bound the (chunk x k) temporaries.
-_QUERY_CHUNK = 1 << 16
-
-
-def _positive_ints(values: Sequence[int], name: str) -> list[int]:
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(
-                f"{name} entry {v!r} is not a positive integer ({name}={list(values)})"
-            )
-        out.append(int(v))
-    if not out:
-        raise ValueError(f"{name} is empty")
-    return out
-
-
-def _check_neighbors(neighbor_labels: np.ndarray, query_labels: np.ndarray) -> None:
-    if neighbor_labels.ndim != 2:
-        raise ValueError(
-            f"neighbor_labels must be 2-D (queries x ranks), got {neighbor_labels.shape}"
-        )
-    if query_labels.shape != (neighbor_labels.shape[0],):
-        raise ValueError(
-            f"query_labels has shape {query_labels.shape}, expected ({neighbor_labels.shape[0]},)"
-        )
-    if neighbor_labels.shape[0] == 0:
-        raise ValueError("no queries to evaluate")
-
-
-def neighbor_labels_of(
-    indices: np.ndarray, database_labels: np.ndarray, query_labels: np.ndarray
-) -> np.ndarray:
-    """Labels of the retrieved database rows; a missing neighbour (index -1, which HNSW can
-    return) gets a label that matches no query, so it counts as not relevant."""
-    database_labels = np.asarray(database_labels)
-    labels = database_labels[np.clip(indices, 0, None)]
-    missing = indices < 0
-    if missing.any():
-        if labels.dtype.kind in "biuf":
-            lowest = min(database_labels.min(), np.min(query_labels))
-            if labels.dtype.kind == "f":
-                labels, fill = labels.astype(np.float64), float(lowest) - 1.0
-            else:
-                labels, fill = labels.astype(np.int64), int(lowest) - 1
-        else:
-            labels, fill = labels.astype(object), None
-        labels[missing] = fill
-    return labels
-
-
-def retrieval_metrics(
-    neighbor_labels: np.ndarray,
-    query_labels: np.ndarray,
-    database_labels: np.ndarray,
-    ks: Sequence[int] = (10, 25, 50, 100),
-) -> dict[str, float]:
-    """`map@k`, `precision@k` and `recall@k` (fractions) for each k in `ks`.
-
-    `neighbor_labels[q, i]` is the label of query q's (i+1)-th neighbour, best first; it may have
-    fewer than max(ks) columns (see the module docstring for how that and recall's denominator
-    are handled). `database_labels` holds every database item's label (recall's denominator).
-    """
-    neighbor_labels = np.asarray(neighbor_labels)
-    query_labels = np.asarray(query_labels)
-    database_labels = np.asarray(database_labels)
-    _check_neighbors(neighbor_labels, query_labels)
-    ks = _positive_ints(ks, "ks")
-    k_max = max(ks)
-    k_have = min(k_max, neighbor_labels.shape[1])
-    cols = np.array(ks) - 1
-    ranks = np.arange(1, k_max + 1, dtype=np.float64)
-
-    classes, counts = np.unique(database_labels, return_counts=True)
-    n_q = len(query_labels)
-    sums = {"precision": np.zeros(len(ks)), "map": np.zeros(len(ks)), "recall": np.zeros(len(ks))}
-    n_recall = 0
-    for start in range(0, n_q, _QUERY_CHUNK):
-        stop = min(n_q, start + _QUERY_CHUNK)
-        ql = query_labels[start:stop]
-        rel = np.zeros((stop - start, k_max), dtype=np.float64)
-        rel[:, :k_have] = neighbor_labels[start:stop, :k_have] == ql[:, None]
-        hits = np.cumsum(rel, axis=1)
-        ap_sums = np.cumsum(rel * (hits / ranks), axis=1)
-        sums["precision"] += hits[:, cols].sum(axis=0) / ks
-        sums["map"] += ap_sums[:, cols].sum(axis=0) / ks
-
-        pos = np.clip(np.searchsorted(classes, ql), 0, len(classes) - 1)
-        n_relevant = np.where(classes[pos] == ql, counts[pos], 0)
-        has_relevant = n_relevant > 0
-        n_recall += int(has_relevant.sum())
-        sums["recall"] += (hits[has_relevant][:, cols] / n_relevant[has_relevant, None]).sum(axis=0)
-
-    out: dict[str, float] = {}
-    for j, k in enumerate(ks):
-        out[f"map@{k}"] = float(sums["map"][j] / n_q)
-        out[f"precision@{k}"] = float(sums["precision"][j] / n_q)
-        out[f"recall@{k}"] = float(sums["recall"][j] / n_recall) if n_recall else float("nan")
-    return out
-
-
-def knn_accuracy(neighbor_labels: np.ndarray, query_labels: np.ndarray, k: int) -> float:
-    """Fraction of queries whose k-NN majority label equals their label (k=1: 1-NN accuracy).
-
-    The vote is over the first k columns of `neighbor_labels` (all of them if there are fewer).
-    A tie between classes goes to the class whose best-ranked member comes first.
-    """
-    neighbor_labels = np.asarray(neighbor_labels)
-    query_labels = np.asarray(query_labels)
-    _check_neighbors(neighbor_labels, query_labels)
-    (k,) = _positive_ints([k], "k")
-    top = neighbor_labels[:, :k]
-    kk = top.shape[1]
-    if kk == 0:
-        raise ValueError("neighbor_labels has no columns: no neighbour to vote")
-    if kk == 1:
-        return float(np.mean(top[:, 0] == query_labels))
-    # votes[q, j] = how many of the top k share the label at rank j; argmax returns the first
-    # rank with the most votes, which is the best-ranked member of the best-ranked tied class.
-    chunk = max(1, (1 << 24) // (kk * kk))
-    correct = 0
-    for start in range(0, len(query_labels), chunk):
-        t = top[start : start + chunk]
-        votes = (t[:, :, None] == t[:, None, :]).sum(axis=2)
-        pred = t[np.arange(len(t)), votes.argmax(axis=1)]
-        correct += int(np.sum(pred == query_labels[start : start + chunk]))
-    return correct / len(query_labels)
+from mrl.eval.ties import tie_aware_retrieval, zero_prefix_fraction
 
 
 def evaluate_retrieval(
@@ -180,8 +42,6 @@ def evaluate_retrieval(
     `<metric>_search_order`), with `tied_queries@k` beside them; `zero_prefix_fraction`
     (database rows with an all-zero prefix) is reported at every dim.
     """
-    from mrl.eval.ties import tie_aware_retrieval, zero_prefix_fraction
-
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
     if len(database_labels) != database.shape[0] or len(query_labels) != queries.shape[0]:
@@ -191,9 +51,9 @@ def evaluate_retrieval(
         )
     if database.shape[1] != queries.shape[1]:
         raise ValueError(f"database has {database.shape[1]} dims, queries {queries.shape[1]}")
-    dims = _positive_ints(dims, "dims")
-    ks = _positive_ints(ks, "ks")
-    knn_ks = _positive_ints(knn_ks, "knn_ks") if len(knn_ks) else []
+    dims = positive_ints(dims, "dims")
+    ks = positive_ints(ks, "ks")
+    knn_ks = positive_ints(knn_ks, "knn_ks") if len(knn_ks) else []
     k_search = max(ks + knn_ks)
 
     rows: list[dict] = []

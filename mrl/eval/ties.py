@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mrl.eval.retrieval import knn_accuracy
+from mrl.eval.metrics import knn_accuracy
 from mrl.eval.search import normalize_prefix
 
 # Largest float64 score block (queries x database) computed at once.

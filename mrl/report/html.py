@@ -7,18 +7,14 @@ then the provenance of every run and the notes from loading.
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
-import pandas as pd
-
+from mrl.report.figure import Drawn, figure_block
 from mrl.report.load import Reference, Tables
-from mrl.report.plots import Drawn
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -34,43 +30,6 @@ table.data th, table.data td { border: 1px solid #ddd; padding: .2rem .45rem; te
 table.data th { background: #f4f4f4; }
 details { margin: .6rem 0; } pre { font-size: .75rem; overflow-x: auto; }
 """
-_XML_PROLOGUE = re.compile(r"^\s*<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>\s*)?", re.DOTALL)
-
-
-def table_html(table: pd.DataFrame) -> str:
-    """A DataFrame as an HTML table with class `data` (empty string for an empty frame)."""
-    if table is None or table.empty:
-        return ""
-    return table.to_html(classes="data", border=0, na_rep="–", float_format=lambda v: f"{v:.4g}")
-
-
-def image_html(drawn: Drawn, image: str = "png") -> str:
-    """The figure as `<img>` with a base64 PNG, or as inline `<svg>` (`image="svg"`)."""
-    alt = html.escape(drawn.title.splitlines()[0] if drawn.title else drawn.name)
-    if image == "svg":
-        return _XML_PROLOGUE.sub("", drawn.svg(), count=1)
-    data = base64.b64encode(drawn.png()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{alt}">'
-
-
-def figure_block(drawn: Drawn, include_table: bool = True, image: str = "png") -> str:
-    """One figure's HTML: heading, image, footer, the notes of what is missing, its table."""
-    lines = (drawn.title or drawn.name).splitlines()
-    parts = [f'<section id="{html.escape(drawn.name)}">', f"<h2>{html.escape(lines[0])}</h2>"]
-    parts += [f'<p class="source">{html.escape(line)}</p>' for line in lines[1:]]
-    if drawn.figure is not None:
-        parts.append(f"<figure>{image_html(drawn, image)}</figure>")
-    else:
-        parts.append('<p class="source"><em>Not drawn.</em></p>')
-    if drawn.footer:
-        parts.append(f'<p class="footer">{html.escape(drawn.footer)}</p>')
-    if drawn.missing:
-        items = "".join(f"<li>{html.escape(note)}</li>" for note in drawn.missing)
-        parts.append(f'<ul class="missing">{items}</ul>')
-    if include_table:
-        parts.append(table_html(drawn.table))
-    parts.append("</section>")
-    return "\n".join(parts)
 
 
 def _value(value: Any) -> str:

@@ -13,11 +13,9 @@ backend state and nothing to close); every method has one colour in every figure
 from __future__ import annotations
 
 import base64
-import io
 import math
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -27,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from mrl.report.figure import Drawn
 from mrl.report.load import Reference, Tables
 from mrl.runs.format import method_sort_key as method_key
 from mrl.runs.provenance import summarize
@@ -65,7 +64,6 @@ METRIC_LABELS = {"top1": "top-1 accuracy", "map@10": "mAP@10", "1nn": "1-NN accu
 PAPER = "paper (ResNet-50, ImageNet-1K)"
 NO_REFERENCE = "no paper reference (--reference or $MRL_REFERENCE_DIR): overlay not drawn"
 _SEVERITY_STYLES = ("--", "-.", ":", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)))
-_DPI = 150
 
 
 def color(method: str) -> str:
@@ -78,49 +76,6 @@ def color(method: str) -> str:
 def label(method: str) -> str:
     """Display name of a method."""
     return LABELS.get(method, str(method))
-
-
-@dataclass
-class Drawn:
-    """One figure: the matplotlib Figure, the numbers drawn, and what could not be drawn."""
-
-    name: str
-    title: str
-    figure: Figure | None
-    table: pd.DataFrame = field(default_factory=pd.DataFrame)
-    missing: list[str] = field(default_factory=list)
-    footer: str = ""
-    # Rendered PNGs by dpi: the file and the HTML page share one rendering.
-    _png: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
-
-    def png(self, dpi: int = _DPI) -> bytes:
-        """The figure as PNG bytes (white background, nothing clipped)."""
-        if self.figure is None:
-            raise ValueError(f"{self.name}: nothing was drawn")
-        if dpi not in self._png:
-            buffer = io.BytesIO()
-            self.figure.savefig(
-                buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white",
-                metadata={"Software": None},
-            )  # fmt: skip
-            self._png[dpi] = buffer.getvalue()
-        return self._png[dpi]
-
-    def svg(self) -> str:
-        """The figure as SVG text (no date, so reruns give the same file)."""
-        if self.figure is None:
-            raise ValueError(f"{self.name}: nothing was drawn")
-        buffer = io.StringIO()
-        self.figure.savefig(
-            buffer, format="svg", bbox_inches="tight", facecolor="white", metadata={"Date": None}
-        )
-        return buffer.getvalue()
-
-    def _repr_html_(self) -> str:
-        """Notebook display: the figure, its footer and the notes (the table is shown apart)."""
-        from mrl.report.html import figure_block
-
-        return figure_block(self, include_table=False)
 
 
 # ---------------------------------------------------------------------------------------------
