@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mrl.cli.aggregate import derive_method, main
+from mrl.cli.aggregate import main
+from mrl.runs.reader import derive_method
 
 STUDY = "fmnist_table1"
 NESTING = [2, 4, 8]

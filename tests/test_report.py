@@ -20,6 +20,7 @@ import pytest
 from mrl.cli import report as cli
 from mrl.report import load, plots
 from mrl.runs import provenance
+from mrl.runs.format import EVAL_METRIC_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -121,7 +122,7 @@ def write_run(folder: Path, dims=DIMS, seed: int = 0) -> Path:
                 rows.append(["Synthetic", split, "svd", dim, "probe_top1", _acc("svd", dim)])
     with (eval_dir / "metrics.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(load.EVAL_COLUMNS)
+        writer.writerow(EVAL_METRIC_COLUMNS)
         writer.writerows(rows)
     exit_cols = [f"exit@{d}" for d in dims]
     thr_cols = [f"threshold@{d}" for d in dims]

@@ -1,15 +1,20 @@
 """The run-folder vocabulary has one owner: the writers and readers use the same names."""
 
+from pathlib import Path
+
+from test_aggregate import STUDY, write_hydra, write_metrics, write_results
+
 import mrl.cli.aggregate
 import mrl.cli.evaluate
 import mrl.report.load
 import mrl.report.plots
 from mrl.runs import format as run_format
+from mrl.runs import reader
 
 
 def test_every_tool_uses_the_one_vocabulary():
     assert mrl.cli.evaluate.METRIC_COLUMNS is run_format.EVAL_METRIC_COLUMNS
-    assert mrl.report.load.EVAL_COLUMNS is run_format.EVAL_METRIC_COLUMNS
+    assert set(reader.EVAL_REQUIRED) <= set(run_format.EVAL_METRIC_COLUMNS)
     assert mrl.cli.aggregate.COLUMNS is run_format.AGGREGATE_COLUMNS
     assert mrl.report.load.AGGREGATE_COLUMNS is run_format.AGGREGATE_COLUMNS
     methods = ["random", "zeta", "ff", "svd_classifier", "mrl_e", "alpha", "mrl", "svd"]
@@ -28,3 +33,37 @@ def test_reference_is_the_folder_or_one_of_its_files(tmp_path):
     assert run_format.reference_files(adaptive) == (curves, adaptive)
     other = tmp_path / "mine.csv"
     assert run_format.reference_files(other)[0] == other  # read as given, errors name it
+
+
+def test_aggregate_and_report_read_the_same_values_from_the_same_runs(tmp_path: Path):
+    """One reader, one set of rules: the top-1 of each (run, method, dim) is the same in
+    `mrl-aggregate` and `mrl-report`, with the top-1 preference and the FF-m rule applied."""
+    root = tmp_path / "sweep"
+    mrl_run, ff_run, probe_run = root / "0", root / "1", root / "2"
+    write_hydra(mrl_run, "${nesting}", False, ["head=mrl"], seed=0)
+    write_results(mrl_run, "mrl", {2: 0.70, 4: 0.80, 8: 0.90}, seed=0)
+    # eval head_top1 beats the train-time top1 where both exist (dim 8 only here).
+    write_metrics(mrl_run, [("query", "mrl", 8, "head_top1", 0.905)])
+    write_hydra(ff_run, [4], False, ["head=ff", "head.nesting=[4]"], seed=0)
+    write_results(ff_run, "ff", {4: 0.85}, seed=0)
+    # An FF-4 run stands for FF at 4 only; its SVD baseline at other dims is kept.
+    write_metrics(ff_run, [("query", "ff", 2, "head_top1", 0.5), ("query", "ff", 4, "head_top1",
+                   0.86), ("query", "svd", 2, "probe_top1", 0.6)])  # fmt: skip
+    write_hydra(probe_run, [8], False, ["head=ff", "head.nesting=[8]"], seed=1)
+    write_results(probe_run, "ff", {8: 0.88}, seed=1)
+    write_metrics(probe_run, [("query", "svd", 8, "probe_top1", 0.7)])
+
+    runs = [reader.load_run(p, root.resolve()) for p in reader.find_runs(root)]
+    from_aggregate = {
+        (run.name, method, dim): value
+        for run in runs
+        for (method, dim), value in reader.run_values(run, "top1", "query").items()
+    }
+    table = mrl.report.load.load_results(root).classification
+    from_report = {(r.run, r.method, r.dim): r.top1 for r in table.itertuples()}
+    assert from_aggregate == from_report
+    assert from_aggregate == {
+        ("0", "mrl", 2): 0.70, ("0", "mrl", 4): 0.80, ("0", "mrl", 8): 0.905,
+        ("1", "ff", 4): 0.86, ("1", "svd", 2): 0.6, ("2", "ff", 8): 0.88, ("2", "svd", 8): 0.7,
+    }  # fmt: skip
+    assert {run.study for run in runs} == {STUDY}

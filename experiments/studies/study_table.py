@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mrl.cli.aggregate import find_runs, load_run, run_values
 from mrl.report.claims import paired_interval
 from mrl.runs.files import atomic_write_text, write_csv
 from mrl.runs.format import CLEAN_SPLIT
+from mrl.runs.reader import find_runs, load_run, run_values
 
 PROG = "study_table"
 DEFAULT = "default"

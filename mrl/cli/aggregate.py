@@ -18,21 +18,17 @@ folder of single runs, or one run). Outputs, under `--out` (default `<dir>/aggre
 import argparse
 import csv
 import io
-import json
-import math
-import os
 import re
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mrl.runs.files import STATUS_FILE, atomic_write_text, read_status
+from mrl.runs.files import atomic_write_text
 from mrl.runs.format import AGGREGATE_COLUMNS, CLEAN_SPLIT, method_sort_key, reference_files
+from mrl.runs.reader import Run, find_runs, load_run, run_values
 
 COLUMNS = AGGREGATE_COLUMNS
 DEFAULT_METRICS = ("top1", "1nn", "map@10")
@@ -43,23 +39,6 @@ PROG = "mrl-aggregate"
 
 class AggregateError(Exception):
     """A problem with the command's input: reported as one line and exit status 2."""
-
-
-@dataclass
-class Run:
-    """One run folder: what it is, whether it finished, and its metric rows."""
-
-    path: Path
-    name: str
-    status: str
-    study: str
-    seed: Any = None
-    method: str | None = None
-    dims: list[int] = field(default_factory=list)
-    # Tidy rows: {"method", "dim", "source", "split", "metric", "plain", "value"}; `plain` is the
-    # metric without its split, and split is None for train rows.
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    note: str = ""
 
 
 @dataclass
@@ -91,203 +70,6 @@ class Table:
         return statistics.fmean(values) if values else None
 
 
-def natural_key(text: str) -> list[Any]:
-    """Sort key that puts job `10` after job `9`."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether `path` is a run folder: it holds `.hydra/config.yaml`, `results.json` or a
-    `status.json` of the run lifecycle."""
-    return any((path / name).is_file() for name in (".hydra/config.yaml", "results.json",
-                                                     STATUS_FILE))  # fmt: skip
-
-
-def find_runs(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Every run folder under `root` (itself included), in natural order of their paths."""
-    root = root.resolve()
-    exclude = exclude.resolve() if exclude is not None else None
-    found = []
-    for dirpath, dirnames, _ in os.walk(root):
-        here = Path(dirpath)
-        if is_run_dir(here):
-            found.append(here)
-            dirnames[:] = []  # runs do not nest; their subfolders are checkpoints, logs, eval
-            continue
-        dirnames[:] = [
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != exclude
-        ]
-    return sorted(found, key=lambda p: natural_key(p.relative_to(root).as_posix()))
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _lookup(cfg: dict, dotted: str) -> Any:
-    node: Any = cfg
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
-def _resolve(value: Any, cfg: dict, depth: int = 0) -> Any:
-    """The few interpolations the head configs use (`${nesting}`, `${mrl.max:${nesting}}`)."""
-    if depth > 10:
-        return None
-    if isinstance(value, list):
-        return [_resolve(v, cfg, depth + 1) for v in value]
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if match := re.fullmatch(r"\$\{mrl\.max:(.+)\}", text):
-        inner = _resolve(match.group(1), cfg, depth + 1)
-        ints = [v for v in inner if isinstance(v, int)] if isinstance(inner, list) else []
-        return max(ints) if ints and len(ints) == len(inner) else None
-    if match := re.fullmatch(r"\$\{([\w.]+)\}", text):
-        return _resolve(_lookup(cfg, match.group(1)), cfg, depth + 1)
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _parse_overrides(overrides: Any) -> dict[str, Any]:
-    """`key -> value` of Hydra override strings such as `head=ff` or `+head.nesting=[8]`."""
-    parsed: dict[str, Any] = {}
-    if not isinstance(overrides, list):
-        return parsed
-    for item in overrides:
-        if not isinstance(item, str) or "=" not in item:
-            continue
-        key, raw = item.split("=", 1)
-        try:
-            parsed[key.lstrip("+~")] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            parsed[key.lstrip("+~")] = raw
-    return parsed
-
-
-def derive_method(cfg: Any, overrides: Any = None) -> tuple[str | None, list[int]]:
-    """`(method, head dims)` of a run from its config, else from its overrides; None if unknown.
-
-    The same rule as `MRLHead.method`: tied -> `mrl_e`, one nesting entry -> `ff`, else `mrl`.
-    """
-    cfg = cfg if isinstance(cfg, dict) else {}
-    given = _parse_overrides(overrides)
-    head = cfg.get("head") if isinstance(cfg.get("head"), dict) else {}
-    tied = head.get("tied", given.get("head.tied"))
-    entries = head.get("nesting", given.get("head.nesting"))
-    if entries is None and given.get("head") == "ff":
-        entries = ["${mrl.max:${nesting}}"]
-    elif entries is None and given.get("head") in ("mrl", "mrl_e"):
-        entries = "${nesting}"
-    if "nesting" not in cfg and "nesting" in given:
-        cfg = {**cfg, "nesting": given["nesting"]}
-    resolved = _resolve(entries, cfg)
-    dims = [d for d in resolved if isinstance(d, int)] if isinstance(resolved, list) else []
-    count = len(entries) if isinstance(entries, list) else len(dims) or None
-    if tied is None and given.get("head") == "mrl_e":
-        tied = True
-    if tied is True:
-        return "mrl_e", dims
-    if count == 1:
-        return "ff", dims
-    if count:
-        return "mrl", dims
-    return None, dims
-
-
-def _read_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The results object and its train rows (method filled in later); ValueError if bad."""
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("per_dim"), list):
-        raise ValueError("not a results object with a per_dim list")
-    rows = []
-    for entry in data["per_dim"]:
-        for metric in ("top1", "top5"):
-            if entry.get(metric) is not None:
-                rows.append(
-                    {"dim": int(entry["dim"]), "source": "train", "split": None,
-                     "metric": metric, "plain": metric, "value": float(entry[metric])}
-                )  # fmt: skip
-    return data, rows
-
-
-def _read_eval_rows(path: Path, splits: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"split", "method", "dim", "metric", "value"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"missing columns {sorted(missing)}")
-        for r in reader:
-            if "*" not in splits and r["split"] not in splits:  # "*": every split
-                continue
-            try:
-                dim, value = int(r["dim"]), float(r["value"])
-            except (TypeError, ValueError):
-                continue
-            metric = r["metric"] if r["split"] == CLEAN_SPLIT else f"{r['split']}/{r['metric']}"
-            rows.append(
-                {"method": r["method"], "dim": dim, "source": "eval", "split": r["split"],
-                 "metric": metric, "plain": r["metric"], "value": value}
-            )  # fmt: skip
-    return rows
-
-
-def load_run(path: Path, root: Path, splits: list[str]) -> Run:
-    """Read one run folder; an unreadable `results.json` makes it a failed run with a note."""
-    name = path.relative_to(root).as_posix() if path != root else "."
-    hydra_cfg = _read_yaml(path / ".hydra" / "config.yaml")
-    overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
-    results, rows, note = None, [], ""
-    if (path / "results.json").is_file():
-        try:
-            results, rows = _read_results(path / "results.json")
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
-            note = f"corrupt results.json: {err}"
-    else:
-        note = "no results.json"
-        status = read_status(path)
-        if status.get("state") in ("failed", "interrupted", "running"):
-            detail = status.get("reason") or status.get("signal") or ""
-            note = f"{status['state']} at step {status.get('step')}" + (
-                f": {detail}" if detail else ""
-            )
-        if (path / "eval" / "metrics.csv").is_file():
-            note += " (training unfinished; its eval/metrics.csv is ignored)"
-
-    cfg = results.get("config") if results and isinstance(results.get("config"), dict) else None
-    cfg = cfg or (hydra_cfg if isinstance(hydra_cfg, dict) else {})
-    study = str((results or {}).get("experiment") or cfg.get("name") or "unknown")
-    seed = (results or {}).get("seed", cfg.get("seed"))
-    method, dims = derive_method(cfg, overrides)
-    if results is None:
-        return Run(path, name, "failed", study, seed, method, dims, note=note)
-
-    method = str(results.get("method") or method or "")
-    if isinstance(results.get("nesting"), list):
-        dims = [d for d in results["nesting"] if isinstance(d, int)]
-    rows = [{"method": method, **row} for row in rows]
-    if not dims:
-        dims = sorted({r["dim"] for r in rows})
-    status = "no-eval"
-    metrics_csv = path / "eval" / "metrics.csv"
-    if metrics_csv.is_file():
-        try:
-            rows += _read_eval_rows(metrics_csv, splits)
-            status = "ok"
-        except (OSError, ValueError, csv.Error) as err:
-            note = f"unreadable eval/metrics.csv: {err}"
-    return Run(path, name, status, study, seed, method, dims, rows, note)
-
-
 def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """The rows of `results.csv`: every metric of every run, and one row per failed run."""
     out = []
@@ -299,33 +81,6 @@ def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
             continue
         out.extend({**base, **row} for row in run.rows)
     return out
-
-
-def run_values(run: Run, metric: str, split: str) -> dict[tuple[str, int], float]:
-    """`(method, dim) -> value` of one run for a table metric (see the module docstring)."""
-    by_name: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
-    for row in run.rows:
-        if row["source"] == "eval" and row["split"] != split:
-            continue
-        if row["source"] == "train" and split != CLEAN_SPLIT:
-            continue  # train-time accuracies are on the clean test set only
-        # An FF-m run stands for FF at its own dim m only; baselines from its features do not.
-        if row["method"] == "ff" == run.method and run.dims and row["dim"] not in run.dims:
-            continue
-        if not math.isfinite(row["value"]):
-            continue
-        key = f"{row['source']}:{row['plain']}"
-        by_name[key].setdefault((row["method"], row["dim"]), row["value"])
-    if metric in ("top1", "top5"):
-        k = metric[-1]
-        order = [f"eval:head_top{k}", f"train:top{k}", f"eval:probe_top{k}"]
-    else:
-        order = [f"eval:{metric}", f"train:{metric}"]
-    values: dict[tuple[str, int], float] = {}
-    for key in order:
-        for cell, value in by_name.get(key, {}).items():
-            values.setdefault(cell, value)
-    return values
 
 
 def build_table(runs: list[Run], study: str, metric: str, split: str = CLEAN_SPLIT) -> Table:

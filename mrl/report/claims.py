@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrl.cli.aggregate import find_runs, load_run, run_values
 from mrl.eval.cascade import smallest_fixed_dim
 from mrl.runs.format import CLEAN_SPLIT
+from mrl.runs.reader import find_runs, load_run, run_values
 
 COLUMNS = ["claim", "paper", "measured", "verdict", "compared", "note"]
 # A difference counts as "level" within this many points (the paper's "about a point").

@@ -38,15 +38,17 @@ from typing import Any
 
 import pandas as pd
 
+from mrl.runs.files import read_json
 from mrl.runs.format import (
     AGGREGATE_COLUMNS,
     CLEAN_SPLIT,
-    EVAL_METRIC_COLUMNS,
     reference_files,
+    stands_for,
+    top_k_sources,
 )
-from mrl.runs.provenance import collect_provenance, read_json
+from mrl.runs.provenance import collect_provenance
+from mrl.runs.reader import Run, find_runs, load_run
 
-EVAL_COLUMNS = EVAL_METRIC_COLUMNS
 KEYS = ["study", "dataset", "run", "seed"]
 CLASSIFICATION_COLUMNS = [*KEYS, "method", "dim", "top1", "metric"]
 LONG_COLUMNS = [*KEYS, "method", "dim", "metric", "value"]
@@ -59,8 +61,6 @@ ADAPTIVE_RETRIEVAL_COLUMNS = [
 ]  # fmt: skip
 # Accuracy metrics that are not retrieval metrics; timings are not plotted.
 _ACCURACY_METRICS = {"head_top1", "head_top5", "probe_top1", "probe_top5", "top1", "top5"}
-# Folders of a run that hold no tables; walking them would only cost time.
-_SKIP_DIRS = {"embeddings", "checkpoints", "wandb", "csv", "__pycache__", "node_modules"}
 # The paper's method names in the reference CSV, mapped to this package's.
 PAPER_METHODS = {
     "MRL": "mrl",
@@ -138,37 +138,6 @@ def _header(path: Path) -> list[str]:
         return []
 
 
-def dataset_name(config: dict[str, Any] | None) -> str:
-    """Data set of a run config: `data._target_`'s class without "DataModule", else ""."""
-    data = (config or {}).get("data")
-    target = data.get("_target_") if isinstance(data, dict) else None
-    if not isinstance(target, str):
-        return ""
-    return target.rsplit(".", 1)[-1].removesuffix("DataModule")
-
-
-def run_method(results: dict[str, Any] | None) -> tuple[str | None, list[int]]:
-    """`(method, head dims)` of a run from its `results.json`: the `mrl-aggregate` rule.
-
-    tied head -> `mrl_e`, one nesting entry -> `ff`, several -> `mrl`; None when unknown.
-    """
-    results = results or {}
-    cfg = results.get("config") if isinstance(results.get("config"), dict) else {}
-    head = cfg.get("head") if isinstance(cfg.get("head"), dict) else {}
-    dims = results.get("nesting") if isinstance(results.get("nesting"), list) else []
-    dims = [int(d) for d in dims if isinstance(d, int)]
-    if results.get("method"):
-        return str(results["method"]), dims
-    if head.get("tied") is True:
-        return "mrl_e", dims
-    entries = head.get("nesting")
-    if isinstance(entries, list) and entries:
-        return ("ff" if len(entries) == 1 else "mrl"), dims
-    if dims:
-        return ("ff" if len(dims) == 1 else "mrl"), dims
-    return None, dims
-
-
 def parse_split(split: str) -> tuple[str, int]:
     """`(corruption, severity)` of a split: `query` -> ("clean", 0), `query-blur-3` -> ("blur", 3).
 
@@ -201,69 +170,43 @@ def _key(path: Path, root: Path) -> str:
     return rel or "."
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """Aggregate `results.csv` files and run folders under `root`, in sorted order."""
-    aggregates, runs = [], []
+def _aggregate_files(root: Path) -> list[Path]:
+    """The `mrl-aggregate` tables (`results.csv` with its columns) under `root`, sorted."""
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        files = set(filenames)
-        if "results.csv" in files and set(AGGREGATE_COLUMNS) <= set(_header(here / "results.csv")):
-            aggregates.append(here / "results.csv")
-        if here.name == "eval" and "metrics.csv" in files and here.parent not in runs:
-            runs.append(here.parent)  # eval folder written with out_dir= outside a run
-        elif "results.json" in files or (here / "eval" / "metrics.csv").is_file():
-            runs.append(here)
-            dirnames[:] = [d for d in dirnames if d == "eval"]
-            continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
-    return sorted(set(aggregates)), sorted(set(runs))
+        if "results.csv" in filenames and set(AGGREGATE_COLUMNS) <= set(
+            _header(here / "results.csv")
+        ):
+            found.append(here / "results.csv")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found)
 
 
-def _run_info(path: Path, root: Path) -> tuple[_RunInfo, dict[str, Any] | None]:
-    results = read_json(path / "results.json")
-    summary = read_json(path / "eval" / "summary.json") or {}
-    prov = collect_provenance(path)
-    method, dims = run_method(results)
-    method = method or summary.get("method")
-    if not dims and isinstance(summary.get("nesting"), list):
-        dims = [int(d) for d in summary["nesting"]]
-    study = str(prov.get("experiment") or path.name)
+def _run_info(path: Path, root: Path) -> tuple[_RunInfo, Run]:
+    run = load_run(path, root)
+    if run.note.startswith("unreadable"):
+        run.note = f"{path / 'eval' / 'metrics.csv'}: {run.note}"
+    study = run.experiment or path.name
     info = _RunInfo(
-        _key(path, root), path, study, dataset_name(prov.get("config")), prov.get("seed"),
-        method, dims,
+        _key(path, root), path, study, run.dataset, run.seed, run.method, run.dims
     )  # fmt: skip
-    return info, results
+    return info, run
 
 
-def _long_rows_of_run(info: _RunInfo, results: dict | None, notes: list[str]) -> pd.DataFrame:
+def _long_rows_of_run(info: _RunInfo, run: Run, notes: list[str]) -> pd.DataFrame:
     """Every metric row of one run folder: `KEYS, split, method, dim, source, metric, value`."""
-    frames = []
-    if results and isinstance(results.get("per_dim"), list):
-        rows = []
-        for entry in results["per_dim"]:
-            for metric in ("top1", "top5"):
-                if isinstance(entry, dict) and entry.get(metric) is not None:
-                    rows.append(
-                        {"split": CLEAN_SPLIT, "method": info.method or "mrl",
-                         "dim": entry.get("dim"), "source": "train", "metric": metric,
-                         "value": entry[metric]}
-                    )  # fmt: skip
-        frames.append(pd.DataFrame(rows))
-    metrics_csv = info.path / "eval" / "metrics.csv" if info.path else None
-    if metrics_csv is not None and metrics_csv.is_file():
-        frame = _read_csv(metrics_csv, notes)
-        if frame is not None and set(EVAL_COLUMNS) <= set(frame.columns):
-            if not info.dataset and frame["dataset"].notna().any():
-                info.dataset = str(frame["dataset"].dropna().iloc[0])
-            if info.method is None:
-                heads = frame.loc[frame["metric"] == "head_top1", "method"].dropna()
-                info.method = str(heads.iloc[0]) if len(heads) else None
-            frames.append(frame.drop(columns="dataset").assign(source="eval"))
-        elif frame is not None:
-            notes.append(f"{metrics_csv}: not an eval table (columns {list(frame.columns)})")
-    if not frames:
+    if run.note.startswith(str(info.path)):
+        notes.append(run.note)
+    rows = [
+        {"split": r["split"] or CLEAN_SPLIT,
+         "method": r["method"] or info.method or "mrl", "dim": r["dim"], "source": r["source"],
+         "metric": r["plain"], "value": r["value"]}
+        for r in run.rows
+    ]  # fmt: skip
+    if not rows:
         return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)
+    out = pd.DataFrame(rows)
     return out.assign(study=info.study, dataset=info.dataset, run=info.key, seed=info.seed)
 
 
@@ -288,7 +231,7 @@ def _aggregate_rows(
     for name, group in frame.groupby("run", sort=False):
         folder = base / str(name)
         if folder.is_dir():
-            info, results = _run_info(folder, root)
+            info, _ = _run_info(folder, root)
             runs.setdefault(info.key, collect_provenance(folder))
         else:
             key = f"{_key(path, root)}#{name}"
@@ -317,8 +260,8 @@ def _aggregate_rows(
 
 
 def _pick_top1(long: pd.DataFrame) -> pd.DataFrame:
-    """Top-1 per (run, split, method, dim): eval head_top1 > train top1 > eval probe_top1."""
-    order = {("eval", "head_top1"): 0, ("train", "top1"): 1, ("eval", "probe_top1"): 2}
+    """Top-1 per (run, split, method, dim), from the most preferred source (`top_k_sources`)."""
+    order = {source: rank for rank, source in enumerate(top_k_sources(1))}
     rank = [order.get((s, m)) for s, m in zip(long["source"], long["metric"])]
     cand = long.assign(_rank=rank).dropna(subset=["_rank"])
     cand = cand[cand["value"].map(lambda v: isinstance(v, float) and math.isfinite(v))]
@@ -341,14 +284,11 @@ def _normalise(long: pd.DataFrame, infos: dict[str, _RunInfo]) -> dict[str, pd.D
     long = long.dropna(subset=["dim", "value"])
     long["dim"] = long["dim"].astype(int)
 
-    # An FF-m run stands for FF at its own dim m only (as in mrl-aggregate).
-    def stands_for(row_run: str, method: str, dim: int) -> bool:
+    def counts(row_run: str, method: str, dim: int) -> bool:
         info = infos.get(row_run)
-        if info is None or method != "ff" or info.method != "ff" or not info.dims:
-            return True
-        return dim in info.dims
+        return info is None or stands_for(info.method, info.dims, method, dim)
 
-    keep = [stands_for(r, m, d) for r, m, d in zip(long["run"], long["method"], long["dim"])]
+    keep = [counts(r, m, d) for r, m, d in zip(long["run"], long["method"], long["dim"])]
     long = long[keep]
     top1 = _pick_top1(long)
     classification = top1[top1["split"] == CLEAN_SPLIT].rename(columns={"value": "top1"})
@@ -434,7 +374,8 @@ def load_results(root: str | Path) -> Tables:
     root = Path(root)
     notes: list[str] = []
     runs: dict[str, dict[str, Any]] = {}
-    aggregates, run_dirs = _walk(root) if root.is_dir() else ([], [])
+    aggregates = _aggregate_files(root) if root.is_dir() else []
+    run_dirs = find_runs(root, evaluated=True) if root.is_dir() else []
     long_parts, infos = [], {}
     covered: set[str] = set()
     for path in aggregates:
@@ -444,10 +385,10 @@ def load_results(root: str | Path) -> Tables:
         covered |= set(agg_infos)
     adaptive_c, adaptive_r = [], []
     for path in run_dirs:
-        info, results = _run_info(path, root)
+        info, run = _run_info(path, root)
         runs.setdefault(info.key, collect_provenance(path))
         if info.key not in covered:
-            long_parts.append(_long_rows_of_run(info, results, notes))
+            long_parts.append(_long_rows_of_run(info, run, notes))
             infos[info.key] = info
         c, r = _adaptive_of_run(info, notes)
         adaptive_c.append(c)

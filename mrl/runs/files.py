@@ -1,4 +1,5 @@
-"""Writing a run's results: atomic files and the per-dim table printed at the end of training."""
+"""A run's files: atomic writes, tolerant reads, the status file, and the per-dim table printed
+at the end of training."""
 
 import csv
 import io
@@ -8,6 +9,25 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path` (a Hydra config or overrides list), or None if unreadable."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -37,3 +37,22 @@ def reference_files(path: Path) -> tuple[Path, Path]:
     if path.name == REFERENCE_FILES[1]:
         return path.parent / REFERENCE_FILES[0], path
     return path, path.parent / REFERENCE_FILES[1]
+
+
+# The method of a run follows from its head, the rule of `MRLHead.method`.
+def head_method(tied: bool, entries: int) -> str:
+    """`mrl_e` for a tied head, `ff` for a head of one nesting entry, else `mrl`."""
+    return "mrl_e" if tied else ("ff" if entries == 1 else "mrl")
+
+
+def top_k_sources(k: int) -> list[tuple[str, str]]:
+    """Where a run's top-k comes from, most preferred first, as `(source, metric)`: the eval
+    head accuracy, else the train-time test accuracy (the same quantity), else the linear probe
+    (the only top-k of baselines such as SVD)."""
+    return [("eval", f"head_top{k}"), ("train", f"top{k}"), ("eval", f"probe_top{k}")]
+
+
+def stands_for(run_method: str | None, run_dims: list[int], row_method: str, dim: int) -> bool:
+    """Whether a row of `(row_method, dim)` in a run of `run_method` counts: an FF-m run stands
+    for FF at its own dim m only (the baselines computed from its features are kept)."""
+    return not (row_method == "ff" == run_method and run_dims and dim not in run_dims)

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mrl.runs.files import read_json, read_yaml
+
 UNKNOWN = "unknown"
 # The package's own checkout, not the caller's working directory (Hydra changes it per run).
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -77,27 +79,6 @@ def current_provenance() -> dict[str, Any]:
     }
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_yaml(path: Path) -> dict[str, Any] | None:
-    try:
-        import yaml
-    except ImportError:
-        return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def collect_provenance(run_dir: str | Path) -> dict[str, Any]:
     """What travels with a run folder: config, seed, wall time, git revision and hardware.
 
@@ -112,7 +93,8 @@ def collect_provenance(run_dir: str | Path) -> dict[str, Any]:
     results = read_json(run_dir / "results.json") or {}
     config = results.get("config") if isinstance(results.get("config"), dict) else None
     if config is None:
-        config = _read_yaml(run_dir / ".hydra" / "config.yaml")
+        config = read_yaml(run_dir / ".hydra" / "config.yaml")
+        config = config if isinstance(config, dict) else None
     stored = results.get("provenance") if isinstance(results.get("provenance"), dict) else {}
     seed = results.get("seed", (config or {}).get("seed"))
     out: dict[str, Any] = {
