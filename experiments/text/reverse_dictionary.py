@@ -34,7 +34,7 @@ from mrl.core.errors import ConfigError
 from mrl.runs.files import atomic_write_json, atomic_write_text, write_csv
 
 METHODS = ("zero_shot", "mrl", "single_dim")
-METHOD_OVERRIDES = {"zero_shot": [], "mrl": [], "single_dim": ["experiment_text=single_dim"]}
+METHOD_OVERRIDES = {"zero_shot": [], "mrl": [], "single_dim": ["experiment=text/single_dim"]}
 METHOD_TITLES = {
     "zero_shot": "MiniLM zero-shot",
     "mrl": "MiniLM + MRL",
