@@ -114,7 +114,7 @@ BAD_TRAIN = {
     "optimizer.lr=0": ["optimizer.lr=0"],
     "seed=-1": ["seed=-1"],
     "run_id=a/b": ["run_id='a/b' is not a plain name"],
-    "nesting=[2,4,8,16,64]": ["goes up to 64"],
+    "nesting=[2,4,8,16,64]": ["dim 64 exceeds the representation size 32"],
     "trainer.max_steps=0": ["trainer.max_steps=0 must be a positive integer (-1 for no limit)"],
     "trainer.max_epochs=0": ["trainer.max_epochs=0 must be a positive integer"],
     "trainer.max_epochs=-3": ["trainer.max_epochs=-3"],

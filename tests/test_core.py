@@ -158,7 +158,7 @@ def test_bad_loss_weights_are_named(weights, match):
 
 def test_weight_count_must_match_dims():
     loss = MatryoshkaLoss(weights=[1.0, 1.0])
-    with pytest.raises(ValueError, match="2 weights but the head has 3"):
+    with pytest.raises(ValueError, match="has 2 entries but the head has 3"):
         loss(torch.randn(3, 4, 5), torch.zeros(4, dtype=torch.long))
 
 

@@ -83,3 +83,63 @@ def test_core_maths_reach_no_lightning_or_hydra():
     # The walk does find frameworks where they are: the Lightning module reaches Lightning.
     assert "lightning" in reached(graph, "mrl.training.module")
     assert "hydra" in reached(graph, "mrl.cli.train")
+
+
+# The layers of the package, bottom (0) to top: a module imports only modules of its own
+# package or of a lower layer, never one beside or above it (lazy imports included).
+LAYERS = {
+    "core": 0, "conf": 0,
+    "runs": 1,
+    "data": 2, "encoders": 2,
+    "eval": 3, "training": 3,
+    "text": 4, "report": 4,
+    "cli": 5,
+}  # fmt: skip
+
+
+def layer_of(module: str) -> str | None:
+    """The layer (subpackage) a module of the package belongs to; None for `mrl` itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def all_imports() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere in its source (lazy imports too)."""
+    graph = {}
+    for path in ROOT.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        graph[module_name(path)] = {n for n in names if n.split(".")[0] == "mrl"}
+    return graph
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """`importer -> imported` pairs that break the layering."""
+    bad = []
+    for module, names in sorted(graph.items()):
+        here = layer_of(module)
+        if here is None:
+            continue  # the package's face hands the core's names on
+        for name in sorted(names):
+            there = layer_of(name)
+            if there is None or there == here or there not in LAYERS:
+                continue
+            if LAYERS[there] >= LAYERS[here]:
+                bad.append(f"{module} -> {name}")
+    return bad
+
+
+def test_every_module_sits_in_a_layer():
+    assert {layer_of(m) for m in all_imports()} - {None} == set(LAYERS)
+
+
+def test_nothing_imports_upward_or_sideways():
+    graph = all_imports()
+    assert upward_imports(graph) == []
+    # The check does catch a breach: training importing the report would be one.
+    breach = {**graph, "mrl.training.lifecycle": graph["mrl.training.lifecycle"] | {"mrl.report"}}
+    assert upward_imports(breach) == ["mrl.training.lifecycle -> mrl.report"]

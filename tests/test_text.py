@@ -169,7 +169,7 @@ def test_loss_gathers_negatives_across_processes(monkeypatch):
 def test_loss_rejects_bad_arguments():
     with pytest.raises(ValueError, match="strictly increasing"):
         MatryoshkaContrastiveLoss([16, 8])
-    with pytest.raises(ValueError, match="2 weights for 3 nesting dims"):
+    with pytest.raises(ValueError, match="has 2 entries but nesting has 3 dims"):
         MatryoshkaContrastiveLoss([4, 8, 16], weights=[1, 1])
     with pytest.raises(ValueError, match="exceeds the embedding size 8"):
         MatryoshkaContrastiveLoss([4, 16])(torch.randn(3, 8), torch.randn(3, 8))
@@ -373,7 +373,7 @@ def test_export_round_trip_matches_the_framework(minilm, tmp_path: Path, pooling
     "overrides, data, loss_dims",
     [
         ([], "WordNetPairsDataModule", [8, 16, 32, 64, 128, 256, 384]),
-        (["experiment_text=single_dim"], "WordNetPairsDataModule", [384]),
+        (["experiment=text/single_dim"], "WordNetPairsDataModule", [384]),
         (["text/task=classification"], "WordNetCategoriesDataModule", None),
         (["text/task=dual_encoder"], "SyntheticCaptionsDataModule", [8, 16, 32, 64]),
     ],
@@ -436,7 +436,7 @@ def test_bad_text_config_fails_before_training(tmp_path: Path):
     from mrl.cli.train_text import train_text
 
     cfg = compose_text(tmp_path, *QUIET, "nesting=[8,512]")
-    with pytest.raises(ConfigError, match="goes up to 512 but the representation has only 384"):
+    with pytest.raises(ConfigError, match="nesting dim 512 exceeds the representation size 384"):
         train_text(cfg)
     assert not (tmp_path / "results.json").exists()
 

@@ -40,7 +40,7 @@ def test_ff_at_a_chosen_dim(tmp_path: Path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("nesting=[8,64]", "goes up to 64 but the encoder's representation has only 32"),
+        ("nesting=[8,64]", "largest nesting dim 64 exceeds the representation size 32"),
         ("nesting=[16,8]", "strictly increasing"),
         ("loss.weights=[1,1]", "loss.weights has 2 entries but head.nesting has 5"),
         ("loss.label_smoothing=1.5", "label_smoothing"),

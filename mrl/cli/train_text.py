@@ -28,14 +28,6 @@ log = logging.getLogger("mrl.cli.train_text")
 TASKS = ("contrastive", "classification", "dual_encoder")
 
 
-def _check_nesting(nesting: list[int], features: int, where: str) -> None:
-    if max(nesting, default=0) > features:
-        raise ConfigError(
-            f"{where} goes up to {max(nesting)} but the representation has only {features} "
-            f"features: lower `nesting`"
-        )
-
-
 def _common(cfg: DictConfig) -> dict[str, Any]:
     return {
         "optimizer": _instantiate(cfg.optimizer, "optimizer"),
@@ -53,6 +45,8 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
     task = cfg.get("task")
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not one of {list(TASKS)} (choose text/task=...)")
+    # The modules check `nesting` and `loss.nesting` against the representation size, the head
+    # its nesting, and the classifier module the loss's weights: each check once, in its owner.
     encoder = _instantiate(cfg.encoder, "encoder")
     nesting = list(cfg.nesting)
     if task == "dual_encoder":
@@ -64,7 +58,6 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
             text_encoder=encoder,
             embed_dim=cfg.dual.embed_dim,
         )
-        _check_nesting(nesting, model.num_features, "nesting")
         return DualEncoderModule(
             model,
             _instantiate(cfg.loss, "loss"),
@@ -72,12 +65,13 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
             num_classes=datamodule.num_classes,
             **_common(cfg),
         )
-    _check_nesting(nesting, encoder.num_features, "nesting")
     if task == "contrastive":
-        loss = _instantiate(cfg.loss, "loss")
-        _check_nesting(list(loss.nesting), encoder.num_features, "loss.nesting")
         return TextContrastiveModule(
-            encoder, loss, nesting=nesting, **dict(cfg.get("module") or {}), **_common(cfg)
+            encoder,
+            _instantiate(cfg.loss, "loss"),
+            nesting=nesting,
+            **dict(cfg.get("module") or {}),
+            **_common(cfg),
         )
     head = _call(
         _instantiate(cfg.head, "head"),
@@ -85,13 +79,7 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
         in_features=encoder.num_features,
         num_classes=datamodule.num_classes,
     )
-    loss = _instantiate(cfg.loss, "loss")
-    if cfg.loss.get("weights") is not None and len(cfg.loss.weights) != len(head.nesting):
-        raise ConfigError(
-            f"loss.weights has {len(cfg.loss.weights)} entries but head.nesting has "
-            f"{len(head.nesting)} dims {list(head.nesting)}: give one weight per dim"
-        )
-    return TextClassifierModule(encoder, head, loss, **_common(cfg))
+    return TextClassifierModule(encoder, head, _instantiate(cfg.loss, "loss"), **_common(cfg))
 
 
 def text_encoder_of(model: pl.LightningModule) -> Any:

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from mrl.core.losses import NestedLoss
 from mrl.core.nesting import validate_nesting
 
 
@@ -35,7 +36,7 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     return torch.cat(all_gather(x), dim=0), dist.get_rank() * x.shape[0]
 
 
-class MatryoshkaContrastiveLoss(nn.Module):
+class MatryoshkaContrastiveLoss(NestedLoss):
     """`sum_m w_m * InfoNCE(anchor[:, :m], positive[:, :m])` over the nesting dims.
 
     Args:
@@ -48,8 +49,6 @@ class MatryoshkaContrastiveLoss(nn.Module):
     Call as `loss(anchor_emb, positive_emb)` with two `(B, D)` tensors, rows paired by index.
     """
 
-    weights: Tensor | None
-
     def __init__(
         self,
         nesting: Sequence[int],
@@ -58,25 +57,14 @@ class MatryoshkaContrastiveLoss(nn.Module):
         symmetric: bool = False,
         gather: bool = True,
     ) -> None:
-        super().__init__()
-        self.nesting = validate_nesting(list(nesting))
+        nesting = validate_nesting(nesting)
+        super().__init__(weights, nesting)
+        self.nesting = nesting
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
         self.gather = bool(gather)
-        if weights is None:
-            self.register_buffer("weights", None, persistent=False)
-            return
-        w = torch.as_tensor(list(weights), dtype=torch.float32)
-        if w.ndim != 1 or w.numel() != len(self.nesting):
-            raise ValueError(
-                f"loss has {w.numel()} weights for {len(self.nesting)} nesting dims "
-                f"{list(self.nesting)}: give one weight per dim (or weights=null for all ones)"
-            )
-        if not torch.isfinite(w).all() or (w < 0).any():
-            raise ValueError(f"loss weights must be finite and non-negative, got {list(weights)}")
-        self.register_buffer("weights", w, persistent=False)
 
     def per_dim(self, anchor: Tensor, positive: Tensor) -> Tensor:
         """The unweighted loss of each nesting dim, shape `(K,)`."""
@@ -109,16 +97,6 @@ class MatryoshkaContrastiveLoss(nn.Module):
                 loss = 0.5 * (loss + F.cross_entropy(self.scale * p_m @ a_all.T, target))
             losses.append(loss)
         return torch.stack(losses)
-
-    def weighted(self, per_dim: Tensor) -> Tensor:
-        """Combine per-dim losses `(K,)` into the scalar training loss."""
-        if self.weights is None:
-            return per_dim.sum()
-        return (self.weights.to(device=per_dim.device, dtype=per_dim.dtype) * per_dim).sum()
-
-    def forward(self, anchor: Tensor, positive: Tensor) -> Tensor:
-        """The scalar Matryoshka contrastive loss."""
-        return self.weighted(self.per_dim(anchor, positive))
 
     def extra_repr(self) -> str:
         return f"nesting={list(self.nesting)}, scale={self.scale}, symmetric={self.symmetric}"

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from mrl.core.nesting import validate_nesting
+from mrl.core.validate import positive_int
 
 
 class MRLHead(nn.Module):
@@ -27,8 +28,7 @@ class MRLHead(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        num_classes = positive_int(num_classes, "num_classes")
         self.nesting = validate_nesting(nesting, in_features)
         self.in_features = in_features
         self.num_classes = num_classes

@@ -1,33 +1,41 @@
 """Validation and helpers for nesting lists (the representation sizes m that MRL trains)."""
 
+import operator
 from collections.abc import Iterable
 from itertools import pairwise
+
+from mrl.core.errors import ConfigError
+from mrl.core.validate import is_positive_int
 
 
 def validate_nesting(
     nesting: Iterable[int], in_features: int | None = None, name: str = "nesting"
 ) -> tuple[int, ...]:
-    """Return `nesting` as an ascending tuple, or raise `ValueError` naming the bad value.
+    """Return `nesting` as an ascending tuple of `int`s, or raise `ConfigError` (a `ValueError`)
+    naming the bad value.
 
     A valid nesting list is non-empty, made of strictly increasing positive integers, and its
     largest entry is at most `in_features` (the representation size) when that is given.
-    `name` is the setting the list came from, for the message.
+    `name` is the setting the list came from, for the message. This is the one check of a
+    nesting list against a representation size: heads, losses, modules, builders and the
+    evaluation's config checks all call it.
     """
     if isinstance(nesting, (str, bytes)) or not isinstance(nesting, Iterable):
-        raise ValueError(f"{name} must be a list of integers, got {nesting!r}")
+        raise ConfigError(f"{name} must be a list of integers, got {nesting!r}")
     dims = tuple(nesting)
     if not dims:
-        raise ValueError(f"{name} is empty: give at least one representation size, e.g. [8, 16]")
+        raise ConfigError(f"{name} is empty: give at least one representation size, e.g. [8, 16]")
     for m in dims:
-        if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
-            raise ValueError(f"{name} entry {m!r} is not a positive integer ({name}={list(dims)})")
+        if not is_positive_int(m):
+            raise ConfigError(f"{name} entry {m!r} is not a positive integer ({name}={list(dims)})")
+    dims = tuple(operator.index(m) for m in dims)
     for a, b in pairwise(dims):
         if b <= a:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} must be strictly increasing, but {b} follows {a} ({name}={list(dims)})"
             )
     if in_features is not None and dims[-1] > in_features:
-        raise ValueError(
+        raise ConfigError(
             f"largest {name} dim {dims[-1]} exceeds the representation size {in_features} "
             f"({name}={list(dims)}): lower the list or use a wider encoder"
         )

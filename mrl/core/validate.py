@@ -1,4 +1,5 @@
-"""The checks of plain values that every layer shares: one positive integer, a list of them.
+"""The checks of plain values that every layer shares: one positive integer, a list of them,
+one integer >= 0.
 
 Each raises `ConfigError` (a `ValueError`) with one line naming the setting, the value and, when
 given, the fix. Nesting lists have their own check, `mrl.core.nesting.validate_nesting`.
@@ -13,14 +14,26 @@ from typing import Any
 from mrl.core.errors import ConfigError
 
 
+def _as_int(value: Any) -> int | None:
+    """`value` as an `int` when it is an integer (Python or NumPy, not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def is_positive_int(value: Any) -> bool:
     """Whether `value` is an integer (Python or NumPy, not a bool) of at least 1."""
-    if isinstance(value, bool):
-        return False
-    try:
-        return operator.index(value) >= 1
-    except TypeError:
-        return False
+    number = _as_int(value)
+    return number is not None and number >= 1
+
+
+def is_non_negative_int(value: Any) -> bool:
+    """Whether `value` is an integer (Python or NumPy, not a bool) of at least 0."""
+    number = _as_int(value)
+    return number is not None and number >= 0
 
 
 def _fix(hint: str) -> str:
@@ -34,6 +47,13 @@ def positive_int(value: Any, name: str, *, optional: bool = False, hint: str = "
     if not is_positive_int(value):
         kind = "a positive integer or null" if optional else "a positive integer"
         raise ConfigError(f"{name} must be {kind}, got {value!r}{_fix(hint)}")
+    return operator.index(value)
+
+
+def non_negative_int(value: Any, name: str, *, hint: str = "") -> int:
+    """`value` as an `int` when it is an integer >= 0, else `ConfigError` naming `name`."""
+    if not is_non_negative_int(value):
+        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}{_fix(hint)}")
     return operator.index(value)
 
 

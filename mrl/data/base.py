@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mrl.core.errors import ConfigError
+from mrl.core.validate import non_negative_int, positive_int
 
 # Independent random streams of one seed (see seeded_permutation).
 SPLIT_STREAM, TRAIN_STREAM, VAL_STREAM, TEST_STREAM, LOADER_STREAM = 0, 1, 2, 3, 4
@@ -314,21 +315,6 @@ def make_tensor_dataset(
     )
 
 
-def check_val_size(val_size: int) -> int:
-    """Validate ``data.val_size`` (a positive integer) and return it."""
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 1:
-        raise ConfigError(f"data.val_size must be a positive integer, got {val_size!r}")
-    return val_size
-
-
-def _check_optional_positive(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"data.{name} must be a positive integer or null, got {value!r}")
-    return value
-
-
 class ResumableTraining:
     """Mixin for a `LightningDataModule` whose training sampler is a `ResumableSampler` given
     `samples_done=self.samples_done_this_epoch`: the position in the epoch travels in every
@@ -400,18 +386,9 @@ class VisionDataModule(ResumableTraining, pl.LightningDataModule):
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("image_size", image_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
-        if eval_batch_size is not None and (
-            isinstance(eval_batch_size, bool)
-            or not isinstance(eval_batch_size, int)
-            or eval_batch_size < 1
-        ):
-            raise ConfigError(
-                f"data.eval_batch_size must be a positive integer or null, got {eval_batch_size!r}"
-            )
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+            positive_int(value, f"data.{name}")
+        positive_int(eval_batch_size, "data.eval_batch_size", optional=True)
+        non_negative_int(num_workers, "data.num_workers")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"data.seed must be an integer, got {seed!r}")
         self.root = str(root) if root is not None else ""
@@ -422,9 +399,9 @@ class VisionDataModule(ResumableTraining, pl.LightningDataModule):
         self.image_size = image_size
         self.drop_last = bool(drop_last)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.limit_train = _check_optional_positive("limit_train", limit_train)
-        self.limit_val = _check_optional_positive("limit_val", limit_val)
-        self.limit_test = _check_optional_positive("limit_test", limit_test)
+        self.limit_train = positive_int(limit_train, "data.limit_train", optional=True)
+        self.limit_val = positive_int(limit_val, "data.limit_val", optional=True)
+        self.limit_test = positive_int(limit_test, "data.limit_test", optional=True)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -558,7 +535,7 @@ class InMemoryDataModule(VisionDataModule):
 
     def __init__(self, val_size: int = 5000, augment: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.val_size = check_val_size(val_size)
+        self.val_size = positive_int(val_size, "data.val_size")
         self.augment = bool(augment)
         # Indices into the training file, set by setup().
         self.train_indices: Tensor | None = None

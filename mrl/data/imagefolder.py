@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
 from mrl.core.errors import ConfigError, DataNotFoundError
+from mrl.core.validate import positive_int
 from mrl.data.base import TEST_STREAM, TRAIN_STREAM, VAL_STREAM, VisionDataModule
 from mrl.data.jpeg import (
     EncodedImageFolder,
@@ -117,18 +118,15 @@ class ImageFolderDataModule(VisionDataModule):
             **kwargs,
         )
         for name, value in (("eval_resize", eval_resize), ("eval_crop", eval_crop)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
+            positive_int(value, f"data.{name}")
         if eval_crop > eval_resize:
             raise ConfigError(
                 f"data.eval_crop={eval_crop} must not exceed data.eval_resize={eval_resize}"
             )
         if decode not in DECODE_MODES:
             raise ConfigError(f"data.decode must be one of {DECODE_MODES}, got {decode!r}")
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ConfigError(f"data.num_classes must be a positive integer, got {num_classes!r}")
+        if num_classes is not None:
+            positive_int(num_classes, "data.num_classes")
         self.train_dir = str(train_dir) if train_dir else str(Path(self.root) / "train")
         self.val_dir = str(val_dir) if val_dir else str(Path(self.root) / "val")
         self.eval_resize = eval_resize
@@ -154,9 +152,7 @@ class ImageFolderDataModule(VisionDataModule):
 
     @train_resolution.setter
     def train_resolution(self, side: int) -> None:
-        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
-            raise ConfigError(f"train_resolution must be a positive integer, got {side!r}")
-        self._train_side.fill_(side)
+        self._train_side.fill_(positive_int(side, "train_resolution"))
 
     def _check_classes(self) -> list[str]:
         """Verify both trees exist with identical class folders; return the class names."""

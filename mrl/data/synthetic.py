@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mrl.core.errors import ConfigError
+from mrl.core.validate import positive_int
 from mrl.data.base import TensorImageDataset, VisionDataModule, seeded_generator
 
 # Prototypes are drawn on a coarse grid and upsampled, so they are smooth and
@@ -71,8 +72,7 @@ class SyntheticDataModule(VisionDataModule):
             ("num_val", num_val),
             ("num_test", num_test),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
+            positive_int(value, f"data.{name}")
         if not noise >= 0:
             raise ConfigError(f"data.noise must be >= 0, got {noise!r}")
         self.num_classes = num_classes

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchvision import models
 
 from mrl.core.errors import ConfigError
+from mrl.core.validate import positive_int
 from mrl.encoders.blurpool import apply_blurpool
 
 _BUILDERS: dict[int, Callable[..., models.ResNet]] = {
@@ -96,8 +97,7 @@ def resnet(
     if isinstance(depth, bool) or depth not in _BUILDERS:
         supported = ", ".join(str(d) for d in _BUILDERS)
         raise ConfigError(f"unsupported ResNet depth {depth!r}; supported: {supported}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-        raise ConfigError(f"in_channels must be a positive int, got {in_channels!r}")
+    in_channels = positive_int(in_channels, "in_channels")
 
     backbone = _BUILDERS[depth](weights=None, zero_init_residual=zero_init_residual)
     num_features = backbone.fc.in_features

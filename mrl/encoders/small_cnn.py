@@ -8,13 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mrl.core.errors import ConfigError
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    # bool is an int subclass, but `True` as a width is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
-    return value
+from mrl.core.validate import positive_int
 
 
 class SmallCNN(nn.Module):
@@ -37,12 +31,12 @@ class SmallCNN(nn.Module):
                 int, or ``widths`` is empty.
         """
         super().__init__()
-        in_channels = _check_positive_int("in_channels", in_channels)
+        in_channels = positive_int(in_channels, "in_channels")
         given = widths
         widths = tuple(given)
         if not widths:
             raise ConfigError(f"widths must be non-empty, got {given!r}")
-        widths = tuple(_check_positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+        widths = tuple(positive_int(w, f"widths[{i}]") for i, w in enumerate(widths))
 
         layers: list[nn.Module] = []
         prev = in_channels

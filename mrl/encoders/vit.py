@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchvision.models import vision_transformer as tv_vit
 
 from mrl.core.errors import ConfigError
+from mrl.core.validate import positive_int
 
 # Patch size of each named torchvision variant, needed to validate image_size up front.
 _VARIANT_PATCH: dict[str, int] = {
@@ -82,8 +83,7 @@ def vit(
             architecture arguments, a bad ``in_channels``, or an ``image_size`` not
             divisible by the patch size.
     """
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-        raise ConfigError(f"in_channels must be a positive int, got {in_channels!r}")
+    in_channels = positive_int(in_channels, "in_channels")
     for key in ("num_classes", "representation_size"):
         if key in overrides:
             raise ConfigError(f"{key} is not allowed: the encoder has no classification head")
@@ -92,9 +92,7 @@ def vit(
         missing = [k for k in _ARCH_KEYS if k not in overrides]
         if missing:
             raise ConfigError(f"variant 'custom' needs {', '.join(missing)}")
-        patch_size = overrides["patch_size"]
-        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
-            raise ConfigError(f"patch_size must be a positive int, got {patch_size!r}")
+        patch_size = positive_int(overrides["patch_size"], "patch_size")
     elif variant in _VARIANT_PATCH:
         given = [k for k in _ARCH_KEYS if k in overrides]
         if given:
@@ -107,8 +105,7 @@ def vit(
         known = ", ".join([*_VARIANT_PATCH, "custom"])
         raise ConfigError(f"unknown ViT variant {variant!r}; supported: {known}")
 
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
-        raise ConfigError(f"image_size must be a positive int, got {image_size!r}")
+    image_size = positive_int(image_size, "image_size")
     if image_size % patch_size != 0:
         raise ConfigError(
             f"image_size={image_size} is not divisible by patch_size={patch_size} "

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mrl.core.nesting import validate_nesting
+from mrl.core.validate import positive_int, positive_ints
 from mrl.eval.index_cache import cached_searcher
 from mrl.eval.metrics import knn_accuracy, neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import Searcher, normalize_prefix, prefix_norms
@@ -44,21 +45,14 @@ def validate_cascade(
             f"a funnel needs as many shortlists as dims (at least one): dims={dims}, "
             f"shortlists={shortlists}"
         )
-    for name, values in (("dims", dims), ("shortlists", shortlists)):
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} entry {v!r} is not a positive integer ({name}={values})")
-    for a, b in zip(dims, dims[1:]):
-        if b <= a:
-            raise ValueError(f"funnel dims must strictly increase, but {b} follows {a} ({dims})")
+    dims = list(validate_nesting(dims, max_dim, "dims"))
+    shortlists = positive_ints(shortlists, "shortlists")
     for a, b in zip(shortlists, shortlists[1:]):
         if b > a:
             raise ValueError(
                 f"funnel shortlists must not increase, but {b} follows {a} ({shortlists})"
             )
-    if max_dim is not None and dims[-1] > max_dim:
-        raise ValueError(f"funnel dim {dims[-1]} exceeds the embedding size {max_dim} ({dims})")
-    return [int(d) for d in dims], [int(s) for s in shortlists]
+    return dims, shortlists
 
 
 def funnel_mflops(n_db: int, dims: Sequence[int], shortlists: Sequence[int]) -> float:
@@ -316,11 +310,8 @@ def evaluate_adaptive_retrieval(
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
     nesting = validate_nesting(nesting, database.shape[1])
-    ks = [int(k) for k in ks]
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    ks = positive_ints(ks, "ks")
+    positive_int(repeats, "repeats")
     n_db, top, k_final = database.shape[0], nesting[-1], max(ks)
     if shortlist_k < k_final:
         raise ValueError(f"shortlist_k={shortlist_k} is below the largest k={k_final} in ks")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mrl.core.validate import is_positive_int, positive_int
 from mrl.eval.quantize import binary_codes
 
 BACKENDS = ("exact", "hnsw", "ivf", "binary", "numpy")
@@ -59,7 +60,7 @@ def normalize_prefix(
     """
     _check_matrix(x, "x")
     n, d = x.shape
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= d:
+    if not is_positive_int(m) or m > d:
         raise ValueError(f"prefix size m={m!r} must be an integer in [1, {d}] (x has {d} dims)")
     m = int(m)
     if chunk_rows is None:
@@ -193,8 +194,7 @@ class Searcher:
         if database.shape[0] == 0:
             raise ValueError("database is empty: nothing to search")
         for name, value in (("batch_size", batch_size), ("nprobe", nprobe)):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
+            positive_int(value, name)
         faiss = _faiss()
         if faiss is None and backend != "numpy":
             warnings.warn(
@@ -369,9 +369,7 @@ class Searcher:
         _check_matrix(queries, "queries")
         if queries.shape[1] != self.dim:
             raise ValueError(f"queries have {queries.shape[1]} dims, the index has {self.dim}")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        k_out = min(int(k), self.ntotal)
+        k_out = min(positive_int(k, "k"), self.ntotal)
         bs = self.batch_size if batch_size is None else int(batch_size)
         if self.backend == "numpy":
             bs = max(1, min(bs, _NUMPY_BLOCK_BYTES // (4 * self.ntotal)))

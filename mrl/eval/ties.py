@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mrl.core.validate import positive_ints
 from mrl.eval.metrics import knn_accuracy
 from mrl.eval.search import normalize_prefix
 
@@ -113,10 +114,8 @@ def tie_aware_retrieval(
     not in recall, as in `retrieval_metrics`."""
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
-    ks = sorted({int(k) for k in ks})
+    ks = sorted(set(positive_ints(ks, "ks")))
     n_db = database.shape[0]
-    if not ks or ks[0] < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
     db = normalize_prefix(database, m, dtype=np.float64)
     q = normalize_prefix(queries, m, dtype=np.float64)
     classes, counts = np.unique(database_labels, return_counts=True)

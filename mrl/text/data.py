@@ -1,4 +1,4 @@
-"""Lightning data modules for the WordNet text tasks, and the collate functions that tokenize.
+"""Lightning data modules of the text tasks, and the collate functions that tokenize.
 
 - `WordNetPairsDataModule`: training batches of (definition, lemma) pairs for the contrastive
   loss, tokenized together as one `2B`-row batch (anchors first, then positives), so a step
@@ -6,6 +6,9 @@
   the database of the split (see `mrl.text.wordnet.reverse_dictionary`), `(features, synset)`.
 - `WordNetCategoriesDataModule`: `(tokenized definitions, category)` batches; `num_classes` is the
   number of lexicographer categories of the parts of speech (26 for nouns).
+- `SyntheticCaptionsDataModule`: tiny seeded image-caption pairs for the dual encoder's smoke
+  tests (class-prototype images from `mrl.data.SyntheticDataModule`, captions from a template);
+  it makes no claim about accuracy.
 
 Splits are by synset (`split_synsets`: seeded, disjoint, independent of the limits); the
 `limit_*` options then keep a seeded subset of each split's synsets for quick runs. Tokenizers
@@ -26,7 +29,16 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mrl.core.errors import ConfigError
-from mrl.data.base import ResumableSampler, ResumableTraining, eval_sampler, loader_generator
+from mrl.core.validate import non_negative_int, positive_int
+from mrl.data.base import (
+    ResumableSampler,
+    ResumableTraining,
+    SeededSamples,
+    eval_sampler,
+    loader_generator,
+    train_sampler,
+)
+from mrl.data.synthetic import SyntheticDataModule
 from mrl.text.encoders import load_tokenizer, tokenize
 from mrl.text.wordnet import (
     DEFAULT_ROOT,
@@ -43,15 +55,6 @@ from mrl.text.wordnet import (
 # Independent seeded streams of one seed: which synsets each split's limit keeps.
 _LIMIT_STREAMS = {"train": 1, "val": 2, "test": 3}
 PairMode = Literal["sample", "all"]
-
-
-def _positive_int(name: str, value: Any, optional: bool = False) -> Any:
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        extra = " or null" if optional else ""
-        raise ConfigError(f"data.{name} must be a positive integer{extra}, got {value!r}")
-    return value
 
 
 class TextCollator:
@@ -190,19 +193,17 @@ class WordNetDataModule(ResumableTraining, pl.LightningDataModule):
         self.root = str(root)
         self.pos = tuple(pos)
         self.model_name_or_path = model_name_or_path
-        self.max_length = _positive_int("max_length", max_length)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.eval_batch_size = _positive_int(
-            "eval_batch_size", eval_batch_size if eval_batch_size is not None else batch_size
+        self.max_length = positive_int(max_length, "data.max_length")
+        self.batch_size = positive_int(batch_size, "data.batch_size")
+        self.eval_batch_size = positive_int(
+            eval_batch_size if eval_batch_size is not None else batch_size, "data.eval_batch_size"
         )
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.limits = {
-            "train": _positive_int("limit_train", limit_train, optional=True),
-            "val": _positive_int("limit_val", limit_val, optional=True),
-            "test": _positive_int("limit_test", limit_test, optional=True),
+            split: positive_int(value, f"data.limit_{split}", optional=True)
+            for split, value in (("train", limit_train), ("val", limit_val), ("test", limit_test))
         }
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        non_negative_int(num_workers, "data.num_workers")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"data.seed must be an integer, got {seed!r}")
         self.num_workers, self.seed, self.drop_last = num_workers, seed, bool(drop_last)
@@ -354,3 +355,120 @@ class WordNetCategoriesDataModule(WordNetDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+class CaptionedImages(Dataset):
+    """`(image, caption, label)` items: an image dataset's items with their class caption."""
+
+    def __init__(self, images: Dataset, captions: Sequence[str]) -> None:
+        self.images, self.captions = images, list(captions)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, str, int]:
+        image, label = self.images[index]
+        return image, self.captions[int(label)], int(label)
+
+
+class CaptionCollator:
+    """Stacks images, tokenizes captions: `{"images", "features", "labels"}`."""
+
+    def __init__(self, tokenizer, max_length: int) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, items: Sequence[tuple[Tensor, str, int]]) -> dict[str, Any]:
+        images, captions, labels = zip(*items)
+        return {
+            "images": torch.stack(images),
+            "features": tokenize(self.tokenizer, captions, self.max_length),
+            "labels": torch.tensor(labels, dtype=torch.long),
+        }
+
+
+class SyntheticCaptionsDataModule(ResumableTraining, pl.LightningDataModule):
+    """Seeded synthetic images (see `SyntheticDataModule`) paired with `template.format(label=k)`.
+
+    Args:
+        template: caption of class k, e.g. `"a photo of class {label}"`.
+        model_name_or_path: where the tokenizer is stored (`None` = bundled MiniLM).
+        max_length: longest caption in tokens.
+        batch_size / eval_batch_size / num_workers / seed: as for the image data modules.
+        Other arguments: passed to `SyntheticDataModule` (num_classes, in_channels, image_size,
+        num_train, num_val, num_test, noise).
+    """
+
+    def __init__(
+        self,
+        template: str = "a photo of class {label}",
+        model_name_or_path: str | None = None,
+        max_length: int = 32,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        **image_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if "{label}" not in template:
+            raise ConfigError(f"data.template={template!r} must contain {{label}}")
+        self.images = SyntheticDataModule(
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            **image_kwargs,
+        )
+        self.num_classes, self.in_channels = self.images.num_classes, self.images.in_channels
+        self.captions = [template.format(label=k) for k in range(self.num_classes)]
+        self.model_name_or_path, self.max_length = model_name_or_path, max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.seed = num_workers, seed
+        self._tokenizer = None
+
+    def check(self) -> None:
+        """Nothing to check: the data are generated."""
+
+    @property
+    def tokenizer(self):
+        """The caption tokenizer, loaded on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_name_or_path)
+        return self._tokenizer
+
+    def class_caption_features(self) -> dict[str, Tensor]:
+        """The tokenized caption of every class, row k = class k."""
+        return tokenize(self.tokenizer, self.captions, self.max_length)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.images.setup(stage)
+
+    def _loader(self, images: Dataset, train: bool) -> DataLoader:
+        dataset = CaptionedImages(images, self.captions)
+        sampler = (
+            train_sampler(dataset, self.seed, self.samples_done_this_epoch, per_sample_seeds=True)
+            if train
+            else eval_sampler(dataset)
+        )
+        return DataLoader(
+            SeededSamples(dataset) if train else dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=sampler,
+            generator=loader_generator(self.seed),
+            drop_last=train,
+            collate_fn=CaptionCollator(self.tokenizer, self.max_length),
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.images.setup("fit")
+        return self._loader(self.images.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.images.setup("validate")
+        return self._loader(self.images.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self.images.setup("test")
+        return self._loader(self.images.test_set, train=False)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mrl.core.errors import ConfigError
+from mrl.core.validate import positive_int
 
 Pooling = Literal["mean", "cls", "last"]
 POOLINGS = ("mean", "cls", "last")
@@ -101,8 +102,7 @@ class HFTextEncoder(nn.Module):
 
         if pooling not in POOLINGS:
             raise ConfigError(f"encoder.pooling={pooling!r} is not one of {POOLINGS}")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ConfigError(f"encoder.max_length must be a positive integer, got {max_length!r}")
+        max_length = positive_int(max_length, "encoder.max_length")
         self.model_name_or_path = resolve_model_path(model_name_or_path)
         try:
             self.model = AutoModel.from_pretrained(self.model_name_or_path)

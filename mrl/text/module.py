@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
@@ -23,13 +22,7 @@ from mrl.core.losses import MatryoshkaLoss
 from mrl.core.nesting import validate_nesting
 from mrl.eval.retrieval import evaluate_retrieval
 from mrl.text.encoders import HFTextEncoder, TokenizedInput
-from mrl.training.module import (
-    MRLClassifier,
-    OptimizerFactory,
-    SchedulerFactory,
-    check_finite,
-    log_training_losses,
-)
+from mrl.training.module import MatryoshkaModule, MRLClassifier, OptimizerFactory, SchedulerFactory
 
 QUERY_LOADER, DATABASE_LOADER = 0, 1
 
@@ -39,7 +32,7 @@ def retrieval_metric_names(k: int) -> tuple[str, ...]:
     return (f"recall{k}", f"map{k}", "1nn")
 
 
-class TextContrastiveModule(pl.LightningModule):
+class TextContrastiveModule(MatryoshkaModule):
     """Trains a text encoder with a Matryoshka contrastive loss; evaluates reverse-dictionary
     retrieval at every dim of `nesting`.
 
@@ -62,14 +55,14 @@ class TextContrastiveModule(pl.LightningModule):
         no_weight_decay_on_norm_and_bias: bool = True,
         config: dict | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(loss, optimizer, scheduler)
         self.save_hyperparameters(ignore=["encoder", "loss", "optimizer", "scheduler"])
-        self.encoder, self.loss = encoder, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.nesting = validate_nesting(
-            loss.nesting if nesting is None else nesting, encoder.num_features
+        self.encoder = encoder
+        # The one check of both lists against the width (mrl-train-text relies on it).
+        self.nesting = (
+            loss.nesting if nesting is None else validate_nesting(nesting, encoder.num_features)
         )
-        validate_nesting(loss.nesting, encoder.num_features)
+        validate_nesting(loss.nesting, encoder.num_features, "loss.nesting")
         self.eval_k = int(eval_k)
         self.metric_names = retrieval_metric_names(self.eval_k)
         self._eval_buffer: dict[int, list[tuple[Tensor, Tensor]]] = {}
@@ -78,14 +71,14 @@ class TextContrastiveModule(pl.LightningModule):
         """The representation `(B, D)` of a tokenized batch; every prefix is an embedding."""
         return self.encoder(features["input_ids"], features["attention_mask"])
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    @property
+    def loss_dims(self) -> tuple[int, ...]:
+        return tuple(self.loss.nesting)
+
+    def loss_inputs(self, batch: dict[str, Any]) -> tuple[tuple[Tensor, ...], int]:
         z = self(batch["features"])  # one pass: B anchors then B positives
         anchor, positive = z.chunk(2)
-        per_dim = self.loss.per_dim(anchor, positive)
-        total = self.loss.weighted(per_dim)
-        check_finite(total, self.global_step, batch_idx)
-        log_training_losses(self, total, per_dim, self.loss.nesting, batch_size=anchor.shape[0])
-        return total
+        return (anchor, positive), anchor.shape[0]
 
     def _collect(self, batch: tuple[dict, Tensor], dataloader_idx: int) -> None:
         features, labels = batch
@@ -153,11 +146,6 @@ class TextContrastiveModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_retrieval("test")
-
-    # The optimizer set-up is the classifier's: decay on weights only, schedulers that get the
-    # run's length in steps.
-    parameter_groups = MRLClassifier.parameter_groups
-    configure_optimizers = MRLClassifier.configure_optimizers
 
 
 class TextClassifierModule(MRLClassifier):

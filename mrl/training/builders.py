@@ -46,26 +46,18 @@ def checked_datamodule(data_cfg: DictConfig) -> pl.LightningDataModule:
 def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClassifier:
     """Encoder, nested head and loss from the config, checked against each other."""
     encoder = _call(_instantiate(cfg.encoder, "encoder"), "encoder", in_channels=in_channels)
-    features = int(encoder.num_features)
-    nesting = list(cfg.head.nesting)
-    if max(nesting, default=0) > features:
-        raise ConfigError(
-            f"head.nesting goes up to {max(nesting)} but the encoder's representation has only "
-            f"{features} features: lower `nesting` or pick a wider encoder"
-        )
+    # The head checks its nesting against the encoder's width, and the module the loss's weights
+    # against the head's nesting: each check runs once, in its owner.
     head = _call(
-        _instantiate(cfg.head, "head"), "head", in_features=features, num_classes=num_classes
+        _instantiate(cfg.head, "head"),
+        "head",
+        in_features=int(encoder.num_features),
+        num_classes=num_classes,
     )
-    loss = _instantiate(cfg.loss, "loss")
-    if cfg.loss.get("weights") is not None and len(cfg.loss.weights) != len(head.nesting):
-        raise ConfigError(
-            f"loss.weights has {len(cfg.loss.weights)} entries but head.nesting has "
-            f"{len(head.nesting)} dims {list(head.nesting)}: give one weight per dim"
-        )
     model = MRLClassifier(
         encoder=encoder,
         head=head,
-        loss=loss,
+        loss=_instantiate(cfg.loss, "loss"),
         optimizer=_instantiate(cfg.optimizer, "optimizer"),
         scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
         no_weight_decay_on_norm_and_bias=cfg.model.no_weight_decay_on_norm_and_bias,

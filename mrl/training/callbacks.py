@@ -7,21 +7,16 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from mrl.core.errors import ConfigError
+from mrl.core.validate import non_negative_int, positive_int
 
 
 def _check_schedule(
     start_res: int, end_res: int, start_epoch: int, end_epoch: int, step: int
 ) -> None:
     for name, value in (("start_res", start_res), ("end_res", end_res), ("step", step)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(
-                f"ProgressiveResolution: {name} must be a positive integer, got {value!r}"
-            )
+        positive_int(value, f"ProgressiveResolution: {name}")
     for name, value in (("start_epoch", start_epoch), ("end_epoch", end_epoch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(
-                f"ProgressiveResolution: {name} must be an integer >= 0, got {value!r}"
-            )
+        non_negative_int(value, f"ProgressiveResolution: {name}")
     if end_epoch < start_epoch:
         raise ConfigError(
             f"ProgressiveResolution: end_epoch={end_epoch} is before start_epoch={start_epoch}"

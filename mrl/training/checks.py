@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig
 
 from mrl.core.errors import ConfigError
 from mrl.core.nesting import validate_nesting
+from mrl.core.validate import is_non_negative_int, is_positive_int, positive_ints
 from mrl.training.lifecycle import check_run_id
 
 
@@ -25,34 +26,25 @@ def _plain(value: Any) -> Any:
 
 
 def check_nesting(value: Any, name: str = "nesting", features: int | None = None) -> list[int]:
-    """A non-empty, strictly increasing list of positive integers (at most `features`)."""
+    """A non-empty, strictly increasing list of positive integers (at most `features`):
+    `validate_nesting`, after refusing a scalar a config could give."""
     value = _plain(value)
     if not isinstance(value, list):
         raise ConfigError(
             f"{name}={value!r} is not a list: give the dims as a list, e.g. {name}=[8,16,32]"
         )
-    try:
-        return list(validate_nesting(value, features, name))
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    return list(validate_nesting(value, features, name))
 
 
 def check_positive_ints(value: Any, name: str, example: str = "[10,50]") -> list[int]:
-    """A non-empty list of positive integers."""
-    value = _plain(value)
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{name}={value!r} must be a non-empty list of positive integers, "
-                          f"e.g. {name}={example}")  # fmt: skip
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} entry {v!r} is not a positive integer ({name}={value}): "
-                              f"e.g. {name}={example}")  # fmt: skip
-    return value
+    """A non-empty list of positive integers (`mrl.core.validate.positive_ints`)."""
+    return positive_ints(_plain(value), name, hint=f"e.g. {name}={example}")
 
 
-def check_positive_int(value: Any, name: str, example: int) -> int:
-    """One positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def check_positive_int(value: Any, name: str, example: int | str) -> int:
+    """One positive integer (`mrl.core.validate.is_positive_int`), in the message style of the
+    config checks: the setting as given, then an example."""
+    if not is_positive_int(value):
         raise ConfigError(f"{name}={value!r} must be a positive integer, e.g. {name}={example}")
     return value
 
@@ -104,7 +96,7 @@ def check_training_length(trainer: Any) -> None:
         value = trainer.get(key, unlimited[0])
         if value in unlimited and not isinstance(value, bool):
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_positive_int(value):
             fix = "-1 for no limit" if key == "max_steps" else "null or -1 for no limit"
             raise ConfigError(f"trainer.{key}={value!r} must be a positive integer ({fix})")
 
@@ -169,7 +161,7 @@ def check_eval_config(cfg: DictConfig) -> None:
         check_positive_int(database.augmented_copies, "database.augmented_copies", 18)
         check_seed(database.get("seed"))
     shift = database.get("shift", 0)
-    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+    if not is_non_negative_int(shift):
         raise ConfigError(f"database.shift={shift!r} must be an integer >= 0 (pixels), e.g. 2")
     retrieval = cfg.retrieval
     check_choice(retrieval.backend, "retrieval.backend", EVAL_BACKENDS)
@@ -181,7 +173,7 @@ def check_eval_config(cfg: DictConfig) -> None:
         raise ConfigError("retrieval.use_gpu=true but FAISS sees no GPU: install faiss-gpu on a "
                           "machine with one, or pass retrieval.use_gpu=auto")  # fmt: skip
     tie_dim = retrieval.get("tie_aware_max_dim", 0)
-    if isinstance(tie_dim, bool) or not isinstance(tie_dim, int) or tie_dim < 0:
+    if not is_non_negative_int(tie_dim):
         raise ConfigError(
             f"retrieval.tie_aware_max_dim={tie_dim!r} must be an integer >= 0 (0: off), e.g. 8"
         )

@@ -1,4 +1,6 @@
-"""The Lightning module for Matryoshka classification: encoder + nested heads + Matryoshka loss."""
+"""The Lightning modules' common base, `MatryoshkaModule` (one training step over a Matryoshka
+loss, the optimizer and schedule set-up), and the classification module, `MRLClassifier`:
+encoder + nested heads + Matryoshka loss."""
 
 import inspect
 from collections.abc import Callable
@@ -11,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mrl.core.errors import NonFiniteError
 from mrl.core.heads import MRLHead
-from mrl.core.losses import MatryoshkaLoss
+from mrl.core.losses import MatryoshkaLoss, NestedLoss
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -26,26 +28,86 @@ def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
         )
 
 
-def log_training_losses(
-    module: pl.LightningModule,
-    total: Tensor,
-    per_dim: Tensor,
-    nesting: tuple[int, ...] | list[int],
-    batch_size: int | None = None,
-) -> None:
-    """Log `train/loss` every step and `train/loss@{m}` on the steps the loggers keep."""
-    module.log("train/loss", total, prog_bar=True, batch_size=batch_size)
-    # K `self.log` calls per step cost several percent of a small model's step, and the
-    # loggers only keep step values every `log_every_n_steps`, so log them only then.
-    connector = getattr(module._trainer, "_logger_connector", None)  # None: no Trainer attached
-    if getattr(connector, "should_update_logs", True):
-        module.log_dict(
-            {f"train/loss@{m}": v for m, v in zip(nesting, per_dim.detach())},
-            batch_size=batch_size,
+class MatryoshkaModule(pl.LightningModule):
+    """What every trainer's module shares: one training step over a `NestedLoss` (its per-dim
+    losses, their weighted total, a stop at a non-finite total, the logging of both) and the
+    optimizer set-up (weight decay on weights only, when `no_weight_decay_on_norm_and_bias` is
+    among the subclass's hyper-parameters; a schedule that gets the run's length in steps).
+
+    A subclass says what the loss is fed, `loss_inputs(batch) -> (inputs, batch_size)`, and
+    which dims its per-dim losses are, `loss_dims`.
+    """
+
+    def __init__(
+        self, loss: NestedLoss, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None
+    ) -> None:
+        super().__init__()
+        self.loss = loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    @property
+    def loss_dims(self) -> tuple[int, ...]:
+        """The nesting dims of the per-dim losses, in order (`train/loss@{m}`)."""
+        raise NotImplementedError
+
+    def loss_inputs(self, batch: Any) -> tuple[tuple[Tensor, ...], int | None]:
+        """The loss's inputs for a training batch, and the batch size to log with."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs, batch_size = self.loss_inputs(batch)
+        per_dim = self.loss.per_dim(*inputs)
+        total = self.loss.weighted(per_dim)
+        check_finite(total, self.global_step, batch_idx)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        # K `self.log` calls per step cost several percent of a small model's step, and the
+        # loggers only keep step values every `log_every_n_steps`, so log them only then.
+        if self._logs_kept_now():
+            self.log_dict(
+                {f"train/loss@{m}": v for m, v in zip(self.loss_dims, per_dim.detach())},
+                batch_size=batch_size,
+            )
+        return total
+
+    def _logs_kept_now(self) -> bool:
+        """Whether the loggers keep this step's values (always, without a Trainer)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = max(int(trainer.log_every_n_steps), 1)
+        return (trainer.global_step + 1) % every == 0 or trainer.should_stop
+
+    def parameter_groups(self) -> list[dict]:
+        """Weights with decay; norm parameters and biases without when so configured."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not self.hparams.get("no_weight_decay_on_norm_and_bias", False):
+            return [{"params": params}]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 1
         )
+        available = {"total_steps": total, "steps_per_epoch": total / epochs}
+        accepted = inspect.signature(self.scheduler_factory).parameters
+        scheduler = self.scheduler_factory(
+            optimizer, **{k: v for k, v in available.items() if k in accepted}
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
-class MRLClassifier(pl.LightningModule):
+class MRLClassifier(MatryoshkaModule):
     """Trains `head(encoder(x))` with `loss`, logging the loss and accuracy of every nesting dim.
 
     Logged names: `train/loss` (weighted total), `train/loss@{m}`, and for stage in (val, test)
@@ -66,12 +128,11 @@ class MRLClassifier(pl.LightningModule):
         freeze_encoder: bool = False,
         config: dict | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(loss, optimizer, scheduler)
         self.save_hyperparameters(ignore=["encoder", "head", "loss", "optimizer", "scheduler"])
-        self.encoder, self.head, self.loss = encoder, head, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.encoder, self.head = encoder, head
         self.nesting = head.nesting
-        loss.check_num_dims(len(self.nesting))
+        loss.check_num_dims(self.nesting, "head.nesting")  # once, here: not on every step
         if freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()  # Lightning keeps the modes it finds; `train` below keeps this
@@ -104,13 +165,13 @@ class MRLClassifier(pl.LightningModule):
             self.encoder.eval()
         return self
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    @property
+    def loss_dims(self) -> tuple[int, ...]:
+        return tuple(self.nesting)
+
+    def loss_inputs(self, batch: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, ...], None]:
         x, y = batch
-        per_dim = self.loss.per_dim(self.head(self(x)), y)
-        total = self.loss.weighted(per_dim)
-        check_finite(total, self.global_step, batch_idx)
-        log_training_losses(self, total, per_dim, self.nesting)
-        return total
+        return (self.head(self(x)), y), None
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch
@@ -129,32 +190,3 @@ class MRLClassifier(pl.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
-
-    def parameter_groups(self) -> list[dict]:
-        """Weights with decay; norm parameters and biases without when so configured."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not self.hparams.no_weight_decay_on_norm_and_bias:
-            return [{"params": params}]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameter_groups())
-        if self.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = (
-            self.trainer.max_epochs
-            if self.trainer.max_epochs and self.trainer.max_epochs > 0
-            else 1
-        )
-        available = {"total_steps": total, "steps_per_epoch": total / epochs}
-        accepted = inspect.signature(self.scheduler_factory).parameters
-        scheduler = self.scheduler_factory(
-            optimizer, **{k: v for k, v in available.items() if k in accepted}
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import ListConfig, OmegaConf
 
 from mrl.core.errors import ConfigError
+from mrl.core.validate import positive_int
 
 
 def run_name(run_id: str | int | None) -> str:
@@ -36,12 +37,12 @@ def loss_weights(scheme: str, nesting: list[int]) -> list[float]:
     return schemes[scheme]
 
 
-def _positive_int(name: str, value: Any) -> int:
+def _count(name: str, value: Any) -> int:
+    """A positive integer setting of `mrl.scale_lr`; a string of digits (a command line's
+    `trainer.devices=2`) counts as its number."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"mrl.scale_lr: {name} must be a positive integer, got {value!r}")
-    return value
+    return positive_int(value, f"mrl.scale_lr: {name}")
 
 
 def _device_count(devices: Any) -> int:
@@ -56,7 +57,7 @@ def _device_count(devices: Any) -> int:
             raise ConfigError("mrl.scale_lr: trainer.devices is an empty list")
         return len(ids)
     try:
-        return _positive_int("trainer.devices", devices)
+        return _count("trainer.devices", devices)
     except ConfigError:
         # "auto" and -1 depend on the machine, so the global batch (and the lr) would too.
         raise ConfigError(
@@ -81,10 +82,10 @@ def scale_lr(
     if isinstance(lr_per_256, bool) or not isinstance(lr_per_256, int | float) or lr_per_256 <= 0:
         raise ConfigError(f"mrl.scale_lr: lr_per_256 must be a positive number, got {lr_per_256!r}")
     global_batch = (
-        _positive_int("data.batch_size", batch_size)
+        _count("data.batch_size", batch_size)
         * _device_count(devices)
-        * _positive_int("trainer.num_nodes", num_nodes)
-        * _positive_int("trainer.accumulate_grad_batches", accumulate_grad_batches)
+        * _count("trainer.num_nodes", num_nodes)
+        * _count("trainer.accumulate_grad_batches", accumulate_grad_batches)
     )
     return float(lr_per_256) * global_batch / 256
 
