@@ -274,6 +274,13 @@ def test_derive_method_from_unresolved_configs():
     assert derive_method({**cfg, "head": {"nesting": "${nesting}", "tied": False}}) == (
         "mrl", [2, 4, 16]
     )  # fmt: skip
+    # The head of `head/matryoshka.yaml` follows `method` (as Hydra saves it: unresolved).
+    by_method = {**cfg, "head": {"nesting": "${mrl.head_nesting:${method},${nesting}}"}}
+    for method, expected in [("mrl", ("mrl", [2, 4, 16])), ("mrl_e", ("mrl_e", [2, 4, 16])),
+                             ("ff", ("ff", [16])), ("ff8", ("ff", [8]))]:  # fmt: skip
+        assert derive_method({**by_method, "method": method}) == expected
+        assert derive_method(by_method, [f"method={method}"]) == expected
+    assert derive_method(by_method, ["method=ff", "head.nesting=[4]"]) == ("ff", [4])
     # No config: the overrides alone.
     assert derive_method(None, ["head=ff", "head.nesting=[8]"]) == ("ff", [8])
     assert derive_method(None, ["seed=3"]) == (None, [])

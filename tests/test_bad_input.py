@@ -114,6 +114,8 @@ BAD_TRAIN = {
     "optimizer.lr=0": ["optimizer.lr=0"],
     "seed=-1": ["seed=-1"],
     "run_id=a/b": ["run_id='a/b' is not a plain name"],
+    "method=ff_16": ["method=ff_16 is not a method: use mrl, mrl_e, ff or ffM"],
+    "method=ff0": ["method's dim must be a positive integer, got 0"],
     "nesting=[2,4,8,16,64]": ["dim 64 exceeds the representation size 32"],
     "trainer.max_steps=0": ["trainer.max_steps=0 must be a positive integer (-1 for no limit)"],
     "trainer.max_epochs=0": ["trainer.max_epochs=0 must be a positive integer"],
@@ -164,7 +166,7 @@ BAD_CKPT = {
     "missing": (lambda tmp, good: tmp / "absent.ckpt", [], "does not exist"),
     "non-finite": (_non_finite_ckpt, [], "non-finite tensor"),
     "another nesting": (lambda tmp, good: good, ["nesting=[2,4,8,16]"], "does not fit the model"),
-    "another head": (lambda tmp, good: good, ["head=mrl_e"], "does not fit the model"),
+    "another head": (lambda tmp, good: good, ["method=mrl_e"], "does not fit the model"),
     "another class count": (lambda tmp, good: good, ["data.num_classes=7"], "does not fit"),
     "another channel count": (lambda tmp, good: good, ["data.in_channels=3"], "does not fit"),
 }

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import CONFIG_DIR, FAST, compose_train
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mrl.training.builders import build_model, build_named
 
@@ -13,7 +14,6 @@ GROUPS = [
     "data",
     "encoder",
     "head",
-    "method",
     "loss",
     "optimizer",
     "scheduler",
@@ -36,8 +36,6 @@ def options(group: str) -> list[str]:
 )
 def test_every_group_option_composes_and_instantiates(tmp_path: Path, group: str, option: str):
     overrides = [f"{group}={option}"]
-    if group == "method":  # wide enough for every FF-m option, up to the paper's 2048
-        overrides += ["encoder.widths=[8,8,8,2048]", "nesting=[8,16,2048]"]
     if group == "encoder":
         overrides += ["nesting=[8,16]", "data=synthetic", "data.image_size=32"]
         overrides += ["data.in_channels=3"]
@@ -58,12 +56,32 @@ def test_every_group_option_composes_and_instantiates(tmp_path: Path, group: str
         assert len(model.parameter_groups()) in (1, 2)
 
 
+@pytest.mark.parametrize(
+    "method, dims, tied",
+    [("mrl", [8, 16, 2048], False), ("mrl_e", [8, 16, 2048], True), ("ff", [2048], False),
+     ("ff2", [2], False), ("ff16", [16], False), ("ff2048", [2048], False)],
+)  # fmt: skip
+def test_every_method_picks_its_head(tmp_path: Path, method: str, dims: list[int], tied: bool):
+    cfg = compose_train(
+        tmp_path, f"method={method}", "encoder.widths=[8,8,8,2048]", "nesting=[8,16,2048]"
+    )
+    assert list(cfg.head.nesting) == dims and cfg.head.tied is tied
+    model = build_model(cfg, num_classes=10, in_channels=cfg.data.get("in_channels", 1))
+    assert model.head.method == ("ff" if method.startswith("ff") else method)
+
+
+def test_an_unknown_method_is_one_line(tmp_path: Path):
+    cfg = compose_train(tmp_path, *FAST, "method=ff_16")
+    with pytest.raises(Exception, match="method=ff_16 is not a method: use mrl, mrl_e, ff or ffM"):
+        OmegaConf.to_container(cfg.head, resolve=True)
+
+
 def test_nesting_is_defined_once_and_interpolated(tmp_path: Path):
     cfg = compose_train(tmp_path, *FAST, "nesting=[4,8,32]")
     assert list(cfg.head.nesting) == [4, 8, 32]
-    ff = compose_train(tmp_path, *FAST, "nesting=[4,8,32]", "head=ff")
+    ff = compose_train(tmp_path, *FAST, "nesting=[4,8,32]", "method=ff")
     assert list(ff.head.nesting) == [32]
-    ff8 = compose_train(tmp_path, *FAST, "head=ff", "head.nesting=[8]")
+    ff8 = compose_train(tmp_path, *FAST, "method=ff", "head.nesting=[8]")
     assert list(ff8.head.nesting) == [8]
 
 

@@ -43,12 +43,12 @@ def test_multinode_script_launches_ddp_over_all_nodes(tmp_path):
     env = {**fake_srun(tmp_path), "SLURM_JOB_ID": "4242", "SLURM_NNODES": "4",
            "SLURM_NTASKS_PER_NODE": "8"}  # fmt: skip
     out = subprocess.run(
-        ["bash", str(ROOT / "slurm" / "train_multinode.sbatch"), "head=mrl_e"],
+        ["bash", str(ROOT / "slurm" / "train_multinode.sbatch"), "method=mrl_e"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout.split("\n")  # fmt: skip
     assert out[:6] == [
         ".venv/bin/mrl-train", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=4",
-        "run_id=slurm-4242", "head=mrl_e",
+        "run_id=slurm-4242", "method=mrl_e",
     ]  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def test_render_options_and_bad_input(tmp_path, capsys):
         (["--nodse", "2", "--dry-run"], "unknown option --nodse"),
         # a shortened option is not taken for the long one it starts
         (["--gpus-per-nod", "4", "--dry-run"], "unknown option --gpus-per-nod"),
-        (["head=mrl_e"], "sbatch not found"),
+        (["method=mrl_e"], "sbatch not found"),
     ],
 )
 def test_unknown_options_and_a_missing_sbatch_are_one_line(argv, message, capsys, monkeypatch):

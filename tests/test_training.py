@@ -19,7 +19,7 @@ from mrl.training.builders import build_model
     "head, dims", [("mrl", [2, 4, 8, 16, 32]), ("mrl_e", [2, 4, 8, 16, 32]), ("ff", [32])]
 )
 def test_fast_dev_run_writes_results(tmp_path: Path, head: str, dims: list[int]):
-    cfg = compose_train(tmp_path, *FAST, f"head={head}", "trainer.fast_dev_run=true")
+    cfg = compose_train(tmp_path, *FAST, f"method={head}", "trainer.fast_dev_run=true")
     results = train(cfg)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["nesting"] == dims == results["nesting"]
@@ -33,7 +33,7 @@ def test_fast_dev_run_writes_results(tmp_path: Path, head: str, dims: list[int])
 
 
 def test_ff_at_a_chosen_dim(tmp_path: Path):
-    cfg = compose_train(tmp_path, *FAST, "head=ff", "head.nesting=[8]", "trainer.fast_dev_run=1")
+    cfg = compose_train(tmp_path, *FAST, "method=ff", "head.nesting=[8]", "trainer.fast_dev_run=1")
     assert train(cfg)["nesting"] == [8]
 
 

@@ -34,7 +34,7 @@ from mrl.runs.files import atomic_write_text
 from mrl.training.builders import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIANTS = {"single": ["head=ff"], "mrl": ["head=mrl"], "mrl_e": ["head=mrl_e"]}
+VARIANTS = {"single": ["method=ff"], "mrl": ["method=mrl"], "mrl_e": ["method=mrl_e"]}
 
 
 def compose_variant(overrides: list[str], name: str):

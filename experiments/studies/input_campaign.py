@@ -187,7 +187,7 @@ def cases() -> list[Case]:
         "seed not a number": ["seed=abc"],
         "fractional seed": ["seed=1.5"],
         "unknown data set": ["data=imagenet22k"],
-        "unknown head": ["head=mystery"],
+        "unknown method": ["method=mystery"],
         "unknown key": ["foo=1"],
         "missing data root": ["data=fashion_mnist", "data.root=/nonexistent/fmnist"],
         "checkpoint is a directory": ["ckpt_path=/tmp"],

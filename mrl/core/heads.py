@@ -1,12 +1,41 @@
 """Matryoshka classification heads: one set of logits per nested prefix of the representation."""
 
 import math
+import re
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from mrl.core.errors import ConfigError
 from mrl.core.nesting import validate_nesting
 from mrl.core.validate import positive_int
+
+# The methods of the paper, by the head each trains.
+METHODS = ("mrl", "mrl_e", "ff")
+
+
+def head_method(tied: bool, entries: int) -> str:
+    """The method a head trains: `mrl_e` (tied), `ff` (one nesting entry: the fixed-feature
+    baseline FF-m) or `mrl`."""
+    if tied:
+        return "mrl_e"
+    return "ff" if entries == 1 else "mrl"
+
+
+def method_head(method: str, nesting: Sequence[int]) -> tuple[list[int], bool]:
+    """`(head nesting, tied)` of a method: `mrl` (a head per dim of `nesting`), `mrl_e` (the
+    same, tied), `ff` (one head at the largest dim: the plain model) or `ffM` (one head at dim
+    M, e.g. `ff16`); `ConfigError` for any other name."""
+    name = str(method)
+    if match := re.fullmatch(r"ff(\d+)", name):
+        return [positive_int(int(match.group(1)), "method's dim")], False
+    if name not in METHODS:
+        raise ConfigError(
+            f"method={name} is not a method: use mrl, mrl_e, ff or ffM (FF at dim M, e.g. ff16)"
+        )
+    dims = list(nesting)
+    return (dims[-1:] if name == "ff" else dims), name == "mrl_e"
 
 
 class MRLHead(nn.Module):
@@ -41,9 +70,7 @@ class MRLHead(nn.Module):
     @property
     def method(self) -> str:
         """`mrl`, `mrl_e` (tied) or `ff` (one untied head: the fixed-feature baseline)."""
-        if self.tied:
-            return "mrl_e"
-        return "ff" if len(self.nesting) == 1 else "mrl"
+        return head_method(self.tied, len(self.nesting))
 
     def forward(self, z: Tensor) -> Tensor:
         """Logits `(K, B, C)` for the K nesting dims of `z` `(B, in_features)`."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mrl.core import heads
+
 # `<run>/eval/metrics.csv`, one row per (split, method, dim, metric).
 EVAL_METRIC_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
 # `mrl-aggregate`'s `results.csv`, one row per (run, method, dim, metric).
@@ -40,9 +42,7 @@ def reference_files(path: Path) -> tuple[Path, Path]:
 
 
 # The method of a run follows from its head, the rule of `MRLHead.method`.
-def head_method(tied: bool, entries: int) -> str:
-    """`mrl_e` for a tied head, `ff` for a head of one nesting entry, else `mrl`."""
-    return "mrl_e" if tied else ("ff" if entries == 1 else "mrl")
+head_method = heads.head_method
 
 
 def top_k_sources(k: int) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from mrl.core.heads import method_head
 from mrl.runs.files import STATUS_FILE, read_json, read_status, read_yaml
 from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS, head_method, stands_for, top_k_sources
 
@@ -143,8 +144,18 @@ def derive_method(cfg: Any, overrides: Any = None) -> tuple[str | None, list[int
     cfg = cfg if isinstance(cfg, dict) else {}
     given = _parse_overrides(overrides)
     head = cfg.get("head") if isinstance(cfg.get("head"), dict) else {}
+    entries = given.get("head.nesting", head.get("nesting"))
+    name = given.get("method", cfg.get("method"))
+    if isinstance(name, str) and not isinstance(entries, list):
+        # The head follows `method` (`head/matryoshka.yaml`): `mrl`, `mrl_e`, `ff` or `ffM`.
+        nesting = _resolve(given.get("nesting", cfg.get("nesting")), cfg)
+        ints = [d for d in nesting if isinstance(d, int)] if isinstance(nesting, list) else []
+        try:
+            dims, tied = method_head(name, ints)
+        except ValueError:
+            return None, []
+        return head_method(tied, len(dims) or int(name.startswith("ff"))), dims
     tied = head.get("tied", given.get("head.tied"))
-    entries = head.get("nesting", given.get("head.nesting"))
     if entries is None and given.get("head") == "ff":
         entries = ["${mrl.max:${nesting}}"]
     elif entries is None and given.get("head") in ("mrl", "mrl_e"):

@@ -43,8 +43,13 @@ def checked_datamodule(data_cfg: DictConfig) -> pl.LightningDataModule:
     return datamodule
 
 
+# The model node of configs written before `model:` named its class.
+_MODEL_TARGET = {"_target_": "mrl.training.module.MRLClassifier", "_partial_": True}
+
+
 def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClassifier:
-    """Encoder, nested head and loss from the config, checked against each other."""
+    """The `model:` module with its encoder, nested head and loss from the config, checked
+    against each other."""
     encoder = _call(_instantiate(cfg.encoder, "encoder"), "encoder", in_channels=in_channels)
     # The head checks its nesting against the encoder's width, and the module the loss's weights
     # against the head's nesting: each check runs once, in its owner.
@@ -54,41 +59,17 @@ def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClass
         in_features=int(encoder.num_features),
         num_classes=num_classes,
     )
-    model = MRLClassifier(
+    node = cfg.model if "_target_" in cfg.model else OmegaConf.merge(_MODEL_TARGET, cfg.model)
+    return _call(
+        _instantiate(node, "model"),
+        "model",
         encoder=encoder,
         head=head,
         loss=_instantiate(cfg.loss, "loss"),
         optimizer=_instantiate(cfg.optimizer, "optimizer"),
         scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
-        no_weight_decay_on_norm_and_bias=cfg.model.no_weight_decay_on_norm_and_bias,
-        channels_last=bool(cfg.model.get("channels_last", False)),
-        freeze_encoder=bool(cfg.model.get("freeze_encoder", False)),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    if cfg.model.get("encoder_init"):
-        load_encoder_weights(model.encoder, cfg.model.encoder_init)
-    if cfg.model.get("compile"):
-        # Compiled in place: the state-dict keys stay those of the plain encoder.
-        model.encoder.compile(mode=cfg.model.get("compile_mode", "default"))
-    if cfg.model.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def load_encoder_weights(encoder: torch.nn.Module, ckpt_path: str | Path) -> None:
-    """Copy the encoder weights of an `mrl-train` checkpoint into `encoder` (strictly)."""
-    from mrl.training.lifecycle import load_checkpoint
-
-    state = load_checkpoint(ckpt_path, where="model.encoder_init")["state_dict"]
-    prefix = "encoder."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        encoder.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise ConfigError(
-            f"model.encoder_init={ckpt_path} does not fit the encoder: {first}"
-        ) from err
 
 
 def build_named(group: DictConfig | None, where: str) -> list[Any]:

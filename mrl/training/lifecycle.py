@@ -773,13 +773,22 @@ def run_command(prog: str, fn: Callable[[], Any]) -> Any:
     """Run a command's body; known failures end with one line on stderr and an exit status:
     2 bad input, 1 a failed run or I/O error, 130/143/138 a signal (the state was saved).
     `MRL_DEBUG=1` shows the traceback instead."""
+    from omegaconf.errors import InterpolationResolutionError
+
     from mrl.core.errors import DataNotFoundError
 
     global _COMMAND_STARTED
     _COMMAND_STARTED = True
     debug = os.environ.get("MRL_DEBUG", "") not in ("", "0")
     try:
-        return fn()
+        try:
+            return fn()
+        except InterpolationResolutionError as err:
+            # A resolver's own ConfigError (e.g. an unknown `method`), wrapped by OmegaConf.
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            raise
     except (ConfigError, DataNotFoundError) as err:
         code, message = 2, f"error: {one_line(err)}"
         if debug:

@@ -4,6 +4,7 @@ encoder + nested heads + Matryoshka loss."""
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from mrl.core.errors import NonFiniteError
+from mrl.core.errors import ConfigError, NonFiniteError
 from mrl.core.heads import MRLHead
 from mrl.core.losses import MatryoshkaLoss, NestedLoss
 
@@ -26,6 +27,22 @@ def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
             f"non-finite training loss {total.item()} at step {step} (batch {batch_idx}): lower "
             f"the learning rate or check the data"
         )
+
+
+def load_encoder_weights(encoder: nn.Module, ckpt_path: str | Path) -> None:
+    """Copy the encoder weights of an `mrl-train` checkpoint into `encoder` (strictly)."""
+    from mrl.training.lifecycle import load_checkpoint
+
+    state = load_checkpoint(ckpt_path, where="model.encoder_init")["state_dict"]
+    prefix = "encoder."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(
+            f"model.encoder_init={ckpt_path} does not fit the encoder: {first}"
+        ) from err
 
 
 class MatryoshkaModule(pl.LightningModule):
@@ -114,6 +131,10 @@ class MRLClassifier(MatryoshkaModule):
     `{stage}/top1@{m}`, `{stage}/top5@{m}` (when there are at least 5 classes) and `{stage}/top1`
     (the largest dim, for checkpoint monitoring). Accuracies are torchmetrics objects, one per dim
     and stage, so they are reduced over all processes under DDP.
+
+    The `model:` config's switches are its arguments: `freeze_encoder` (no gradients, BatchNorm
+    in eval mode), `encoder_init` (start the encoder from an `mrl-train` checkpoint's),
+    `compile`/`compile_mode` (torch.compile the encoder in place) and `channels_last`.
     """
 
     def __init__(
@@ -126,6 +147,9 @@ class MRLClassifier(MatryoshkaModule):
         no_weight_decay_on_norm_and_bias: bool = True,
         channels_last: bool = False,
         freeze_encoder: bool = False,
+        encoder_init: str | None = None,
+        compile: bool = False,
+        compile_mode: str = "default",
         config: dict | None = None,
     ) -> None:
         super().__init__(loss, optimizer, scheduler)
@@ -143,6 +167,13 @@ class MRLClassifier(MatryoshkaModule):
                     self.metrics[self._key(stage, k, m)] = MulticlassAccuracy(
                         head.num_classes, top_k=k, average="micro"
                     )
+        if encoder_init:
+            load_encoder_weights(self.encoder, encoder_init)
+        if compile:
+            # Compiled in place: the state-dict keys stay those of the plain encoder.
+            self.encoder.compile(mode=compile_mode)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @property
     def top_ks(self) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import ListConfig, OmegaConf
 
 from mrl.core.errors import ConfigError
+from mrl.core.heads import method_head
 from mrl.core.validate import positive_int
 
 
@@ -90,9 +91,19 @@ def scale_lr(
     return float(lr_per_256) * global_batch / 256
 
 
+def head_nesting(method: str, nesting: Sequence[int]) -> list[int]:
+    """The head's nesting list of `method` (see `mrl.core.heads.method_head`)."""
+    return method_head(method, list(nesting))[0]
+
+
+def head_tied(method: str) -> bool:
+    """Whether `method`'s head is tied (MRL-E)."""
+    return method_head(method, [1])[1]
+
+
 def register_resolvers() -> None:
-    """Register `mrl.max`, `mrl.loss_weights`, `mrl.run_name` and `mrl.scale_lr` (`scale_lr`)
-    once per process."""
+    """Register `mrl.max`, `mrl.loss_weights`, `mrl.run_name`, `mrl.scale_lr` (`scale_lr`),
+    `mrl.head_nesting` and `mrl.head_tied` once per process."""
     if not OmegaConf.has_resolver("mrl.max"):
         OmegaConf.register_new_resolver("mrl.max", lambda xs: max(xs))
     if not OmegaConf.has_resolver("mrl.loss_weights"):
@@ -102,6 +113,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mrl.run_name", run_name, use_cache=True)
     if not OmegaConf.has_resolver("mrl.scale_lr"):
         OmegaConf.register_new_resolver("mrl.scale_lr", scale_lr)
+    if not OmegaConf.has_resolver("mrl.head_nesting"):
+        OmegaConf.register_new_resolver("mrl.head_nesting", head_nesting)
+        OmegaConf.register_new_resolver("mrl.head_tied", head_tied)
 
 
 register_resolvers()
