@@ -180,7 +180,7 @@ def encode_split(
 
 
 @torch.no_grad()
-def head_probabilities(head: MRLHead, features: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+def head_probabilities(head: MRLHead, features: np.ndarray, batch_size: int) -> np.ndarray:
     """Softmax outputs `(K, N, C)` of the nested heads on stored features (no re-encoding)."""
     head = head.cpu().eval()
     out = [
@@ -256,7 +256,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "database_size": int(len(db)),
         "query_size": int(len(query)),
     }
-    probs = head_probabilities(head, query) if cfg.heads else None
+    probs = head_probabilities(head, query, cfg.heads_batch_size) if cfg.heads else None
     if probs is not None:
         add(CLEAN_SPLIT, head_rows(head, probs, query_y))
     if cfg.probe.enabled:
@@ -282,7 +282,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.baselines and is_full_size_single_head(head, features_dim):
         baseline_dims = (
-            cfg.baseline_dims or target.train_nesting or halving_nesting(features_dim, 8)
+            cfg.baseline_dims
+            or target.train_nesting
+            or halving_nesting(features_dim, cfg.baseline_smallest_dim)
         )
         add_baselines(cfg, target, db, db_y, query, query_y, list(baseline_dims), add)
 
@@ -290,7 +292,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.adaptive_classification.enabled and probs is not None and len(head.nesting) > 1:
         study = adaptive_classification(
             probs, query_y, head.nesting, cal_fraction=cfg.adaptive_classification.cal_fraction,
-            seed=cfg.seed,
+            seed=cfg.seed, tolerance=cfg.adaptive_classification.tolerance,
         )  # fmt: skip
         write_csv(eval_dir / "adaptive_classification.csv", study["sweep"])
         summary["adaptive_classification"] = {k: v for k, v in study.items() if k != "sweep"}
@@ -315,7 +317,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for name, (r_features, r_labels, subset) in robust.items():
         split = f"{CLEAN_SPLIT}-{name}"
         if cfg.heads:
-            r_probs = head_probabilities(head, r_features)
+            r_probs = head_probabilities(head, r_features, cfg.heads_batch_size)
             if subset is not None:
                 r_probs, r_labels_heads = restrict_to_subset(r_probs, r_labels, subset)
             else:
@@ -325,7 +327,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             add(
                 split,
                 evaluate_retrieval(
-                    db, db_y, r_features, r_labels, dims, ks=(10,), knn_ks=(1,),
+                    db, db_y, r_features, r_labels, dims, ks=tuple(cfg.robustness.ks),
+                    knn_ks=tuple(cfg.robustness.knn_ks),
                     backend=cfg.retrieval.backend, batch_size=cfg.retrieval.batch_size,
                 ),
             )  # fmt: skip
@@ -402,7 +405,9 @@ def add_baselines(cfg, target, db, db_y, query, query_y, dims: list[int], add) -
                 add(
                     CLEAN_SPLIT,
                     evaluate_retrieval(
-                        db_m, db_y, query_m, query_y, [m], ks=(10,), knn_ks=(1,),
+                        db_m, db_y, query_m, query_y, [m],
+                        ks=tuple(cfg.baseline_retrieval.ks),
+                        knn_ks=tuple(cfg.baseline_retrieval.knn_ks),
                         backend=cfg.retrieval.backend, batch_size=cfg.retrieval.batch_size,
                     ),
                     method=name,
@@ -466,7 +471,8 @@ def format_summary(summary: dict, rows: list[dict], eval_dir: Path) -> str:
         lines.append(
             f"adaptive classification: largest head {100 * ac['largest_dim_accuracy']:.2f}%; "
             + (
-                f"the cascade matches it (within 0.1 pt) at expected dim {smallest:.1f} "
+                f"the cascade matches it (within {100 * ac['tolerance']:g} pt) at expected dim "
+                f"{smallest:.1f} "
                 f"({ac['dim_reduction']:.1f}x smaller)"
                 if smallest
                 else "no threshold setting matches it"

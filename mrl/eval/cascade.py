@@ -306,7 +306,8 @@ def adaptive_classification(
         ``{"sweep": rows (see threshold_sweep), "largest_dim_accuracy": float,
         "smallest_expected_dim": float | None, "dim_reduction": float | None,
         "smallest_fixed_dim": int | None, "matching_row": dict | None, "oracle": dict,
-        "per_head_accuracy": {dim: acc}, "n_calibration": int, "n_report": int}``.
+        "per_head_accuracy": {dim: acc}, "n_calibration": int, "n_report": int,
+        "tolerance": float}``.
         ``smallest_expected_dim`` is the smallest expected dim of a sweep row within
         ``tolerance`` of the largest head's accuracy and ``dim_reduction`` the largest dim
         divided by it (None when no row matches); ``smallest_fixed_dim`` is the smallest single
@@ -330,4 +331,5 @@ def adaptive_classification(
         "per_head_accuracy": head_acc,
         "n_calibration": int(cal_idx.size),
         "n_report": int(report_idx.size),
+        "tolerance": float(tolerance),
     }

@@ -297,6 +297,17 @@ def _retrieval_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _tolerance(cascade: dict) -> float:
+    """The cascade's "as accurate" tolerance (a fraction); summaries before it was recorded
+    used 0.001."""
+    return float(cascade.get("tolerance", 0.001))
+
+
+def _points(cascades: list[dict]) -> str:
+    """The tolerance of the cascades in points, e.g. "0.1" (several values: "0.1/0.2")."""
+    return "/".join(f"{100 * t:g}" for t in sorted({_tolerance(c) for c in cascades}))
+
+
 def adaptive_claims(roots: list[Path]) -> list[Claim]:
     """Adaptive classification and retrieval, from `mrl-eval`'s summaries of MRL models."""
     summaries = [s for s in _summaries(roots) if s.get("method") == "mrl"]
@@ -315,13 +326,14 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
                 f"{statistics.fmean(reductions):.1f}x smaller (mean of "
                 f"{len(reductions)} models; best {max(reductions):.1f}x)",
                 "holds" if min(reductions) > 1 else "does not hold",
-                "expected dim of the cascade at the largest head's top-1 (within 0.1 pt)",
+                f"expected dim of the cascade at the largest head's top-1 (within "
+                f"{_points(cascades)} pt)",
             )
         )
         pairs = []
         for c in cascades:
             heads = {int(d): acc for d, acc in c["per_head_accuracy"].items()}
-            fixed = smallest_fixed_dim(heads, c["largest_dim_accuracy"])
+            fixed = smallest_fixed_dim(heads, c["largest_dim_accuracy"], _tolerance(c))
             if fixed is not None:
                 pairs.append((c["smallest_expected_dim"], fixed))
         if pairs:
@@ -335,8 +347,9 @@ def adaptive_claims(roots: list[Path]) -> list[Claim]:
                     f"models; the cascade is smaller for {smaller})",
                     "holds" if smaller == len(pairs) else "does not hold" if not smaller
                     else "inconclusive",
-                    "the cascade's expected dim against the smallest head within 0.1 pt of the "
-                    "largest head's top-1, on the same report half of the test set",
+                    f"the cascade's expected dim against the smallest head within "
+                    f"{_points(cascades)} pt of the largest head's top-1, on the same report "
+                    "half of the test set",
                 )
             )  # fmt: skip
     else:

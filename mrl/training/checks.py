@@ -185,6 +185,25 @@ def check_eval_config(cfg: DictConfig) -> None:
         check_positive_ints(retrieval.knn_ks, "retrieval.knn_ks", "[1,5,20]")
     if cfg.probe.enabled:
         check_positive_int(cfg.probe.max_iter, "probe.max_iter", 100)
+    if cfg.heads:
+        check_positive_int(cfg.heads_batch_size, "heads_batch_size", 8192)
+    if cfg.baselines:
+        check_positive_int(cfg.baseline_smallest_dim, "baseline_smallest_dim", 8)
+        check_positive_ints(cfg.baseline_retrieval.ks, "baseline_retrieval.ks", "[10]")
+        check_positive_ints(cfg.baseline_retrieval.knn_ks, "baseline_retrieval.knn_ks", "[1]")
+    if cfg.robustness.retrieval:
+        check_positive_ints(cfg.robustness.ks, "robustness.ks", "[10]")
+        check_positive_ints(cfg.robustness.knn_ks, "robustness.knn_ks", "[1]")
+    tolerance = cfg.adaptive_classification.tolerance
+    if cfg.adaptive_classification.enabled and not (
+        isinstance(tolerance, int | float)
+        and not isinstance(tolerance, bool)
+        and 0 <= tolerance < 1
+    ):
+        raise ConfigError(
+            f"adaptive_classification.tolerance={tolerance!r} must be a fraction of top-1 in "
+            f"[0, 1), e.g. 0.001 for 0.1 points"
+        )
     frac = cfg.adaptive_classification.cal_fraction
     if cfg.adaptive_classification.enabled and not (
         isinstance(frac, int | float) and not isinstance(frac, bool) and 0 < frac < 1
