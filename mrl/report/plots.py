@@ -458,6 +458,90 @@ def _paper_cascade(reference: Reference | None) -> tuple[pd.DataFrame, float | N
     return rows, float(rows["value"].max()) if len(rows) else None, full
 
 
+def _row_method(row: pd.Series) -> str:
+    return str(row["method"]) if pd.notna(row["method"]) else "mrl"
+
+
+def _cascade_fronts(sweep: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame]]:
+    """Per run of the threshold sweep: `(run, method, distinct rows, Pareto front)`, the front
+    being the rows with the best accuracy at no larger expected size (the curve drawn; every
+    row is a faint dot, since rows of nearby targets scatter around it)."""
+    out = []
+    for run, rs in sweep.groupby("run", sort=True):
+        method = str(rs["method"].iloc[0]) if rs["method"].notna().any() else "mrl"
+        rs = rs.sort_values(["expected_dim", "accuracy"]).drop_duplicates(
+            ["expected_dim", "accuracy"]
+        )
+        front, best = [], -1.0
+        for _, row in rs.iterrows():
+            if row["accuracy"] > best:
+                front.append(row)
+                best = row["accuracy"]
+        out.append((str(run), method, rs, pd.DataFrame(front)))
+    return out
+
+
+def _cascade_table(
+    sweep: pd.DataFrame, head_stats: pd.DataFrame, oracle: pd.DataFrame, match: pd.DataFrame
+) -> pd.DataFrame:
+    """The numbers of the cascade figure: each run's Pareto front, the heads' mean ± std over
+    runs, the oracle and the smallest expected size matching the largest head."""
+    rows = []
+    for run, method, _, front in _cascade_fronts(sweep):
+        rows += [
+            {"run": run, "method": method, "kind": "sweep (Pareto front)",
+             "target": row.get("target"), "expected_dim": row["expected_dim"],
+             "accuracy": row["accuracy"]}
+            for _, row in front.iterrows()
+        ]  # fmt: skip
+    for method in _methods(head_stats):
+        hs = head_stats[head_stats["method"] == method].sort_values("expected_dim")
+        rows += [
+            {"run": "mean over runs", "method": method, "kind": "fixed-dim head",
+             "target": None, "expected_dim": row["expected_dim"], "accuracy": row["mean"],
+             "std": row["std"], "n": row["n"]}
+            for _, row in hs.iterrows()
+        ]  # fmt: skip
+    for kind, frame in (("oracle", oracle), ("matches largest head", match)):
+        rows += [
+            {"run": row["run"], "method": _row_method(row), "kind": kind,
+             "target": row.get("target") if kind != "oracle" else None,
+             "expected_dim": row["expected_dim"], "accuracy": row["accuracy"]}
+            for _, row in frame.iterrows()
+        ]  # fmt: skip
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["accuracy (%)"] = (100 * table.pop("accuracy")).round(2)
+        if "std" in table:
+            table["std (%)"] = (100 * table.pop("std")).round(2)
+        table["expected_dim"] = table["expected_dim"].astype(float).round(2)
+        table["method"] = table["method"].map(label)
+    return table
+
+
+def _draw_paper_cascade(
+    rel: Axes, paper: pd.DataFrame, paper_norm: float, paper_full: float
+) -> list[float]:
+    """The paper's cascade and fixed-dim points on the relative panel; their size fractions."""
+    cascade = paper[paper["setting"].str.contains("cascade", case=False)].sort_values("cost")
+    others = paper[~paper["setting"].str.contains("cascade", case=False)]
+    px = cascade["cost"] / paper_full
+    rel.plot(
+        px, cascade["value"] / paper_norm, color=color("mrl"), linestyle="--", marker="o",
+        markerfacecolor="white", markersize=5, linewidth=1.2, label="paper: MRL cascade",
+    )  # fmt: skip
+    fractions = list(px)
+    for _, row in others.iterrows():
+        fractions.append(row["cost"] / paper_full)
+        rel.plot(
+            row["cost"] / paper_full, row["value"] / paper_norm, linestyle="none",
+            marker="D", markersize=6, markerfacecolor="white",
+            markeredgecolor=color(str(row["setting"]).lower().split("-")[0]),
+            label=f"paper: {row['setting']} at {row['cost']:g} dims",
+        )  # fmt: skip
+    return fractions
+
+
 def plot_adaptive_classification(
     adaptive_classification: pd.DataFrame,
     reference: Reference | None = None,
@@ -492,26 +576,13 @@ def plot_adaptive_classification(
     fig = _new_figure(2, height=4.4)
     ax, rel = fig.subplots(1, 2)
     labelled: set[str] = set()
-    table_rows = []
     head_stats = _stats(heads, ["method", "expected_dim"], "accuracy")
     top_acc: dict[str, float] = {}
     for method in _methods(head_stats):
         hs = head_stats[head_stats["method"] == method].sort_values("expected_dim")
         top_acc[method] = float(hs["mean"].iloc[-1])
     fractions: list[float] = []
-    for run, rs in sweep.groupby("run", sort=True):
-        method = str(rs["method"].iloc[0]) if rs["method"].notna().any() else "mrl"
-        rs = rs.sort_values(["expected_dim", "accuracy"]).drop_duplicates(
-            ["expected_dim", "accuracy"]
-        )
-        # The Pareto front (best accuracy at no larger expected size) is the curve; every
-        # sweep row is a faint dot, since rows of nearby targets scatter around it.
-        front, best = [], -1.0
-        for _, row in rs.iterrows():
-            if row["accuracy"] > best:
-                front.append(row)
-                best = row["accuracy"]
-        front_frame = pd.DataFrame(front)
+    for run, method, rs, front_frame in _cascade_fronts(sweep):
         first = f"sweep:{method}" not in labelled
         labelled.add(f"sweep:{method}")
         ax.plot(
@@ -529,12 +600,6 @@ def plot_adaptive_classification(
             x = front_frame["expected_dim"] / largest
             fractions += list(x)
             rel.plot(x, front_frame["accuracy"] / norm, color=color(method), linewidth=1.8)
-        for row in front:
-            table_rows.append(
-                {"run": run, "method": method, "kind": "sweep (Pareto front)",
-                 "target": row.get("target"), "expected_dim": row["expected_dim"],
-                 "accuracy": row["accuracy"]}
-            )  # fmt: skip
     for method in _methods(head_stats):
         hs = head_stats[head_stats["method"] == method].sort_values("expected_dim")
         _series(
@@ -548,25 +613,14 @@ def plot_adaptive_classification(
             markersize=6, linestyle=":", linewidth=1, markerfacecolor="white", markeredgewidth=1.5,
         )  # fmt: skip
         fractions += list(hs["expected_dim"] / largest)
-        for _, row in hs.iterrows():
-            table_rows.append(
-                {"run": "mean over runs", "method": method, "kind": "fixed-dim head",
-                 "target": None, "expected_dim": row["expected_dim"], "accuracy": row["mean"],
-                 "std": row["std"], "n": row["n"]}
-            )  # fmt: skip
     for i, (_, row) in enumerate(oracle.iterrows()):
-        method = str(row["method"]) if pd.notna(row["method"]) else "mrl"
+        method = _row_method(row)
         ax.plot(
             row["expected_dim"], 100 * row["accuracy"], linestyle="none", marker="*",
             markersize=13, color=color(method), markeredgecolor="black",
             label="oracle (smallest correct head)" if i == 0 else None,
         )  # fmt: skip
-        table_rows.append(
-            {"run": row["run"], "method": method, "kind": "oracle", "target": None,
-             "expected_dim": row["expected_dim"], "accuracy": row["accuracy"]}
-        )  # fmt: skip
     for i, (_, row) in enumerate(match.iterrows()):
-        method = str(row["method"]) if pd.notna(row["method"]) else "mrl"
         ax.plot(
             row["expected_dim"], 100 * row["accuracy"], linestyle="none", marker="o",
             markersize=12, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.5,
@@ -578,11 +632,6 @@ def plot_adaptive_classification(
                 (row["expected_dim"], 100 * row["accuracy"]), textcoords="offset points",
                 xytext=(0, 12), ha="center", va="bottom", fontsize=8,
             )  # fmt: skip
-        table_rows.append(
-            {"run": row["run"], "method": method, "kind": "matches largest head",
-             "target": row.get("target"), "expected_dim": row["expected_dim"],
-             "accuracy": row["accuracy"]}
-        )  # fmt: skip
     _log2_axis(ax, dims or sweep["expected_dim"])
     ax.set_xlabel("expected representation size (dimensions per example, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
@@ -592,22 +641,7 @@ def plot_adaptive_classification(
 
     paper, paper_norm, paper_full = _paper_cascade(reference)
     if not paper.empty and paper_norm:
-        cascade = paper[paper["setting"].str.contains("cascade", case=False)].sort_values("cost")
-        others = paper[~paper["setting"].str.contains("cascade", case=False)]
-        px = cascade["cost"] / paper_full
-        fractions += list(px)
-        rel.plot(
-            px, cascade["value"] / paper_norm, color=color("mrl"), linestyle="--", marker="o",
-            markerfacecolor="white", markersize=5, linewidth=1.2, label="paper: MRL cascade",
-        )  # fmt: skip
-        for _, row in others.iterrows():
-            fractions.append(row["cost"] / paper_full)
-            rel.plot(
-                row["cost"] / paper_full, row["value"] / paper_norm, linestyle="none",
-                marker="D", markersize=6, markerfacecolor="white",
-                markeredgecolor=color(str(row["setting"]).lower().split("-")[0]),
-                label=f"paper: {row['setting']} at {row['cost']:g} dims",
-            )  # fmt: skip
+        fractions += _draw_paper_cascade(rel, paper, paper_norm, paper_full)
     else:
         missing.append(NO_REFERENCE if reference is None else "no paper cascade rows")
     rel.plot([], [], color="0.2", label="ours: cascade (solid), heads (squares)")
@@ -623,13 +657,7 @@ def plot_adaptive_classification(
     rel.legend(loc="lower right", fontsize=8)
     footer = _footer(frame, runs)
     _finish(fig, title, footer)
-    table = pd.DataFrame(table_rows)
-    if not table.empty:
-        table["accuracy (%)"] = (100 * table.pop("accuracy")).round(2)
-        if "std" in table:
-            table["std (%)"] = (100 * table.pop("std")).round(2)
-        table["expected_dim"] = table["expected_dim"].astype(float).round(2)
-        table["method"] = table["method"].map(label)
+    table = _cascade_table(sweep, head_stats, oracle, match)
     return Drawn(name, title, fig, table, missing, footer)
 
 
@@ -642,6 +670,85 @@ def _strategy(setting: str) -> str:
     if text.startswith("exact"):
         return "exact"
     return "funnel" if text.startswith("funnel") else "adaptive"
+
+
+_SEARCH_KEYS = ["method", "dims", "shortlists"]
+
+
+def _search_stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per search setting (`method, dims, shortlists`): `metric` mean/std/n over runs, the mean
+    MFLOPs per query (`mflops`) and the means of the timing and 1-NN columns present."""
+    stats = _stats(frame, _SEARCH_KEYS, metric)
+    grouped = frame.groupby(_SEARCH_KEYS, dropna=False)
+    stats = stats.merge(grouped["mflops_per_query"].mean().rename("mflops").reset_index(),
+                        on=_SEARCH_KEYS)  # fmt: skip
+    for column in ("ms_per_query", "speedup_vs_exact", "1nn"):
+        if column in frame:
+            stats = stats.merge(grouped[column].mean().reset_index(), on=_SEARCH_KEYS)
+    return stats
+
+
+def _search_table(stats: pd.DataFrame, exact: pd.Series | None, metric: str) -> pd.DataFrame:
+    """The figure's table of `_search_stats`: percentages, and FLOPs as a fraction of exact's."""
+    table = stats.rename(columns={"mean": f"{metric} (%)", "mflops": "MFLOPs/query"})
+    table[f"{metric} (%)"] = (100 * table[f"{metric} (%)"]).round(2)
+    table["std"] = (100 * table["std"]).round(2)
+    if "1nn" in table:
+        table["1nn"] = (100 * table["1nn"]).round(2)
+        table = table.rename(columns={"1nn": "1-NN (%)"})
+    if exact is not None:
+        table["FLOPs / exact"] = (table["MFLOPs/query"] / exact["mflops"]).round(4)
+    table = table.rename(columns={"method": "search", "std": "std (%)"})
+    return table.reset_index(drop=True)
+
+
+def _draw_search_costs(
+    target: Axes, stats: pd.DataFrame, ex: pd.Series | None, relative: bool
+) -> None:
+    """Quality against MFLOPs of each search setting on `target` (log x), absolute or relative
+    to exact search (`ex`)."""
+    sx = 1 / ex["mflops"] if relative else 1.0
+    sy = 1 / ex["mean"] if relative else 100.0
+    for strategy in ("adaptive", "funnel"):
+        rows = stats[stats["method"] == strategy]
+        if rows.empty:
+            continue
+        rows = rows.assign(rerank=[str(d).split(">")[-1] for d in rows["dims"]])
+        for rerank, group in rows.groupby("rerank", sort=False):
+            group = group.sort_values("mflops")
+            shortlist = str(group["shortlists"].iloc[0]).split(">")[0]
+            text = (
+                f"adaptive: shortlist {shortlist} at Ds, re-rank at {rerank}"
+                if strategy == "adaptive"
+                else f"funnel {group['dims'].iloc[0]}"
+            )
+            _series(
+                target, group["mflops"] * sx, group["mean"] * sy, group["std"] * sy,
+                color=color(strategy), marker="o" if strategy == "adaptive" else "D",
+                markersize=5 if strategy == "adaptive" else 7,
+                linewidth=1.4 if strategy == "adaptive" else 0, label=text,
+            )  # fmt: skip
+            if relative:
+                continue
+            for _, row in group.iterrows():
+                if strategy != "adaptive":
+                    continue
+                target.annotate(
+                    f"Ds={str(row['dims']).split('>')[0]}", (row["mflops"], 100 * row["mean"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.25",
+                )  # fmt: skip
+    if ex is not None:
+        target.errorbar(
+            [ex["mflops"] * sx], [ex["mean"] * sy],
+            yerr=[ex["std"] * sy] if ex["n"] > 1 and ex["std"] == ex["std"] else None,
+            color=color("exact"), marker="*", markersize=13, linestyle="none",
+            label=f"exact search at {ex['dims']}",
+        )  # fmt: skip
+        target.axhline(ex["mean"] * sy, color=color("exact"), linewidth=0.8, linestyle=":")
+    target.set_xscale("log")
+    target.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.margins(x=0.08, y=0.08)
+    _style_axes(target)
 
 
 def plot_adaptive_retrieval(
@@ -664,14 +771,7 @@ def plot_adaptive_retrieval(
         return Drawn(name, what, None, missing=[f"no adaptive retrieval rows with {metric}"])
     frame = frame.dropna(subset=[metric, "mflops_per_query"])
     missing: list[str] = []
-    by = ["method", "dims", "shortlists"]
-    stats = _stats(frame, by, metric)
-    cost = frame.groupby(by, dropna=False)["mflops_per_query"].mean().rename("mflops")
-    stats = stats.merge(cost.reset_index(), on=by)
-    extra = {}
-    for column in ("ms_per_query", "speedup_vs_exact", "1nn"):
-        if column in frame:
-            extra[column] = frame.groupby(by, dropna=False)[column].mean()
+    stats = _search_stats(frame, metric)
     exact = stats[stats["method"] == "exact"]
     if exact.empty:
         missing.append("no exact search row: relative panel not drawn")
@@ -683,57 +783,13 @@ def plot_adaptive_retrieval(
     ax, rel = fig.subplots(1, 2)
     ex = exact.iloc[0] if len(exact) else None
 
-    def draw(target: Axes, relative: bool) -> None:
-        sx = 1 / ex["mflops"] if relative else 1.0
-        sy = 1 / ex["mean"] if relative else 100.0
-        for strategy in ("adaptive", "funnel"):
-            rows = stats[stats["method"] == strategy]
-            if rows.empty:
-                continue
-            rows = rows.assign(rerank=[str(d).split(">")[-1] for d in rows["dims"]])
-            for rerank, group in rows.groupby("rerank", sort=False):
-                group = group.sort_values("mflops")
-                shortlist = str(group["shortlists"].iloc[0]).split(">")[0]
-                text = (
-                    f"adaptive: shortlist {shortlist} at Ds, re-rank at {rerank}"
-                    if strategy == "adaptive"
-                    else f"funnel {group['dims'].iloc[0]}"
-                )
-                _series(
-                    target, group["mflops"] * sx, group["mean"] * sy, group["std"] * sy,
-                    color=color(strategy), marker="o" if strategy == "adaptive" else "D",
-                    markersize=5 if strategy == "adaptive" else 7,
-                    linewidth=1.4 if strategy == "adaptive" else 0, label=text,
-                )  # fmt: skip
-                if relative:
-                    continue
-                for _, row in group.iterrows():
-                    if strategy != "adaptive":
-                        continue
-                    target.annotate(
-                        f"Ds={str(row['dims']).split('>')[0]}", (row["mflops"], 100 * row["mean"]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.25",
-                    )  # fmt: skip
-        if ex is not None:
-            target.errorbar(
-                [ex["mflops"] * sx], [ex["mean"] * sy],
-                yerr=[ex["std"] * sy] if ex["n"] > 1 and ex["std"] == ex["std"] else None,
-                color=color("exact"), marker="*", markersize=13, linestyle="none",
-                label=f"exact search at {ex['dims']}",
-            )  # fmt: skip
-            target.axhline(ex["mean"] * sy, color=color("exact"), linewidth=0.8, linestyle=":")
-        target.set_xscale("log")
-        target.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        target.margins(x=0.08, y=0.08)
-        _style_axes(target)
-
-    draw(ax, relative=False)
+    _draw_search_costs(ax, stats, ex, relative=False)
     ax.set_xlabel("MFLOPs per query (log scale)")
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
     ax.set_title("cost against quality")
     ax.legend(loc="lower right", fontsize=8)
     if ex is not None:
-        draw(rel, relative=True)
+        _draw_search_costs(rel, stats, ex, relative=True)
         paper = (
             reference.adaptive[reference.adaptive["study"].str.startswith("adaptive_retrieval")]
             if reference is not None and not reference.adaptive.empty
@@ -768,19 +824,7 @@ def plot_adaptive_retrieval(
         rel.set_visible(False)
     footer = _footer(frame, runs)
     _finish(fig, title, footer)
-    table = stats.rename(columns={"mean": f"{metric} (%)", "mflops": "MFLOPs/query"})
-    table[f"{metric} (%)"] = (100 * table[f"{metric} (%)"]).round(2)
-    table["std"] = (100 * table["std"]).round(2)
-    for column, values in extra.items():
-        merged = values.reset_index()
-        table = table.merge(merged, on=by, how="left")
-        if column == "1nn":
-            table["1nn"] = (100 * table["1nn"]).round(2)
-            table = table.rename(columns={"1nn": "1-NN (%)"})
-    if ex is not None:
-        table["FLOPs / exact"] = (table["MFLOPs/query"] / ex["mflops"]).round(4)
-    table = table.rename(columns={"method": "search", "std": "std (%)"})
-    return Drawn(name, title, fig, table.reset_index(drop=True), missing, footer)
+    return Drawn(name, title, fig, _search_table(stats, ex, metric), missing, footer)
 
 
 def plot_retrieval_time(
