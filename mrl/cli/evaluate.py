@@ -62,7 +62,7 @@ class EvalTarget:
 
 
 def compose_eval_config(overrides: list[str]) -> DictConfig:
-    """`conf/eval.yaml` with `overrides`, from inside another Hydra app or from plain Python."""
+    """`mrl/conf/eval.yaml` with `overrides`, from inside another Hydra app or from plain Python."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

@@ -20,8 +20,6 @@ from pathlib import Path
 
 from mrl.runs.files import atomic_write_text
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def sweep_lines(path: str | Path) -> list[str]:
     """The override lines of a sweep file, one job-array task each."""
@@ -116,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mem", default="0", help="memory per node (0: all of it)")
     parser.add_argument("--job-name", default="mrl")
     parser.add_argument("--sweep", help="file with one line of overrides per job-array task")
-    parser.add_argument("--out-dir", default=str(ROOT / "slurm" / "generated"))
+    parser.add_argument(
+        "--out-dir", default=str(Path("slurm") / "generated"),
+        help="where the sbatch script is written (default: slurm/generated in the current folder)",
+    )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)

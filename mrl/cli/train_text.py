@@ -1,4 +1,4 @@
-"""`mrl-train-text`: train a text task from `conf/text.yaml`, test it, write `results.json`.
+"""`mrl-train-text`: train a text task from `mrl/conf/text.yaml`, test it, write `results.json`.
 
 Tasks (`text/task=...`): `contrastive` (Matryoshka contrastive fine-tuning, reverse-dictionary
 retrieval per dim), `classification` (Matryoshka heads on a text encoder, accuracy per dim) and
