@@ -85,10 +85,11 @@ def fixed_embeddings_model(dim: int):
     return SentenceTransformer(modules=[PassThrough(dim)], device="cpu")
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize(
     "symmetric, weights", [(False, None), (True, None), (False, [0.5, 1.0, 2.0, 4.0])]
 )
-def test_contrastive_loss_equals_sentence_transformers(symmetric, weights):
+def test_contrastive_loss_equals_sentence_transformers(symmetric, weights, fused):
     from sentence_transformers.sentence_transformer.losses import (
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
@@ -109,9 +110,44 @@ def test_contrastive_loss_equals_sentence_transformers(symmetric, weights):
         MultipleNegativesRankingLoss(model, scale=20.0, **directions),
         matryoshka_dims=dims,
         matryoshka_weights=weights,
-    )([{"embedding": anchor}, {"embedding": positive}], torch.zeros(batch))
-    ours = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0, symmetric=symmetric)
-    torch.testing.assert_close(ours(anchor, positive), reference, rtol=1e-5, atol=1e-5)
+    )
+    ours = MatryoshkaContrastiveLoss(
+        dims, weights=weights, scale=20.0, symmetric=symmetric, fused=fused
+    )
+    theirs_in = [anchor.clone().requires_grad_(), positive.clone().requires_grad_()]
+    ours_in = [anchor.clone().requires_grad_(), positive.clone().requires_grad_()]
+    expected = reference([{"embedding": x} for x in theirs_in], torch.zeros(batch))
+    value = ours(*ours_in)
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-5)
+    # The gradients too (the fused loss has its own arithmetic, not theirs).
+    for got, want in zip(torch.autograd.grad(value, ours_in),
+                         torch.autograd.grad(expected, theirs_in)):  # fmt: skip
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+def test_fused_contrastive_loss_equals_the_per_prefix_loop(symmetric, dtype, tol):
+    torch.manual_seed(3)
+    dims = (4, 8, 16, 24)
+    anchor = torch.randn(10, 24).to(dtype).requires_grad_()
+    positive = (anchor.detach() + torch.randn(10, 24).to(dtype)).requires_grad_()
+    fused = MatryoshkaContrastiveLoss(dims, symmetric=symmetric, fused=True).per_dim(
+        anchor, positive
+    )
+    loop = MatryoshkaContrastiveLoss(dims, symmetric=symmetric).per_dim(anchor, positive)
+    torch.testing.assert_close(fused, loop, rtol=tol, atol=tol)
+    upstream = torch.rand(len(dims)).to(dtype)
+    for got, want in zip(torch.autograd.grad(fused, [anchor, positive], upstream),
+                         torch.autograd.grad(loop, [anchor, positive], upstream)):  # fmt: skip
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+def test_fused_contrastive_loss_gradcheck():
+    anchor = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    positive = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    loss = MatryoshkaContrastiveLoss([2, 3, 6], scale=5.0, symmetric=True, fused=True)
+    assert torch.autograd.gradcheck(lambda a, p: loss.per_dim(a, p), (anchor, positive))
 
 
 def test_each_prefix_is_renormalised():
@@ -164,6 +200,33 @@ def test_loss_gathers_negatives_across_processes(monkeypatch):
 
     per_rank = [_loss_on_rank(loss, anchors, positives, r, monkeypatch) for r in (0, 1)]
     torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, whole)
+
+
+def test_gathered_negatives_give_the_per_prefix_loops_value_and_gradients(monkeypatch):
+    """On one simulated rank of two, the fused loss over the gathered rows equals the prefix
+    loop over the same rows, value and gradients of the local rows."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dist_fn
+
+    torch.manual_seed(4)
+    anchors, positives = torch.randn(2, 6, 16), torch.randn(2, 6, 16)
+    dims, rank = (4, 8, 16), 1
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: rank)
+    results = []
+    for fused in (True, False):
+        a = anchors[rank].clone().requires_grad_()
+        p = positives[rank].clone().requires_grad_()
+
+        def gathered(x: Tensor, a: Tensor = a) -> tuple[Tensor, Tensor]:
+            return (anchors[0], x) if x is a else (positives[0], x)
+
+        monkeypatch.setattr(dist_fn, "all_gather", gathered)
+        value = MatryoshkaContrastiveLoss(dims, symmetric=True, fused=fused).per_dim(a, p)
+        results.append((value, *torch.autograd.grad(value.sum(), [a, p])))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_loss_rejects_bad_arguments():

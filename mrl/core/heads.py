@@ -4,10 +4,10 @@ import math
 import re
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from mrl.core.errors import ConfigError
+from mrl.core.fused import autocast_apply, nested_linear, tied_nested_linear
 from mrl.core.nesting import validate_nesting
 from mrl.core.validate import positive_int
 
@@ -73,20 +73,14 @@ class MRLHead(nn.Module):
         return head_method(self.tied, len(self.nesting))
 
     def forward(self, z: Tensor) -> Tensor:
-        """Logits `(K, B, C)` for the K nesting dims of `z` `(B, in_features)`."""
+        """Logits `(K, B, C)` for the K nesting dims of `z` `(B, in_features)`, computed by the
+        fused kernels of `mrl.core.fused` (shared chunk products, in-place gradients)."""
         if self.tied:
-            return self._tied_logits(z)
-        return torch.stack([lin(z[:, :m]) for lin, m in zip(self.linears, self.nesting)])
-
-    def _tied_logits(self, z: Tensor) -> Tensor:
-        # Prefix m's logits are the sum of the partial products of the chunks before m, so one
-        # pass over the chunks plus a cumulative sum costs a single full matmul, not K of them.
-        weight, starts = self.linear.weight, (0, *self.nesting[:-1])
-        partial = torch.stack([z[:, a:b] @ weight[:, a:b].T for a, b in zip(starts, self.nesting)])
-        logits = partial.cumsum(dim=0)
-        if self.linear.bias is not None:
-            logits = logits + self.linear.bias
-        return logits
+            return autocast_apply(tied_nested_linear, z, self.linear.weight, self.linear.bias,
+                                  nesting=self.nesting)  # fmt: skip
+        weights = [lin.weight for lin in self.linears]
+        biases = [lin.bias for lin in self.linears]
+        return autocast_apply(nested_linear, z, weights, biases, nesting=self.nesting)
 
     def extra_repr(self) -> str:
         kind = "MRL-E (tied)" if self.tied else "MRL"

@@ -1,0 +1,201 @@
+"""Forward + backward time of the Matryoshka heads and losses against the naive computation.
+
+Heads (head + loss, forward and backward, the gradients of the representation, weights and
+biases), at the paper's shapes (batch 256, D 2048, nesting 8..2048) with 1000 classes
+(ImageNet-1K) and 4202 (ImageNet-4K):
+
+- `plain`: one `Linear(D, C)` + cross-entropy, the cost of an ordinary classifier;
+- `authors MRL` / `authors MRL-E`: the authors' layer as its equations read (one slice, one
+  product and one cross-entropy per nesting dim, summed; `mrl.core.naive`), untied and tied;
+- `mrl` / `mrl_e`: this package's `MRLHead` (fused kernels, `mrl.core.fused`) + `MatryoshkaLoss`.
+
+Contrastive loss at batch 4096 (every row of the batch a negative, as gathered negatives are),
+D 768, dims 32..768, forward + backward: `MatryoshkaContrastiveLoss`'s prefix loop (the
+default) against its fused form (`fused=True`, shared chunk products), one-directional and
+symmetric.
+
+Every setting is timed in rounds that interleave the settings of its table (machine noise hits
+all alike): median of `--repeats` after warm-up, and the ratios of medians. `--compile` adds the
+same under `torch.compile` where it works on CPU; a GPU section (bf16) runs when CUDA is there.
+Writes `experiments/results/bench/kernels.csv` (table, setting, ms, ratio_to, ratio) and prints
+Markdown tables.
+
+    OMP_NUM_THREADS=2 .venv/bin/python experiments/bench/kernels.py [--repeats 25] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mrl import MatryoshkaContrastiveLoss, MatryoshkaLoss, MRLHead
+from mrl.core import naive
+from mrl.runs.files import write_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER_NESTING = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+TEXT_NESTING = (32, 64, 128, 256, 512, 768)
+
+
+def _timed(step: Callable[[], None], device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def interleaved(steps: dict[str, Callable[[], None]], repeats: int, device: str) -> dict:
+    """Median ms per step of each setting, timed in interleaved rounds after two warm-ups."""
+    for step in steps.values():
+        step()
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(_timed(step, device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def head_steps(
+    classes: int, batch: int, nesting: tuple[int, ...], device: str, dtype: torch.dtype,
+    compiled: bool = False,
+) -> dict[str, Callable[[], None]]:  # fmt: skip
+    """One forward + backward of each head and its loss at these shapes."""
+    dim = nesting[-1]
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(batch, dim, generator=g).to(device, dtype).requires_grad_()
+    y = torch.randint(0, classes, (batch,), generator=g).to(device)
+    plain = torch.nn.Linear(dim, classes).to(device, dtype)
+    untied = MRLHead(dim, classes, nesting).to(device, dtype)
+    tied = MRLHead(dim, classes, nesting, tied=True).to(device, dtype)
+    loss = MatryoshkaLoss()
+
+    def authors_untied() -> torch.Tensor:
+        logits = naive.nested_logits(
+            z, [lin.weight for lin in untied.linears], [lin.bias for lin in untied.linears],
+            nesting,
+        )  # fmt: skip
+        return sum(F.cross_entropy(x, y) for x in logits)
+
+    def authors_tied() -> torch.Tensor:
+        logits = naive.tied_nested_logits(z, tied.linear.weight, tied.linear.bias, nesting)
+        return sum(F.cross_entropy(x, y) for x in logits)
+
+    losses = {
+        "plain": lambda: F.cross_entropy(plain(z), y),
+        "authors MRL": authors_untied,
+        "mrl": lambda: loss(untied(z), y),
+        "authors MRL-E": authors_tied,
+        "mrl_e": lambda: loss(tied(z), y),
+    }
+    if compiled:
+        losses = {name: torch.compile(fn) for name, fn in losses.items()}
+    params = [z, *plain.parameters(), *untied.parameters(), *tied.parameters()]
+
+    def step(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            for p in params:
+                p.grad = None
+            fn().backward()
+
+        return run
+
+    return {name: step(fn) for name, fn in losses.items()}
+
+
+def contrastive_steps(
+    batch: int, nesting: tuple[int, ...], device: str, dtype: torch.dtype
+) -> dict[str, Callable[[], None]]:
+    """One forward + backward of the per-prefix loop and of the fused loss, both directions."""
+    g = torch.Generator().manual_seed(0)
+    anchor = torch.randn(batch, nesting[-1], generator=g).to(device, dtype).requires_grad_()
+    positive = torch.randn(batch, nesting[-1], generator=g).to(device, dtype).requires_grad_()
+    steps = {}
+    for symmetric in (False, True):
+        suffix = " (symmetric)" if symmetric else ""
+        for name, fused in ((f"per-prefix loop{suffix}", False), (f"fused{suffix}", True)):
+            loss = MatryoshkaContrastiveLoss(nesting, symmetric=symmetric, gather=False,
+                                             fused=fused)  # fmt: skip
+
+            def run(loss: MatryoshkaContrastiveLoss = loss) -> None:
+                anchor.grad = positive.grad = None
+                loss(anchor, positive).backward()
+
+            steps[name] = run
+    return steps
+
+
+def table(title: str, medians: dict[str, float], ratios: list[tuple[str, str]]) -> list[dict]:
+    """Rows of one table, printed as Markdown: each setting's ms and its ratios."""
+    rows = []
+    print(f"\n### {title}\n\n| setting | ms | ratio |\n|---|---:|---|")
+    for name, ms in medians.items():
+        shown = [f"{ms / medians[ref]:.2f} x {ref}" for a, ref in ratios if a == name]
+        print(f"| {name} | {ms:.1f} | {'; '.join(shown)} |")
+        rows.append({"table": title, "setting": name, "ms": round(ms, 3), "ratio_to": "",
+                     "ratio": ""})  # fmt: skip
+        for a, ref in ratios:
+            if a == name:
+                rows.append({"table": title, "setting": name, "ms": round(ms, 3),
+                             "ratio_to": ref, "ratio": round(ms / medians[ref], 4)})  # fmt: skip
+    return rows
+
+
+HEAD_RATIOS = [
+    ("authors MRL", "plain"), ("mrl", "authors MRL"), ("mrl", "plain"),
+    ("authors MRL-E", "plain"), ("mrl_e", "authors MRL-E"), ("mrl_e", "plain"),
+]  # fmt: skip
+LOSS_RATIOS = [("fused", "per-prefix loop"), ("fused (symmetric)", "per-prefix loop (symmetric)")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--text-batch", type=int, default=4096)
+    parser.add_argument("--compile", action="store_true", help="also time under torch.compile")
+    parser.add_argument("--skip-loss", action="store_true", help="time the heads only")
+    parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench/kernels.csv")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows: list[dict] = []
+    devices = [("cpu", torch.float32)]
+    if torch.cuda.is_available():
+        devices.append(("cuda", torch.bfloat16))
+    else:
+        print("\nGPU section: skipped (no CUDA device)")
+    for device, dtype in devices:
+        where = f"{device} {str(dtype).removeprefix('torch.')}"
+        for classes in (1000, 4202):
+            title = f"heads + loss, B {args.batch}, D 2048, {classes} classes, {where}"
+            steps = head_steps(classes, args.batch, PAPER_NESTING, device, dtype)
+            rows += table(title, interleaved(steps, args.repeats, device), HEAD_RATIOS)
+            write_csv(args.out, rows)
+        if args.compile:
+            title = f"heads + loss under torch.compile, B {args.batch}, 1000 classes, {where}"
+            try:
+                steps = head_steps(1000, args.batch, PAPER_NESTING, device, dtype, compiled=True)
+                rows += table(title, interleaved(steps, args.repeats, device), HEAD_RATIOS)
+            except Exception as err:  # noqa: BLE001  (what fails to compile is reported, not fatal)
+                print(f"\n### {title}\n\nnot measured: {type(err).__name__}: {err}"[:300])
+            write_csv(args.out, rows)
+        if not args.skip_loss:
+            title = f"contrastive loss, B {args.text_batch}, D 768, dims 32..768, {where}"
+            steps = contrastive_steps(args.text_batch, TEXT_NESTING, device, dtype)
+            repeats = max(3, args.repeats // 5)
+            rows += table(title, interleaved(steps, repeats, device), LOSS_RATIOS)
+            write_csv(args.out, rows)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
