@@ -112,3 +112,21 @@ def test_under_autocast_the_head_runs_in_its_dtype(tied):
     params = list(head.parameters())
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
     assert z.grad.dtype == torch.float32
+
+
+def test_the_kernels_benchmark_runs_at_tiny_sizes():
+    """`experiments/bench/kernels.py`'s steps run, so the benchmark cannot rot between runs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "kernels.py"
+    spec = importlib.util.spec_from_file_location("kernels_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    heads = bench.head_steps(7, 4, (2, 4, 8), "cpu", torch.float32)
+    assert set(heads) == {"plain", "authors MRL", "mrl", "authors MRL-E", "mrl_e"}
+    losses = bench.contrastive_steps(6, (2, 4, 8), "cpu", torch.float32)
+    medians = bench.interleaved({**heads, **losses}, repeats=1, device="cpu")
+    assert all(ms > 0 for ms in medians.values())
+    rows = bench.table("t", medians, bench.HEAD_RATIOS)
+    assert {r["ratio_to"] for r in rows} >= {"plain", "authors MRL", "authors MRL-E"}

@@ -17,8 +17,8 @@ symmetric.
 Every setting is timed in rounds that interleave the settings of its table (machine noise hits
 all alike): median of `--repeats` after warm-up, and the ratios of medians. `--compile` adds the
 same under `torch.compile` where it works on CPU; a GPU section (bf16) runs when CUDA is there.
-Writes `experiments/results/bench/kernels.csv` (table, setting, ms, ratio_to, ratio) and prints
-Markdown tables.
+Writes `experiments/results/bench/kernels.csv` (table, setting, ms, ratio_to, ratio) and the
+same tables as Markdown in `kernels.md`.
 
     OMP_NUM_THREADS=2 .venv/bin/python experiments/bench/kernels.py [--repeats 25] [--compile]
 """
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from mrl import MatryoshkaContrastiveLoss, MatryoshkaLoss, MRLHead
 from mrl.core import naive
-from mrl.runs.files import write_csv
+from mrl.runs.files import atomic_write_text, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_NESTING = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -134,13 +134,22 @@ def contrastive_steps(
     return steps
 
 
+MARKDOWN: list[str] = []
+
+
+def say(text: str) -> None:
+    """Print a line of the report and keep it for `kernels.md`."""
+    print(text, flush=True)
+    MARKDOWN.append(text)
+
+
 def table(title: str, medians: dict[str, float], ratios: list[tuple[str, str]]) -> list[dict]:
     """Rows of one table, printed as Markdown: each setting's ms and its ratios."""
     rows = []
-    print(f"\n### {title}\n\n| setting | ms | ratio |\n|---|---:|---|")
+    say(f"\n### {title}\n\n| setting | ms | ratio |\n|---|---:|---|")
     for name, ms in medians.items():
         shown = [f"{ms / medians[ref]:.2f} x {ref}" for a, ref in ratios if a == name]
-        print(f"| {name} | {ms:.1f} | {'; '.join(shown)} |")
+        say(f"| {name} | {ms:.1f} | {'; '.join(shown)} |")
         rows.append({"table": title, "setting": name, "ms": round(ms, 3), "ratio_to": "",
                      "ratio": ""})  # fmt: skip
         for a, ref in ratios:
@@ -166,13 +175,16 @@ def main() -> None:
     parser.add_argument("--skip-loss", action="store_true", help="time the heads only")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench/kernels.csv")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    say(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of "
+        f"{args.repeats} interleaved rounds (contrastive: {max(3, args.repeats // 5)})"
+    )
     rows: list[dict] = []
     devices = [("cpu", torch.float32)]
     if torch.cuda.is_available():
         devices.append(("cuda", torch.bfloat16))
     else:
-        print("\nGPU section: skipped (no CUDA device)")
+        say("\nGPU section: skipped (no CUDA device)")
     for device, dtype in devices:
         where = f"{device} {str(dtype).removeprefix('torch.')}"
         for classes in (1000, 4202):
@@ -186,7 +198,7 @@ def main() -> None:
                 steps = head_steps(1000, args.batch, PAPER_NESTING, device, dtype, compiled=True)
                 rows += table(title, interleaved(steps, args.repeats, device), HEAD_RATIOS)
             except Exception as err:  # noqa: BLE001  (what fails to compile is reported, not fatal)
-                print(f"\n### {title}\n\nnot measured: {type(err).__name__}: {err}"[:300])
+                say(f"\n### {title}\n\nnot measured: {type(err).__name__}: {err}"[:300])
             write_csv(args.out, rows)
         if not args.skip_loss:
             title = f"contrastive loss, B {args.text_batch}, D 768, dims 32..768, {where}"
@@ -194,7 +206,8 @@ def main() -> None:
             repeats = max(3, args.repeats // 5)
             rows += table(title, interleaved(steps, repeats, device), LOSS_RATIOS)
             write_csv(args.out, rows)
-    print(f"\nwrote {args.out}")
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(MARKDOWN).lstrip() + "\n")
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
