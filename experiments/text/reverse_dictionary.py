@@ -31,7 +31,9 @@ from omegaconf import DictConfig
 
 from mrl.conf import CONFIG_DIR
 from mrl.core.errors import ConfigError
+from mrl.eval.retention import retention
 from mrl.runs.files import atomic_write_json, atomic_write_text, write_csv
+from mrl.runs.format import EVAL_METRIC_COLUMNS, TEXT_BENCHMARK_FILE
 
 METHODS = ("zero_shot", "mrl", "single_dim")
 METHOD_OVERRIDES = {"zero_shot": [], "mrl": [], "single_dim": ["experiment=text/single_dim"]}
@@ -41,8 +43,8 @@ METHOD_TITLES = {
     "single_dim": "MiniLM + single-dim",
 }
 POS_NAMES = {"n": "nouns", "v": "verbs", "a": "adjectives", "r": "adverbs"}
-COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
-STEM = "reverse_dictionary"
+COLUMNS = EVAL_METRIC_COLUMNS
+STEM = Path(TEXT_BENCHMARK_FILE).stem
 
 # Defaults sized to finish in about 30 minutes on a shared 2-core CPU (see
 # experiments/text/README.md for the measurement behind them).
@@ -187,7 +189,8 @@ def texts_and_labels(dataset: Any) -> Side:
 
 
 def markdown(rows: list[dict], methods: Sequence[str], title: str) -> str:
-    """One Markdown table per metric: a row per dim, a column per method (percent)."""
+    """One Markdown table per metric (a row per dim, a column per method, percent), then per
+    metric each dim's score as a percentage of the method's full-dim score."""
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     dims = sorted({r["dim"] for r in rows})
     value = {(r["method"], r["dim"], r["metric"]): r["value"] for r in rows}
@@ -200,6 +203,17 @@ def markdown(rows: list[dict], methods: Sequence[str], title: str) -> str:
         for d in dims:
             cells = [value.get((m, d, metric)) for m in present]
             shown = ["-" if v is None else f"{100 * v:.2f}" for v in cells]
+            lines.append(f"| {d} | " + " | ".join(shown) + " |")
+        lines.append("")
+    kept = {(r["method"], r["dim"], r["metric"]): r["retention"] for r in retention(rows)}
+    for metric in metrics:
+        full = max(dims)
+        lines += [f"## {metric}: % of the full dim ({full})", ""]
+        lines.append("| dim | " + " | ".join(METHOD_TITLES.get(m, m) for m in present) + " |")
+        lines.append("|---:|" + "---:|" * len(present))
+        for d in dims:
+            cells = [kept.get((m, d, metric)) for m in present]
+            shown = ["-" if v is None else f"{v:.1f}" for v in cells]
             lines.append(f"| {d} | " + " | ".join(shown) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -305,6 +319,17 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, methods: Sequence[
     atomic_write_json(out / f"{STEM}.json", summary)
 
 
+def rewrite_tables(out: Path) -> None:
+    """The Markdown tables again from `out`'s CSV and JSON (what a finished run wrote)."""
+    import csv
+    import json
+
+    with (out / f"{STEM}.csv").open(newline="") as f:
+        rows = [{**r, "dim": int(r["dim"]), "value": float(r["value"])} for r in csv.DictReader(f)]
+    summary = json.loads((out / f"{STEM}.json").read_text())
+    write_outputs(out, rows, summary, METHODS)
+
+
 def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "null", "all") else int(text)
 
@@ -331,6 +356,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--log-every", type=int, default=10, help="print the loss every N steps")
     p.add_argument(
+        "--tables-only", action="store_true",
+        help="rewrite the Markdown tables from the CSV and JSON already in --out; train nothing",
+    )  # fmt: skip
+    p.add_argument(
         "overrides", nargs="*", help="extra conf/text.yaml overrides, e.g. optimizer.lr=3e-5"
     )
     return p.parse_args(argv)
@@ -341,6 +370,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mrl.core.errors import DataNotFoundError
 
     args = parse_args(argv)
+    if args.tables_only:
+        rewrite_tables(Path(args.out))
+        print((Path(args.out) / f"{STEM}.md").read_text())
+        return
     try:
         summary = run_benchmark(
             epochs=args.epochs,

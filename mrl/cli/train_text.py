@@ -142,11 +142,20 @@ def train_text(cfg: DictConfig) -> dict[str, Any]:
 
 
 def format_rows(rows: list[dict], title: str) -> str:
-    """A plain-text table of per-dim metrics (fractions shown in percent)."""
+    """A plain-text table of per-dim metrics (fractions shown in percent), with the first
+    metric's retention: each dim's value as a percentage of the full dim's."""
+    from mrl.eval.retention import retention
+
     names = [k for k in rows[0] if k != "dim"] if rows else []
-    lines = [title, "  ".join([f"{'dim':>6}", *(f"{n + ' %':>12}" for n in names)])]
+    first = names[0] if names else None
+    tidy = [{"method": "", "dim": r["dim"], "metric": first, "value": r[first]} for r in rows]
+    kept = {r["dim"]: r["retention"] for r in retention(tidy)} if first else {}
+    header = [f"{'dim':>6}", *(f"{n + ' %':>12}" for n in names)]
+    lines = [title, "  ".join([*header, f"{first + ' kept %':>16}"] if kept else header)]
     for row in rows:
         cells = [f"{100 * row[n]:12.2f}" if row[n] is not None else f"{'-':>12}" for n in names]
+        if kept:
+            cells.append(f"{kept[row['dim']]:16.1f}" if row["dim"] in kept else f"{'-':>16}")
         lines.append("  ".join([f"{row['dim']:>6}", *cells]))
     return "\n".join(lines)
 

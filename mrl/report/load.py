@@ -38,10 +38,13 @@ from typing import Any
 
 import pandas as pd
 
+from mrl.eval.retention import retention
 from mrl.runs.files import read_json
 from mrl.runs.format import (
     AGGREGATE_COLUMNS,
     CLEAN_SPLIT,
+    EVAL_METRIC_COLUMNS,
+    TEXT_BENCHMARK_FILE,
     reference_files,
     stands_for,
     top_k_sources,
@@ -84,6 +87,8 @@ class Tables:
     adaptive_classification: pd.DataFrame
     adaptive_retrieval: pd.DataFrame
     robustness: pd.DataFrame
+    # The text benchmark's rows (`KEYS, method, dim, metric, value, retention, full_dim`).
+    text: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Run key -> provenance (`collect_provenance`, or what an aggregate row tells).
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[Path] = field(default_factory=list)
@@ -100,6 +105,7 @@ class Tables:
                 self.adaptive_classification,
                 self.adaptive_retrieval,
                 self.robustness,
+                self.text,
             )
         )
 
@@ -168,6 +174,19 @@ def _key(path: Path, root: Path) -> str:
     except ValueError:
         return str(path.resolve())
     return rel or "."
+
+
+def _text_tables(root: Path, notes: list[str]) -> pd.DataFrame:
+    """Every text benchmark table under `root`, with each dim's retention of the full dim's."""
+    frames = []
+    for path in sorted(root.rglob(TEXT_BENCHMARK_FILE)):
+        frame = _read_csv(path, notes)
+        if frame is None or not set(EVAL_METRIC_COLUMNS) <= set(frame.columns):
+            continue
+        kept = pd.DataFrame(retention(frame.to_dict("records")))
+        study = path.parent.name
+        frames.append(kept.assign(study=study, run=_key(path.parent, root), seed=None))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _aggregate_files(root: Path) -> list[Path]:
@@ -413,6 +432,7 @@ def load_results(root: str | Path) -> Tables:
             pd.concat(ar, ignore_index=True) if ar else pd.DataFrame(), ADAPTIVE_RETRIEVAL_COLUMNS
         ),
         robustness=tables["robustness"],
+        text=_text_tables(root, notes) if root.is_dir() else pd.DataFrame(),
         runs=runs,
         sources=[*aggregates, *run_dirs],
         notes=notes,

@@ -55,6 +55,8 @@ LABELS: dict[str, str] = {
     "exact": "exact search",
     "adaptive": "adaptive (shortlist, re-rank)",
     "funnel": "funnel",
+    "zero_shot": "zero-shot (truncated)",
+    "single_dim": "single-dim fine-tuned",
 }
 CLASSIFICATION_METHODS = ("mrl", "mrl_e", "ff", "svd", "random")
 RETRIEVAL_METHODS = ("mrl", "ff")
@@ -1012,6 +1014,50 @@ def plot_robustness(
 # Figure groups over the studies of a `Tables`
 
 PlotFunction = Callable[..., Drawn]
+TEXT_METRICS = ("recall@10", "map@10", "1nn")
+
+
+def plot_text_retention(
+    text: pd.DataFrame,
+    reference: Reference | None = None,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+    name: str = "text_retention",
+) -> Drawn:
+    """Quality retention of a text model's prefixes: each dim's score as a percentage of the
+    same model's full-dim score (as Matryoshka text models are judged), one panel per metric,
+    one line per model (zero-shot truncated, Matryoshka- and single-dim fine-tuned)."""
+    what = "text embeddings: each dim's score as a percentage of the full dim's"
+    frame = text[text["metric"].isin(TEXT_METRICS)] if not text.empty else text
+    if frame.empty:
+        return Drawn(name, what, None, missing=["no text benchmark table (reverse_dictionary.csv)"])
+    metrics = [m for m in TEXT_METRICS if m in set(frame["metric"])]
+    title = _title(frame, what, source)
+    fig = _new_figure(len(metrics), height=4.0)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        rows = frame[frame["metric"] == metric]
+        for method in _methods(rows):
+            r = rows[rows["method"] == method].sort_values("dim")
+            ax.plot(r["dim"], r["retention"], color=color(method), marker="o", markersize=4,
+                    linewidth=1.8, label=label(method))  # fmt: skip
+        ax.axhline(100, color="0.6", linewidth=0.8, linestyle=":")
+        _log2_axis(ax, rows["dim"])
+        ax.set_xlabel("embedding size (dimensions, log scale)")
+        ax.set_ylabel(f"% of the full dim's {metric}")
+        ax.set_title(f"{metric}, full dim {int(rows['full_dim'].max())}")
+        _style_axes(ax)
+        ax.legend(loc="lower right", fontsize=8)
+    footer = "the full dim's score is 100%; one run per model"
+    _finish(fig, title, footer)
+    table = frame[["study", "method", "dim", "metric", "value", "retention"]].copy()
+    table["value (%)"] = (100 * table.pop("value")).round(2)
+    table["retention (%)"] = table.pop("retention").round(1)
+    table["method"] = table["method"].map(label)
+    return Drawn(name, title, fig, table.reset_index(drop=True), [], footer)
+
+
 GROUPS: dict[str, tuple[str, PlotFunction]] = {
     "classification": ("classification", plot_classification),
     "retrieval": ("retrieval", plot_retrieval),
@@ -1019,6 +1065,7 @@ GROUPS: dict[str, tuple[str, PlotFunction]] = {
     "adaptive_retrieval": ("adaptive_retrieval", plot_adaptive_retrieval),
     "retrieval_time": ("adaptive_retrieval", plot_retrieval_time),
     "robustness": ("robustness", plot_robustness),
+    "text_retention": ("text", plot_text_retention),
 }
 
 

@@ -26,6 +26,9 @@ def method_sort_key(method: str) -> tuple[int, str]:
     return (METHOD_ORDER.index(m), "") if m in METHOD_ORDER else (len(METHOD_ORDER), m)
 
 
+# The text benchmark's tidy table (experiments/text/reverse_dictionary.py), `EVAL_METRIC_COLUMNS`.
+TEXT_BENCHMARK_FILE = "reverse_dictionary.csv"
+
 # The paper's numbers: a folder with these two files (per-dim curves; adaptive studies).
 REFERENCE_FILES = ("paper_resnet50_imagenet1k.csv", "paper_adaptive.csv")
 
