@@ -405,6 +405,38 @@ def test_one_encoder_pass_per_training_step(minilm, dims):
     encoder.zero_grad(set_to_none=True)
 
 
+def test_gradient_caching_trains_like_one_pass(minilm):
+    """`module.grad_cache_chunk`: the batch encoded 2 rows at a time, gradients cached, gives
+    the loss and encoder gradients of one whole-batch pass (dropout off to compare)."""
+    from mrl.text.data import PairCollator
+    from mrl.text.module import TextContrastiveModule
+
+    encoder, tokenizer = minilm
+    pairs = [("a domesticated canine", "dog"), ("a feline pet", "cat"), ("a large tree", "oak")]
+    batch = PairCollator(tokenizer, 32)(pairs)
+    weight = encoder.model.embeddings.word_embeddings.weight
+    results = []
+    encoder.eval()
+    try:
+        for chunk in (None, 2):
+            loss_fn = MatryoshkaContrastiveLoss([8, 384])
+            module = TextContrastiveModule(
+                encoder, loss_fn, optimizer=torch.optim.AdamW, grad_cache_chunk=chunk
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # self.log without a Trainer
+                loss = module.training_step(batch, 0)
+            loss.backward()
+            results.append((loss.detach(), weight.grad.clone()))
+            encoder.zero_grad(set_to_none=True)
+    finally:
+        encoder.train()
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    torch.testing.assert_close(loss_b, loss_a)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-6)
+    assert grad_a.abs().sum() > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pooling, normalize", [("mean", False), ("cls", True)])
 def test_export_round_trip_matches_the_framework(minilm, tmp_path: Path, pooling, normalize):
@@ -455,10 +487,11 @@ def test_text_config_composes(tmp_path: Path, overrides, data, loss_dims):
 
 @pytest.mark.slow
 @requires_wordnet
-def test_fast_dev_run_contrastive(tmp_path: Path):
+@pytest.mark.parametrize("extra", [[], ["module.grad_cache_chunk=4"]])
+def test_fast_dev_run_contrastive(tmp_path: Path, extra: list[str]):
     from mrl.cli.train_text import train_text
 
-    cfg = compose_text(tmp_path, *QUIET, *TINY_WORDNET, "data.eval_batch_size=32")
+    cfg = compose_text(tmp_path, *QUIET, *TINY_WORDNET, "data.eval_batch_size=32", *extra)
     results = train_text(cfg)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["task"] == "contrastive" and on_disk["nesting"] == list(cfg.nesting)

@@ -17,11 +17,14 @@ import torch
 from torch import Tensor
 
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
+from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
 from mrl.core.losses import MatryoshkaLoss
 from mrl.core.nesting import validate_nesting
+from mrl.core.validate import positive_int
 from mrl.eval.retrieval import evaluate_retrieval
 from mrl.text.encoders import HFTextEncoder, TokenizedInput
+from mrl.training.grad_cache import cached_embeddings, row_chunks
 from mrl.training.module import MatryoshkaModule, MRLClassifier, OptimizerFactory, SchedulerFactory
 
 QUERY_LOADER, DATABASE_LOADER = 0, 1
@@ -53,11 +56,14 @@ class TextContrastiveModule(MatryoshkaModule):
         eval_k: int = 10,
         retrieval_backend: str = "exact",
         no_weight_decay_on_norm_and_bias: bool = True,
+        grad_cache_chunk: int | None = None,
         config: dict | None = None,
     ) -> None:
         super().__init__(loss, optimizer, scheduler)
         self.save_hyperparameters(ignore=["encoder", "loss", "optimizer", "scheduler"])
         self.encoder = encoder
+        self.grad_cache_chunk = positive_int(grad_cache_chunk, "module.grad_cache_chunk",
+                                             optional=True)  # fmt: skip
         # The one check of both lists against the width (mrl-train-text relies on it).
         self.nesting = (
             loss.nesting if nesting is None else validate_nesting(nesting, encoder.num_features)
@@ -76,9 +82,22 @@ class TextContrastiveModule(MatryoshkaModule):
         return tuple(self.loss.nesting)
 
     def loss_inputs(self, batch: dict[str, Any]) -> tuple[tuple[Tensor, ...], int]:
-        z = self(batch["features"])  # one pass: B anchors then B positives
+        features = batch["features"]  # B anchors then B positives, encoded in one pass
+        if self.grad_cache_chunk is None:
+            z = self(features)
+        else:  # chunk by chunk, gradients cached: the batch is not bound by the memory
+            chunks = row_chunks(features, self.grad_cache_chunk)
+            z = cached_embeddings(self, chunks, features["input_ids"].device)
         anchor, positive = z.chunk(2)
         return (anchor, positive), anchor.shape[0]
+
+    def setup(self, stage: str) -> None:
+        if self.grad_cache_chunk is not None and self.trainer.world_size > 1:
+            raise ConfigError(
+                "module.grad_cache_chunk works in one process only: its second, chunked "
+                "backward would report each parameter to DDP once per chunk; set it to null "
+                "under DDP (a larger batch per process then needs more memory)"
+            )
 
     def _collect(self, batch: tuple[dict, Tensor], dataloader_idx: int) -> None:
         features, labels = batch

@@ -1,0 +1,67 @@
+"""Gradient caching: a contrastive loss over a batch larger than the encoder's memory allows.
+
+The technique behind sentence-transformers' `CachedMultipleNegativesRankingLoss` (Gao et al.
+2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"): embed the
+batch chunk by chunk without gradients, compute the loss on all the embeddings at once, then
+encode each chunk again with gradients and back-propagate it with its slice of the
+embeddings' gradient. The loss sees every row of the batch as a negative; the encoder holds one
+chunk's activations at a time. Each chunk is encoded the second time from the random state of
+the first, so dropout draws the same masks and the gradients are exactly the uncached ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+@contextmanager
+def _replayed(state: tuple[Tensor, Tensor | None], device: torch.device) -> Iterator[None]:
+    """Run with the random state `state`, leaving the caller's state as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], device)
+        yield
+
+
+def cached_embeddings(
+    encode: Callable[[Any], Tensor], chunks: Sequence[Any], device: torch.device
+) -> Tensor:
+    """The embeddings of every chunk, `(sum of chunk rows, D)`, as one tensor whose backward
+    encodes each chunk again with gradients and back-propagates it (see the module docstring).
+
+    Use it where the encoder's output would go: the loss's gradient reaches the encoder's
+    parameters as if the whole batch had been encoded at once.
+    """
+    states, parts = [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            states.append(_rng_state(device))
+            parts.append(encode(chunk))
+    embeddings = torch.cat(parts).requires_grad_()
+    sizes = [p.shape[0] for p in parts]
+
+    def backpropagate_chunks(grad: Tensor) -> Tensor:
+        for chunk, part_grad, state in zip(chunks, grad.split(sizes), states):
+            with torch.enable_grad(), _replayed(state, device):
+                torch.autograd.backward(encode(chunk), part_grad)
+        return grad
+
+    embeddings.register_hook(backpropagate_chunks)
+    return embeddings
+
+
+def row_chunks(features: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
+    """A tokenized batch split into consecutive chunks of at most `size` rows."""
+    rows = next(iter(features.values())).shape[0]
+    return [{k: v[i : i + size] for k, v in features.items()} for i in range(0, rows, size)]
