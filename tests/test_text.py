@@ -382,7 +382,7 @@ def test_missing_model_package_names_the_install(monkeypatch):
 
 
 @pytest.mark.parametrize("dims", [[384], [8, 16, 32, 64, 128, 256, 384]])
-def test_one_encoder_pass_per_training_step(minilm, dims):
+def test_each_side_is_encoded_once_per_training_step(minilm, dims):
     from mrl.text.data import PairCollator
     from mrl.text.module import TextContrastiveModule
 
@@ -400,7 +400,7 @@ def test_one_encoder_pass_per_training_step(minilm, dims):
     finally:
         hook.remove()
     loss.backward()
-    assert len(calls) == 1
+    assert len(calls) == 2  # anchors, positives: not once per dim
     assert encoder.model.embeddings.word_embeddings.weight.grad is not None
     encoder.zero_grad(set_to_none=True)
 

@@ -1,8 +1,8 @@
 """Lightning data modules of the text tasks, and the collate functions that tokenize.
 
 - `WordNetPairsDataModule`: training batches of (definition, lemma) pairs for the contrastive
-  loss, tokenized together as one `2B`-row batch (anchors first, then positives), so a step
-  needs one encoder pass; validation/test use two loaders, the reverse-dictionary queries then
+  loss, anchors and positives tokenized apart (each padded to its own longest text);
+  validation/test use two loaders, the reverse-dictionary queries then
   the database of the split (see `mrl.text.wordnet.reverse_dictionary`), `(features, synset)`.
 - `WordNetCategoriesDataModule`: `(tokenized definitions, category)` batches; `num_classes` is the
   number of lexicographer categories of the parts of speech (26 for nouns).
@@ -69,11 +69,13 @@ class TextCollator:
 
 
 class PairCollator(TextCollator):
-    """`(anchor, positive)` items -> `{"features": ...}` of `2B` rows: B anchors, B positives."""
+    """`(anchor, positive)` items -> `{"anchors": ..., "positives": ...}`, each side tokenized
+    and padded to its own longest text (a definition is much longer than its lemma, so one
+    padded batch of both would spend most of the positives' tokens on padding)."""
 
     def __call__(self, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:  # type: ignore[override]
         anchors, positives = zip(*pairs)
-        return {"features": super().__call__([*anchors, *positives])}
+        return {"anchors": super().__call__(anchors), "positives": super().__call__(positives)}
 
 
 class LabelledCollator(TextCollator):
@@ -283,7 +285,7 @@ class WordNetPairsDataModule(WordNetDataModule):
         return SynsetPairs(self.split("train"), self.pairs, self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled pair batches, `{"features": 2B tokenized rows}`."""
+        """Shuffled pair batches, `{"anchors": tokenized, "positives": tokenized}`."""
         dataset = self.train_dataset()
         self._check_batch(len(dataset))
         world, rank = _process_group()

@@ -1,7 +1,8 @@
 """Lightning modules for the text tasks: Matryoshka contrastive training and classification.
 
-- `TextContrastiveModule`: one encoder pass per step over anchors and positives together, the
-  `MatryoshkaContrastiveLoss` on their prefixes, and reverse-dictionary retrieval metrics per
+- `TextContrastiveModule`: anchors and positives each encoded once per step (whatever the number
+  of dims; chunk by chunk with gradient caching), the `MatryoshkaContrastiveLoss` on their
+  prefixes, and reverse-dictionary retrieval metrics per
   dim on the validation/test loaders (queries, then database).
 - `TextClassifierModule`: `mrl.training.module.MRLClassifier` with a text encoder behind the
   `TokenizedInput` adapter (batches are `(features dict, labels)`).
@@ -82,14 +83,15 @@ class TextContrastiveModule(MatryoshkaModule):
         return tuple(self.loss.nesting)
 
     def loss_inputs(self, batch: dict[str, Any]) -> tuple[tuple[Tensor, ...], int]:
-        features = batch["features"]  # B anchors then B positives, encoded in one pass
-        if self.grad_cache_chunk is None:
-            z = self(features)
-        else:  # chunk by chunk, gradients cached: the batch is not bound by the memory
-            chunks = row_chunks(features, self.grad_cache_chunk)
-            z = cached_embeddings(self, chunks, features["input_ids"].device)
-        anchor, positive = z.chunk(2)
-        return (anchor, positive), anchor.shape[0]
+        anchors, positives = batch["anchors"], batch["positives"]
+        rows = anchors["input_ids"].shape[0]
+        if self.grad_cache_chunk is None:  # each side encoded once, whatever the number of dims
+            return (self(anchors), self(positives)), rows
+        # Chunk by chunk, gradients cached: the batch is not bound by the encoder's memory.
+        chunks = row_chunks(anchors, self.grad_cache_chunk)
+        chunks += row_chunks(positives, self.grad_cache_chunk)
+        z = cached_embeddings(self, chunks, anchors["input_ids"].device)
+        return tuple(z.split([rows, rows])), rows
 
     def setup(self, stage: str) -> None:
         if self.grad_cache_chunk is not None and self.trainer.world_size > 1:
