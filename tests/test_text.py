@@ -633,3 +633,38 @@ def test_the_benchmark_reuses_a_finished_fine_tuning_and_refuses_other_settings(
     assert again["methods"]["mrl"]["steps"] == first["methods"]["mrl"]["steps"] == 2
     with pytest.raises(ConfigError, match="fine-tuned with other settings.*optimizer.lr"):
         run_benchmark(**small, overrides=["optimizer.lr=1e-6"])
+
+
+def _script(name: str):
+    """A script of `experiments/text/` as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "text" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@requires_wordnet
+@pytest.mark.slow
+def test_the_side_by_side_with_sentence_transformers_runs_and_resumes(tmp_path: Path):
+    script = _script("vs_sentence_transformers")
+    tiny = dict(seeds=[0], max_train_synsets=16, max_test_synsets=16, batch_size=8,
+                mini_batch=4, out=tmp_path)  # fmt: skip
+    rows = script.run(**tiny)
+    steps = {r["trainer"]: r["value"] for r in rows if r["metric"] == "step_ms"}
+    assert set(steps) == set(script.TRAINERS) and all(ms > 0 for ms in steps.values())
+    recall = [r for r in rows if r["metric"] == "recall@10"]
+    assert {r["dim"] for r in recall} == {8, 16, 32, 64, 128, 256, 384}
+    assert all(0.0 <= r["value"] <= 1.0 for r in recall)
+    assert (
+        "sentence-transformers, MatryoshkaLoss(CachedMNRL)"
+        in (tmp_path / "vs_sentence_transformers.md").read_text()
+    )
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished (trainer, seed) was trained again")
+
+    script.train = refuse
+    assert script.run(**tiny) == rows

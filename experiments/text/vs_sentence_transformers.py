@@ -3,8 +3,9 @@ own trainer, on the WordNet reverse dictionary.
 
 The trainers, each from the same all-MiniLM-L6-v2 weights, on the same training pairs (the
 (definition, lemma) pairs of this package's data module for epoch 0, one per synset), with the
-same batch size, number of steps, learning rate, warm-up and linear decay, weight decay, seed and
-loss (in-batch-negatives InfoNCE at scale 20 on every nesting dim, weight 1 each):
+same batch size, number of steps, learning rate, warm-up and linear decay, weight decay, gradient
+clipping (norm 1, sentence-transformers' default), seed and loss (in-batch-negatives InfoNCE at
+scale 20 on every nesting dim, weight 1 each):
 
 - `mrl`: `mrl-train-text`'s contrastive task (Lightning, `MatryoshkaContrastiveLoss`);
 - `st`: `SentenceTransformerTrainer` with `MatryoshkaLoss(MultipleNegativesRankingLoss)`;
@@ -51,6 +52,8 @@ TITLES = {
     "st_cached": "sentence-transformers, MatryoshkaLoss(CachedMNRL)",
 }
 COLUMNS = ["trainer", "seed", "dim", "metric", "value"]
+# Gradients clipped to this norm by every trainer (sentence-transformers' default).
+MAX_GRAD_NORM = 1.0
 STEM = "vs_sentence_transformers"
 DEFAULT_OUT = "experiments/results/text_vs_st"
 
@@ -90,6 +93,7 @@ def train_mrl(cfg: Any, datamodule: Any) -> tuple[Any, list[float]]:
         max_epochs=int(cfg.trainer.max_epochs), accelerator="cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+        gradient_clip_val=MAX_GRAD_NORM,
     )  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     return model.encoder, timer.times
@@ -142,6 +146,7 @@ def train_st(
             learning_rate=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay),
             warmup_steps=rd_warmup_steps(cfg, steps), lr_scheduler_type="linear",
             seed=int(cfg.seed), data_seed=int(cfg.seed), dataloader_drop_last=True,
+            max_grad_norm=MAX_GRAD_NORM,
             report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True,
             disable_tqdm=True,
         )  # fmt: skip
