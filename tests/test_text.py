@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.core.errors import ConfigError, DataNotFoundError
+from mrl.core.matryoshka_2d import Matryoshka2DLoss
+from mrl.text.encoders import tokenize
 from mrl.text.wordnet import (
     LEXNAMES,
     categories,
@@ -437,6 +439,76 @@ def test_gradient_caching_trains_like_one_pass(minilm):
     assert grad_a.abs().sum() > 0
 
 
+def test_every_layer_comes_from_one_forward_pass(minilm):
+    encoder, tokenizer = minilm
+    batch = tokenize(tokenizer, ["a domesticated canine", "oak"], 32)
+    calls = []
+    hook = encoder.model.register_forward_hook(lambda *args: calls.append(1))
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            layers = encoder.forward_layers(batch["input_ids"], batch["attention_mask"])
+            last = encoder(batch["input_ids"], batch["attention_mask"])
+    finally:
+        hook.remove()
+        encoder.train()
+    assert layers.shape == (encoder.num_layers, 2, 384) and len(calls) == 2
+    torch.testing.assert_close(layers[-1], last)
+    assert not torch.allclose(layers[0], last)
+
+
+@pytest.mark.parametrize(
+    "loss_fn, module_kwargs",
+    [
+        (lambda: Matryoshka2DLoss([8, 384], mode="random", layers_per_step=2), {}),
+        (lambda: Matryoshka2DLoss([8, 384], mode="pairs", pairs=[[2, 8], [6, 384]]), {}),
+        (lambda: MatryoshkaContrastiveLoss([8, 384]), {"projection_dim": 16}),
+        (lambda: MatryoshkaContrastiveLoss([8, 384]),
+         {"projection_dim": 16, "projection_tied": False}),
+    ],
+    ids=["2dmse", "starbucks", "mrl_e", "projected_mrl"],
+)  # fmt: skip
+def test_2d_and_projected_losses_with_gradient_caching_are_exact(minilm, loss_fn, module_kwargs):
+    """The 2D loss (every layer from one pass) and the projection head work with gradient
+    caching: chunked, they give the loss and encoder gradients of the whole-batch pass."""
+    from mrl.text.data import PairCollator
+    from mrl.text.module import TextContrastiveModule
+
+    encoder, tokenizer = minilm
+    pairs = [("a domesticated canine", "dog"), ("a feline pet", "cat"), ("a large tree", "oak")]
+    batch = PairCollator(tokenizer, 32)(pairs)
+    weight = encoder.model.embeddings.word_embeddings.weight
+    results = []
+    encoder.eval()
+    try:
+        for chunk in (None, 2):
+            torch.manual_seed(0)  # the same projection head for both
+            module = TextContrastiveModule(encoder, loss_fn(), optimizer=torch.optim.AdamW,
+                                           grad_cache_chunk=chunk, **module_kwargs)  # fmt: skip
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # self.log without a Trainer
+                loss = module.training_step(batch, 0)
+            loss.backward()
+            results.append((loss.detach(), weight.grad.clone()))
+            encoder.zero_grad(set_to_none=True)
+    finally:
+        encoder.train()
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    torch.testing.assert_close(loss_b, loss_a)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=5e-6)  # float32 sums' order
+    assert grad_a.abs().sum() > 0
+
+
+def test_a_projection_with_a_2d_loss_is_refused(minilm):
+    from mrl.text.module import TextContrastiveModule
+
+    with pytest.raises(ConfigError, match="projection_dim is for the one-layer"):
+        TextContrastiveModule(minilm[0], Matryoshka2DLoss([8, 384]), torch.optim.AdamW,
+                              projection_dim=8)  # fmt: skip
+    with pytest.raises(ConfigError, match="loss.num_layers=4 but the encoder has 6"):
+        TextContrastiveModule(minilm[0], Matryoshka2DLoss([8, 384], 4), torch.optim.AdamW)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pooling, normalize", [("mean", False), ("cls", True)])
 def test_export_round_trip_matches_the_framework(minilm, tmp_path: Path, pooling, normalize):
@@ -471,6 +543,9 @@ def test_export_round_trip_matches_the_framework(minilm, tmp_path: Path, pooling
         (["experiment=text/single_dim"], "WordNetPairsDataModule", [384]),
         (["text/task=classification"], "WordNetCategoriesDataModule", None),
         (["text/task=dual_encoder"], "SyntheticCaptionsDataModule", [8, 16, 32, 64]),
+        (["experiment=text/2dmse"], "WordNetPairsDataModule", [8, 16, 32, 64, 128, 256, 384]),
+        (["experiment=text/starbucks"], "WordNetPairsDataModule", [8, 16, 32, 64, 128, 256, 384]),
+        (["experiment=text/mrl_e"], "WordNetPairsDataModule", [8, 16, 32, 64, 128, 256, 384]),
     ],
 )
 def test_text_config_composes(tmp_path: Path, overrides, data, loss_dims):
@@ -487,7 +562,16 @@ def test_text_config_composes(tmp_path: Path, overrides, data, loss_dims):
 
 @pytest.mark.slow
 @requires_wordnet
-@pytest.mark.parametrize("extra", [[], ["module.grad_cache_chunk=4"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["module.grad_cache_chunk=4"],
+        ["experiment=text/2dmse", "module.grad_cache_chunk=2"],
+        ["experiment=text/starbucks"],
+        ["experiment=text/mrl_e"],
+    ],
+)
 def test_fast_dev_run_contrastive(tmp_path: Path, extra: list[str]):
     from mrl.cli.train_text import train_text
 
@@ -667,4 +751,28 @@ def test_the_side_by_side_with_sentence_transformers_runs_and_resumes(tmp_path: 
         raise AssertionError("a finished (trainer, seed) was trained again")
 
     script.train = refuse
+    assert script.run(**tiny) == rows
+
+
+@requires_wordnet
+@pytest.mark.slow
+def test_the_2d_study_scores_every_layer_and_dim_and_resumes(tmp_path: Path):
+    script = _script("two_d")
+    tiny = dict(seeds=[0], max_train_synsets=16, max_test_synsets=16, batch_size=8, out=tmp_path)
+    rows = script.run(**tiny)
+    cells = {(r["method"], r["layer"], r["dim"]) for r in rows if r["metric"] == "recall@10"}
+    dims = [8, 16, 32, 64, 128, 256, 384]
+    assert cells == {(m, layer, d) for m in script.METHODS for layer in range(1, 7) for d in dims}
+    assert {r["method"] for r in rows if r["metric"] == "step_ms"} == {"mrl", "2dmse", "starbucks"}
+    assert (tmp_path / "two_d.png").read_bytes().startswith(b"\x89PNG")
+    assert "Starbucks (fixed cells): recall@10" in (tmp_path / "two_d.md").read_text()
+    # The pretrained model is scored too, without fine-tuning.
+    last = {r["dim"]: r["value"] for r in rows if r["method"] == "zero_shot"
+            and r["layer"] == 6 and r["metric"] == "recall@10"}  # fmt: skip
+    assert all(0.0 <= v <= 1.0 for v in last.values()) and last[384] > 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished (method, seed) was trained again")
+
+    script.vs.train_mrl = refuse
     assert script.run(**tiny) == rows

@@ -9,7 +9,7 @@ other positive in the batch is a negative). This is sentence-transformers'
 The loss only slices embeddings computed once, so the encoder runs once per step whatever the
 number of dims. With `fused=True` the K similarity matrices share their arithmetic: their dot
 products are partial sums over the column chunks (`nested_cosine_logits`), one matrix product
-instead of K. Plain PyTorch; the 2D-Matryoshka (layer) variant is not implemented.
+instead of K. Plain PyTorch; the 2D (layer x dim) form is `mrl.core.matryoshka_2d`.
 """
 
 from __future__ import annotations
@@ -133,7 +133,14 @@ class MatryoshkaContrastiveLoss(NestedLoss):
         self.fused = bool(fused)
 
     def per_dim(self, anchor: Tensor, positive: Tensor) -> Tensor:
-        """The unweighted loss of each nesting dim, shape `(K,)`."""
+        """The unweighted loss of each nesting dim, shape `(K,)`.
+
+        Two `(B, D)` tensors are sliced into their prefixes. Two `(K, B, P)` stacks are already
+        one embedding per nesting dim (a projection head's outputs, `MRLHead`): each slice is
+        scored at its full width.
+        """
+        if anchor.ndim == 3 and anchor.shape == positive.shape:
+            return self._per_projection(anchor, positive)
         if anchor.ndim != 2 or anchor.shape != positive.shape:
             raise ValueError(
                 f"need anchor and positive embeddings of one shape (B, D), got "
@@ -166,6 +173,25 @@ class MatryoshkaContrastiveLoss(NestedLoss):
             )
             losses = 0.5 * (losses + _per_dim_cross_entropy(back, target))
         return losses
+
+    def _per_projection(self, anchor: Tensor, positive: Tensor) -> Tensor:
+        if anchor.shape[0] != len(self.nesting):
+            raise ValueError(
+                f"need one projected embedding per nesting dim ({len(self.nesting)}), got "
+                f"{anchor.shape[0]}"
+            )
+        losses = []
+        for a, p in zip(anchor, positive):
+            width = (a.shape[1],)
+            all_a, all_p, offset = a, p, 0
+            if self.gather:
+                all_p, offset = gather_with_grad(p)
+                if self.symmetric:
+                    all_a, _ = gather_with_grad(a)
+            target = torch.arange(offset, offset + a.shape[0], device=a.device)
+            losses.append(per_prefix_infonce(a, p, all_a, all_p, target, width, self.scale,
+                                             self.symmetric)[0])  # fmt: skip
+        return torch.stack(losses)
 
     def extra_repr(self) -> str:
         return f"nesting={list(self.nesting)}, scale={self.scale}, symmetric={self.symmetric}"

@@ -129,6 +129,19 @@ class HFTextEncoder(nn.Module):
         z = pool(hidden, attention_mask, self.pooling)
         return nn.functional.normalize(z, dim=-1) if self.normalize else z
 
+    @property
+    def num_layers(self) -> int:
+        """The transformer's number of layers (the first axis of `forward_layers`)."""
+        return int(self.model.config.num_hidden_layers)
+
+    def forward_layers(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Every layer's pooled representation `(num_layers, B, num_features)` from one forward
+        pass; the last entry equals `forward`'s output."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                            output_hidden_states=True).hidden_states  # fmt: skip
+        z = torch.stack([pool(h, attention_mask, self.pooling) for h in hidden[1:]])
+        return nn.functional.normalize(z, dim=-1) if self.normalize else z
+
     def extra_repr(self) -> str:
         return (
             f"{self.model_name_or_path}, pooling={self.pooling}, normalize={self.normalize}, "
@@ -171,8 +184,10 @@ def encode_texts(
     batch_size: int = 256,
     max_length: int | None = None,
     device: str | torch.device = "cpu",
+    all_layers: bool = False,
 ) -> np.ndarray:
-    """Embed `texts` once into a float32 `(N, D)` array, rows in input order.
+    """Embed `texts` once into a float32 `(N, D)` array, rows in input order; with
+    `all_layers`, every layer's embeddings from the same pass, `(num_layers, N, D)`.
 
     Texts are batched by length so that little compute goes into padding; the encoder runs in
     eval mode and is put back in its previous mode afterwards.
@@ -181,13 +196,15 @@ def encode_texts(
     was_training = encoder.training
     encoder.eval().to(device)
     order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.empty((len(texts), encoder.num_features), dtype=np.float32)
+    shape = (len(texts), encoder.num_features)
+    out = np.empty((encoder.num_layers, *shape) if all_layers else shape, dtype=np.float32)
+    embed = encoder.forward_layers if all_layers else encoder
     try:
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenize(tokenizer, [texts[i] for i in idx], max_length)
-            z = encoder(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            out[idx] = z.float().cpu().numpy()
+            z = embed(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            out[..., idx, :] = z.float().cpu().numpy()
     finally:
         encoder.train(was_training)
     return out

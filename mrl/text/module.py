@@ -2,8 +2,10 @@
 
 - `TextContrastiveModule`: anchors and positives each encoded once per step (whatever the number
   of dims; chunk by chunk with gradient caching), the `MatryoshkaContrastiveLoss` on their
-  prefixes, and reverse-dictionary retrieval metrics per
-  dim on the validation/test loaders (queries, then database).
+  prefixes (or on a projection head's outputs per dim, tied for MRL-E; or a 2D
+  `Matryoshka2DLoss` on every layer's embeddings of the same forward pass), and
+  reverse-dictionary retrieval metrics per dim on the validation/test loaders (queries, then
+  database).
 - `TextClassifierModule`: `mrl.training.module.MRLClassifier` with a text encoder behind the
   `TokenizedInput` adapter (batches are `(features dict, labels)`).
 """
@@ -58,6 +60,8 @@ class TextContrastiveModule(MatryoshkaModule):
         retrieval_backend: str = "exact",
         no_weight_decay_on_norm_and_bias: bool = True,
         grad_cache_chunk: int | None = None,
+        projection_dim: int | None = None,
+        projection_tied: bool = True,
         config: dict | None = None,
     ) -> None:
         super().__init__(loss, optimizer, scheduler)
@@ -70,6 +74,21 @@ class TextContrastiveModule(MatryoshkaModule):
             loss.nesting if nesting is None else validate_nesting(nesting, encoder.num_features)
         )
         validate_nesting(loss.nesting, encoder.num_features, "loss.nesting")
+        self.layered = bool(getattr(loss, "layered", False))
+        if self.layered:
+            loss.bind_layers(encoder.num_layers)
+        # A projection head on the prefixes for training only (MRL-E when tied: one matrix
+        # whose first m columns serve dim m); the served embeddings stay the encoder's prefixes.
+        self.projection: MRLHead | None = None
+        if projection_dim is not None:
+            if self.layered:
+                raise ConfigError(
+                    "module.projection_dim is for the one-layer contrastive loss; set it to "
+                    "null with a 2D (layered) loss"
+                )
+            self.projection = MRLHead(encoder.num_features,
+                                      positive_int(projection_dim, "module.projection_dim"),
+                                      loss.nesting, tied=bool(projection_tied))  # fmt: skip
         self.eval_k = int(eval_k)
         self.metric_names = retrieval_metric_names(self.eval_k)
         self._eval_buffer: dict[int, list[tuple[Tensor, Tensor]]] = {}
@@ -77,6 +96,18 @@ class TextContrastiveModule(MatryoshkaModule):
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """The representation `(B, D)` of a tokenized batch; every prefix is an embedding."""
         return self.encoder(features["input_ids"], features["attention_mask"])
+
+    def forward_layers(self, features: dict[str, Tensor]) -> Tensor:
+        """Every layer's representation `(L, B, D)` of a tokenized batch, one forward pass."""
+        return self.encoder.forward_layers(features["input_ids"], features["attention_mask"])
+
+    def _train_embeddings(self, features: dict[str, Tensor]) -> Tensor:
+        """What the loss is fed for one side of a pair: every layer's embeddings for a layered
+        (2D) loss, else the last layer's; through the projection head when there is one."""
+        if self.layered:
+            return self.forward_layers(features)
+        z = self(features)
+        return z if self.projection is None else self.projection(z)
 
     @property
     def loss_dims(self) -> tuple[int, ...]:
@@ -86,12 +117,14 @@ class TextContrastiveModule(MatryoshkaModule):
         anchors, positives = batch["anchors"], batch["positives"]
         rows = anchors["input_ids"].shape[0]
         if self.grad_cache_chunk is None:  # each side encoded once, whatever the number of dims
-            return (self(anchors), self(positives)), rows
+            return (self._train_embeddings(anchors), self._train_embeddings(positives)), rows
         # Chunk by chunk, gradients cached: the batch is not bound by the encoder's memory.
         chunks = row_chunks(anchors, self.grad_cache_chunk)
         chunks += row_chunks(positives, self.grad_cache_chunk)
-        z = cached_embeddings(self, chunks, anchors["input_ids"].device)
-        return tuple(z.split([rows, rows])), rows
+        rows_dim = 1 if self.layered or self.projection is not None else 0
+        z = cached_embeddings(self._train_embeddings, chunks, anchors["input_ids"].device,
+                              rows_dim)  # fmt: skip
+        return tuple(z.split([rows, rows], dim=rows_dim)), rows
 
     def setup(self, stage: str) -> None:
         if self.grad_cache_chunk is not None and self.trainer.world_size > 1:

@@ -35,10 +35,12 @@ def _replayed(state: tuple[Tensor, Tensor | None], device: torch.device) -> Iter
 
 
 def cached_embeddings(
-    encode: Callable[[Any], Tensor], chunks: Sequence[Any], device: torch.device
+    encode: Callable[[Any], Tensor], chunks: Sequence[Any], device: torch.device, rows_dim: int = 0
 ) -> Tensor:
     """The embeddings of every chunk, `(sum of chunk rows, D)`, as one tensor whose backward
     encodes each chunk again with gradients and back-propagates it (see the module docstring).
+    `rows_dim` is the axis of `encode`'s output that holds the rows (1 for `(L, rows, D)` stacks
+    of every layer's embeddings).
 
     Use it where the encoder's output would go: the loss's gradient reaches the encoder's
     parameters as if the whole batch had been encoded at once.
@@ -48,11 +50,11 @@ def cached_embeddings(
         for chunk in chunks:
             states.append(_rng_state(device))
             parts.append(encode(chunk))
-    embeddings = torch.cat(parts).requires_grad_()
-    sizes = [p.shape[0] for p in parts]
+    embeddings = torch.cat(parts, dim=rows_dim).requires_grad_()
+    sizes = [p.shape[rows_dim] for p in parts]
 
     def backpropagate_chunks(grad: Tensor) -> Tensor:
-        for chunk, part_grad, state in zip(chunks, grad.split(sizes), states):
+        for chunk, part_grad, state in zip(chunks, grad.split(sizes, dim=rows_dim), states):
             with torch.enable_grad(), _replayed(state, device):
                 torch.autograd.backward(encode(chunk), part_grad)
         return grad
