@@ -1,5 +1,6 @@
 """Gradient caching gives the uncached loss's gradients, with dropout replayed exactly."""
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
@@ -60,3 +61,96 @@ def test_row_chunks_split_every_field():
     chunks = row_chunks(features, 2)
     assert [c["input_ids"].shape[0] for c in chunks] == [2, 2, 1]
     assert torch.equal(torch.cat([c["input_ids"] for c in chunks]), features["input_ids"])
+
+
+# -- under DDP: two CPU processes, gathered negatives, gradients averaged once -----------------
+
+
+class BagOfWordsEncoder(nn.Module):
+    """A tiny stand-in for `HFTextEncoder`: embedded tokens, masked mean, a linear map."""
+
+    num_features, num_layers = 16, 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(50, 12)
+        self.out = nn.Linear(12, self.num_features)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.out((self.embed(input_ids) * mask).sum(1) / mask.sum(1))
+
+
+ROWS, TOKENS = 8, 5
+
+
+def _pair_rows() -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 50, (2, ROWS, TOKENS), generator=g)
+    ones = torch.ones(TOKENS, dtype=torch.long)
+    return [{"a": ids[0, i], "p": ids[1, i], "m": ones} for i in range(ROWS)]
+
+
+def _collate(rows: list[dict]) -> dict:
+    mask = torch.stack([r["m"] for r in rows])
+    return {
+        "anchors": {"input_ids": torch.stack([r["a"] for r in rows]), "attention_mask": mask},
+        "positives": {"input_ids": torch.stack([r["p"] for r in rows]), "attention_mask": mask},
+    }
+
+
+def _module(chunk: int | None):
+    from functools import partial
+
+    from mrl.text.module import TextContrastiveModule
+
+    return TextContrastiveModule(BagOfWordsEncoder(), MatryoshkaContrastiveLoss(DIMS),
+                                 partial(torch.optim.SGD, lr=1.0), grad_cache_chunk=chunk,
+                                 no_weight_decay_on_norm_and_bias=False)  # fmt: skip
+
+
+class SaveWeights(pl.Callback):
+    """Stores rank 0's weights when training ends."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_rank == 0:
+            torch.save(pl_module.state_dict(), self.path)
+
+
+@pytest.mark.slow
+def test_ddp_with_gradient_caching_steps_like_one_process_on_the_whole_batch(tmp_path):
+    """Two processes, 4 rows each, encoded 2 at a time: one SGD step gives the weights of one
+    process stepping on all 8 rows (the loss of each rank's anchors against every rank's
+    positives, averaged), so negatives come from every process and DDP's averaging holds."""
+    import warnings
+
+    from torch.utils.data import DataLoader
+
+    rows = _pair_rows()
+    path = tmp_path / "ddp.pt"
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[SaveWeights(path)])  # fmt: skip
+    loader = DataLoader(rows, batch_size=ROWS // 2, collate_fn=_collate, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(_module(chunk=2), train_dataloaders=loader)
+    ddp_weights = torch.load(path)
+
+    # The reference: one process, the batch in the order the two ranks' rows are gathered (the
+    # distributed sampler gives rank r the rows r, r + 2, ...).
+    reference = _module(chunk=None)
+    order = [i for rank in (0, 1) for i in range(rank, ROWS, 2)]
+    optimizer = torch.optim.SGD(reference.parameters(), lr=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a Trainer
+        reference.training_step(_collate([rows[i] for i in order]), 0).backward()
+    optimizer.step()
+    before = _module(chunk=None).state_dict()
+    for name, want in reference.state_dict().items():
+        torch.testing.assert_close(ddp_weights[name], want, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(want, before[name])  # the step moved every weight

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.core.matryoshka_2d import Matryoshka2DLoss
-from mrl.text.encoders import tokenize
+from mrl.text.encoders import encode_texts, tokenize
 from mrl.text.wordnet import (
     LEXNAMES,
     categories,
@@ -455,6 +455,10 @@ def test_every_layer_comes_from_one_forward_pass(minilm):
     assert layers.shape == (encoder.num_layers, 2, 384) and len(calls) == 2
     torch.testing.assert_close(layers[-1], last)
     assert not torch.allclose(layers[0], last)
+    texts = ["sloping land beside a body of water", "dog", "a large tree"]
+    every = encode_texts(encoder, tokenizer, texts, batch_size=2, all_layers=True)
+    assert every.shape == (encoder.num_layers, 3, 384)
+    np.testing.assert_allclose(every[-1], encode_texts(encoder, tokenizer, texts), atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -514,7 +518,6 @@ def test_a_projection_with_a_2d_loss_is_refused(minilm):
 def test_export_round_trip_matches_the_framework(minilm, tmp_path: Path, pooling, normalize):
     from sentence_transformers import SentenceTransformer
 
-    from mrl.text.encoders import encode_texts
     from mrl.text.export import export_sentence_transformer
 
     encoder, tokenizer = minilm
@@ -746,6 +749,18 @@ def test_the_side_by_side_with_sentence_transformers_runs_and_resumes(tmp_path: 
         "sentence-transformers, MatryoshkaLoss(CachedMNRL)"
         in (tmp_path / "vs_sentence_transformers.md").read_text()
     )
+
+    # sentence-transformers is given the pairs in the order this package's loader batches them.
+    from mrl.training.builders import _instantiate
+
+    cfg = script.rd.compose_text_config(["data.limit_train=16", "data.batch_size=8", "seed=0"])
+    datamodule = _instantiate(cfg.data, "data")
+    datamodule.check()
+    pairs = script.training_pairs(datamodule)
+    for i, batch in enumerate(datamodule.train_dataloader()):
+        given = tokenize(datamodule.tokenizer, [p for _, p in pairs[8 * i : 8 * i + 8]],
+                         int(cfg.data.max_length))  # fmt: skip
+        assert torch.equal(batch["positives"]["input_ids"], given["input_ids"])
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished (trainer, seed) was trained again")

@@ -110,6 +110,18 @@ def markdown(rows: list[dict], title: str) -> str:
         ms = [r["value"] for r in rows if r["method"] == m and r["metric"] == "step_ms"]
         if ms:
             lines.append(f"| {TITLES[m]} | {statistics.fmean(ms):.0f} |")
+    last = max(layers, default=0)
+    lines += ["", f"## The full depth (layer {last}): {HEAT_METRIC} (%, mean ± std over seeds)",
+              "", "| dim | " + " | ".join(TITLES[m] for m in methods) + " |",
+              "|---:|" + "---:|" * len(methods)]  # fmt: skip
+    for d in dims:
+        cells = []
+        for m in methods:
+            values = [100 * r["value"] for r in rows if (r["method"], r["layer"], r["dim"],
+                      r["metric"]) == (m, last, d, HEAT_METRIC)]  # fmt: skip
+            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.fmean(values):.2f}{spread}" if values else "-")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
     for m in methods:
         lines += ["", f"## {TITLES[m]}: {HEAT_METRIC} (%) by layer (rows) and dim (columns)", ""]
         lines += ["| layer | " + " | ".join(map(str, dims)) + " |", "|---:|" + "---:|" * len(dims)]

@@ -3,17 +3,19 @@ own trainer, on the WordNet reverse dictionary.
 
 The trainers, each from the same all-MiniLM-L6-v2 weights, on the same training pairs (the
 (definition, lemma) pairs of this package's data module for epoch 0, one per synset), with the
-same batch size, number of steps, learning rate, warm-up and linear decay, weight decay, gradient
-clipping (norm 1, sentence-transformers' default), seed and loss (in-batch-negatives InfoNCE at
-scale 20 on every nesting dim, weight 1 each):
+same batches (sentence-transformers is given the pairs in the order this package's seeded
+sampler draws them, and keeps that order), number of steps, learning rate, warm-up and linear
+decay, weight decay, optimizer (torch's fused AdamW, sentence-transformers' default), gradient
+clipping (norm 1, its default), seed and loss (in-batch-negatives InfoNCE at scale 20 on every
+nesting dim, weight 1 each):
 
 - `mrl`: `mrl-train-text`'s contrastive task (Lightning, `MatryoshkaContrastiveLoss`);
 - `st`: `SentenceTransformerTrainer` with `MatryoshkaLoss(MultipleNegativesRankingLoss)`;
 - `st_cached`: the same with `CachedMultipleNegativesRankingLoss` (mini-batches of
   `--mini-batch`), the large-batch variant.
 
-Each trainer shuffles the pairs with its own seeded sampler, so batches differ; the seeds
-(default 0 and 1) give the noise to compare against. Reported per trainer and seed: the median
+The seeds (default 0 and 1) change the batches, the dropout and the noise to compare against;
+dropout draws differ between the trainers. Reported per trainer and seed: the median
 time of a training step (forward, loss, backward, optimizer step) and, after training, recall@10,
 mAP@10 (the MRL paper's, divided by k) and 1-NN per dim on the test split, every model encoded
 and scored by the same code (`mrl.eval.retrieval.evaluate_retrieval`). Outputs in `--out`
@@ -63,11 +65,10 @@ def _log(message: str) -> None:
 
 
 def training_pairs(datamodule: Any) -> list[tuple[str, str]]:
-    """The (definition, lemma) pairs this package's data module trains on in epoch 0."""
-    from mrl.text.data import SynsetPairs
-
-    pairs = SynsetPairs(datamodule.split("train"), "sample", datamodule.seed)
-    return [pairs[(i, 0)] for i in range(len(pairs))]
+    """The (definition, lemma) pairs this package's data module trains on in epoch 0, in the
+    order its seeded sampler draws them: every trainer sees the same batches."""
+    loader = datamodule.train_dataloader()
+    return [loader.dataset[key] for key in loader.sampler]
 
 
 def train_mrl(cfg: Any, datamodule: Any) -> tuple[Any, list[float]]:
@@ -114,6 +115,7 @@ def train_st(
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
     )
+    from torch.utils.data import BatchSampler, SequentialSampler
     from transformers import TrainerCallback
 
     from mrl.text.encoders import resolve_model_path
@@ -127,6 +129,12 @@ def train_st(
 
         def on_step_end(self, args, state, control, **kwargs) -> None:
             self.times.append(time.perf_counter() - self.started)
+
+    class InOrder(SentenceTransformerTrainer):
+        """Batches in the dataset's order (already the order this package's sampler drew)."""
+
+        def get_batch_sampler(self, dataset, batch_size, drop_last, *args, **kwargs):
+            return BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last)
 
     model = SentenceTransformer(resolve_model_path(cfg.encoder.model_name_or_path), device="cpu")
     model.max_seq_length = int(cfg.data.max_length)
@@ -150,9 +158,7 @@ def train_st(
             report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True,
             disable_tqdm=True,
         )  # fmt: skip
-        SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=data, loss=loss, callbacks=[timer]
-        ).train()
+        InOrder(model=model, args=args, train_dataset=data, loss=loss, callbacks=[timer]).train()
     return model, timer.times
 
 
@@ -264,7 +270,7 @@ def run(
     limits = [
         f"data.limit_train={'null' if max_train_synsets is None else max_train_synsets}",
         f"data.limit_test={'null' if max_test_synsets is None else max_test_synsets}",
-        f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}",
+        f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}", "optimizer.fused=true",
     ]  # fmt: skip
     for seed in seeds:
         cfg = rd.compose_text_config([*limits, f"seed={seed}", f"paths.run_dir={out / 'runs'}"])

@@ -27,7 +27,7 @@ from mrl.core.nesting import validate_nesting
 from mrl.core.validate import positive_int
 from mrl.eval.retrieval import evaluate_retrieval
 from mrl.text.encoders import HFTextEncoder, TokenizedInput
-from mrl.training.grad_cache import cached_embeddings, row_chunks
+from mrl.training.grad_cache import average_gradients, cached_embeddings, row_chunks
 from mrl.training.module import MatryoshkaModule, MRLClassifier, OptimizerFactory, SchedulerFactory
 
 QUERY_LOADER, DATABASE_LOADER = 0, 1
@@ -126,13 +126,23 @@ class TextContrastiveModule(MatryoshkaModule):
                               rows_dim)  # fmt: skip
         return tuple(z.split([rows, rows], dim=rows_dim)), rows
 
-    def setup(self, stage: str) -> None:
-        if self.grad_cache_chunk is not None and self.trainer.world_size > 1:
-            raise ConfigError(
-                "module.grad_cache_chunk works in one process only: its second, chunked "
-                "backward would report each parameter to DDP once per chunk; set it to null "
-                "under DDP (a larger batch per process then needs more memory)"
-            )
+    def on_train_start(self) -> None:
+        # Under DDP with gradient caching, DDP's hooks would report each parameter once per
+        # chunk: they are switched off and the gradients averaged once in on_after_backward.
+        self._average_by_hand = self.grad_cache_chunk is not None and self.trainer.world_size > 1
+        if self._average_by_hand:
+            ddp = self.trainer.strategy.model
+            if not hasattr(ddp, "require_backward_grad_sync"):
+                raise ConfigError(
+                    f"module.grad_cache_chunk with {self.trainer.world_size} processes needs "
+                    f"the ddp strategy (got {type(self.trainer.strategy).__name__}); use "
+                    f"trainer.strategy=ddp or set module.grad_cache_chunk=null"
+                )
+            ddp.require_backward_grad_sync = False
+
+    def on_after_backward(self) -> None:
+        if getattr(self, "_average_by_hand", False):
+            average_gradients(self.parameters(), self.trainer.world_size)
 
     def _collect(self, batch: tuple[dict, Tensor], dataloader_idx: int) -> None:
         features, labels = batch

@@ -7,16 +7,23 @@ encode each chunk again with gradients and back-propagate it with its slice of t
 embeddings' gradient. The loss sees every row of the batch as a negative; the encoder holds one
 chunk's activations at a time. Each chunk is encoded the second time from the random state of
 the first, so dropout draws the same masks and the gradients are exactly the uncached ones.
+
+Under DDP the loss gathers every process's embeddings (with gradients), so negatives still come
+from every process; DDP's own gradient hooks would fire once per chunk, so they are switched off
+(`require_backward_grad_sync`) and `average_gradients` all-reduces the accumulated gradients
+once after the backward, as DDP would have.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
@@ -61,6 +68,30 @@ def cached_embeddings(
 
     embeddings.register_hook(backpropagate_chunks)
     return embeddings
+
+
+def average_gradients(
+    parameters: Iterable[nn.Parameter], world_size: int, bucket_numel: int = 1 << 24
+) -> None:
+    """Replace every trainable parameter's gradient by its mean over the `world_size` processes
+    of the default group (a missing gradient counts as zeros, so every process sends the same
+    tensors), in flat buckets of at most `bucket_numel` elements."""
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    bucket: list[Tensor] = []
+    size = 0
+    for i, p in enumerate(params):
+        bucket.append(p.grad)
+        size += p.grad.numel()
+        if size >= bucket_numel or i == len(params) - 1:
+            flat = _flatten_dense_tensors(bucket)
+            dist.all_reduce(flat)
+            flat /= world_size
+            for grad, mean in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+                grad.copy_(mean)
+            bucket, size = [], 0
 
 
 def row_chunks(features: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
