@@ -10,7 +10,7 @@ import mrl
 ROOT = Path(mrl.__file__).resolve().parent
 CORE = [
     "mrl.core.heads", "mrl.core.losses", "mrl.core.nesting", "mrl.core.contrastive",
-    "mrl.core.fused", "mrl.core.naive",
+    "mrl.core.fused", "mrl.core.naive", "mrl.core.matryoshka_2d", "mrl.core.adaptor",
     "mrl.eval.search", "mrl.eval.retrieval", "mrl.eval.funnel", "mrl.eval.ties",
     "mrl.eval.quantize", "mrl.eval.cascade", "mrl.eval.index_cache",
 ]  # fmt: skip

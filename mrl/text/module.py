@@ -23,6 +23,7 @@ from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
 from mrl.core.losses import MatryoshkaLoss
+from mrl.core.matryoshka_2d import Matryoshka2DLoss
 from mrl.core.nesting import validate_nesting
 from mrl.core.validate import positive_int
 from mrl.eval.retrieval import evaluate_retrieval
@@ -47,12 +48,16 @@ class TextContrastiveModule(MatryoshkaModule):
     loss's dims) and, for stage in (val, test), `{stage}/recall{k}@{m}`, `{stage}/map{k}@{m}`,
     `{stage}/1nn@{m}` and `{stage}/recall{k}` (the largest dim). Evaluation batches come from
     two loaders, queries (index 0) then database (index 1), each seen in full by every process.
+
+    `grad_cache_chunk` encodes each side that many rows at a time with gradient caching (also
+    under DDP); `projection_dim` puts an `MRLHead` of that width (tied: MRL-E) between the
+    prefixes and the loss; a layered loss (`Matryoshka2DLoss`) gets every layer's embeddings.
     """
 
     def __init__(
         self,
         encoder: HFTextEncoder,
-        loss: MatryoshkaContrastiveLoss,
+        loss: MatryoshkaContrastiveLoss | Matryoshka2DLoss,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         nesting: list[int] | tuple[int, ...] | None = None,
@@ -92,6 +97,7 @@ class TextContrastiveModule(MatryoshkaModule):
         self.eval_k = int(eval_k)
         self.metric_names = retrieval_metric_names(self.eval_k)
         self._eval_buffer: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self._average_by_hand = False  # set when training starts (DDP with gradient caching)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """The representation `(B, D)` of a tokenized batch; every prefix is an embedding."""
@@ -141,7 +147,7 @@ class TextContrastiveModule(MatryoshkaModule):
             ddp.require_backward_grad_sync = False
 
     def on_after_backward(self) -> None:
-        if getattr(self, "_average_by_hand", False):
+        if self._average_by_hand:
             average_gradients(self.parameters(), self.trainer.world_size)
 
     def _collect(self, batch: tuple[dict, Tensor], dataloader_idx: int) -> None:
