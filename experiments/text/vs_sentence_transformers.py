@@ -272,6 +272,17 @@ def run(
         f"data.limit_test={'null' if max_test_synsets is None else max_test_synsets}",
         f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}", "optimizer.fused=true",
     ]  # fmt: skip
+    lemmas: list[int] = []
+
+    def title(pairs: int, steps: int, database_sizes: list[int] | None = None) -> str:
+        sizes = "/".join(map(str, database_sizes or lemmas)) or "?"
+        return (
+            f"Matryoshka fine-tuning of MiniLM on WordNet pairs: this package against "
+            f"sentence-transformers ({pairs} pairs, batch {batch_size}, {steps} steps; test: "
+            f"{max_test_synsets} synsets drawn by each seed, {sizes} lemmas; the trainers of one "
+            f"seed share its data)"
+        )
+
     for seed in seeds:
         cfg = rd.compose_text_config([*limits, f"seed={seed}", f"paths.run_dir={out / 'runs'}"])
         datamodule = _instantiate(cfg.data, "data")
@@ -293,13 +304,12 @@ def run(
             ]  # fmt: skip
             rows += new
             write_csv(path, rows, COLUMNS)
-            title = (
-                f"Matryoshka fine-tuning of MiniLM on WordNet pairs: this package against "
-                f"sentence-transformers ({len(pairs)} pairs, batch {batch_size}, {steps} steps; "
-                f"test: {len(queries[0])} queries, {len(database[0])} lemmas)"
-            )
-            atomic_write_text(out / f"{STEM}.md", markdown(rows, title))
+            atomic_write_text(out / f"{STEM}.md", markdown(rows, title(len(pairs), steps)))
             _log(f"  {new[0]['value']:.0f} ms/step; written to {path}")
+        lemmas.append(len(database[0]))
+    if rows:  # also when every run was already done: the tables follow the CSV
+        steps = epochs * (len(pairs) // batch_size)
+        atomic_write_text(out / f"{STEM}.md", markdown(rows, title(len(pairs), steps, lemmas)))
     return rows
 
 
