@@ -94,7 +94,8 @@ LAYERS = {
     "data": 2, "encoders": 2,
     "eval": 3, "training": 3,
     "text": 4, "report": 4,
-    "cli": 5,
+    "export": 5,
+    "cli": 6,
 }  # fmt: skip
 
 

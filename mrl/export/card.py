@@ -1,0 +1,151 @@
+"""The model card of an export: the input contract of each tier and the quality the run measured
+at its dim, read from the run's own results files.
+
+Quality is taken only where the figures describe the exported weights: `results.json` holds
+the test metrics of the final weights (`checkpoints/last.ckpt`), and `eval/metrics.csv` those
+of the checkpoint named in `eval/summary.json` (rows of its clean query split and its method).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from mrl.export.source import ImageInput
+from mrl.runs.files import read_json
+from mrl.runs.format import CLEAN_SPLIT
+from mrl.training.lifecycle import CHECKPOINT_DIR, LAST
+
+FORMAT = "mrl-export/1"
+# mrl-eval's timings of its own search steps sit in the same table; they are not quality.
+TIMING_SUFFIX = "_seconds"
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def results_quality(run_dir: Path, checkpoint: Path) -> dict[int, dict[str, Any]] | None:
+    """`dim -> {metric: value}` of `results.json` when `checkpoint` is the run's final weights;
+    None when there is no such file or it describes other weights."""
+    results = read_json(run_dir / "results.json")
+    if not results or not _same_file(checkpoint, run_dir / CHECKPOINT_DIR / LAST):
+        return None
+    out = {}
+    for row in results.get("per_dim") or []:
+        if isinstance(row, dict) and "dim" in row:
+            out[int(row["dim"])] = {k: v for k, v in row.items() if k != "dim"}
+    return out or None
+
+
+def eval_quality(run_dir: Path, checkpoint: Path) -> dict[int, dict[str, float]] | None:
+    """`dim -> {metric: value}` of `eval/metrics.csv` (the clean query split, the run's own
+    method, timings left out) when `eval/summary.json` says it evaluated `checkpoint`; else None."""
+    summary = read_json(run_dir / "eval" / "summary.json")
+    table = run_dir / "eval" / "metrics.csv"
+    if (
+        not summary
+        or not table.is_file()
+        or not _same_file(summary.get("checkpoint", ""), checkpoint)
+    ):
+        return None
+    out: dict[int, dict[str, float]] = {}
+    try:
+        with table.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("split") != CLEAN_SPLIT or row.get("method") != summary.get("method"):
+                    continue
+                if row.get("metric", "").endswith(TIMING_SUFFIX):
+                    continue
+                try:
+                    out.setdefault(int(row["dim"]), {})[row["metric"]] = float(row["value"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except (OSError, csv.Error):
+        return None
+    return out or None
+
+
+def quality_at(
+    dim: int, test: dict[int, dict] | None, evaluation: dict[int, dict] | None
+) -> dict[str, Any]:
+    """The card's `quality` entry of one dim: `test` (results.json) and `eval` (mrl-eval),
+    each null when the run has no figures for these weights."""
+    return {
+        "test": None if test is None else test.get(dim),
+        "test_source": "results.json" if test is not None else None,
+        "eval": None if evaluation is None else evaluation.get(dim),
+        "eval_source": f"eval/metrics.csv (split {CLEAN_SPLIT})"
+        if evaluation is not None
+        else None,
+    }
+
+
+def image_contract(image: ImageInput) -> dict[str, Any]:
+    """The inputs and preprocessing of an image tier."""
+    if image.mean is None:
+        inside = "none: images are fed as the training data holds them"
+        value_range: Any = "as the training data"
+    else:
+        inside = (
+            f"(images - mean) / std per channel, mean={list(image.mean)}, std={list(image.std)}"
+        )
+        value_range = [0.0, 1.0]
+    return {
+        "inputs": [
+            {
+                "name": "images",
+                "dtype": "float32",
+                "shape": ["batch", image.channels, image.side, image.side],
+                "layout": "NCHW",
+                "range": value_range,
+            }
+        ],
+        "preprocessing_outside": image.resize,
+        "preprocessing_inside": inside,
+    }
+
+
+def text_contract(max_length: int, pooling: str, tokenizer_dir: str) -> dict[str, Any]:
+    """The inputs and preprocessing of a text tier; `tokenizer_dir` is the folder (relative to
+    the tier's) that `AutoTokenizer.from_pretrained` loads the tokenizer from."""
+    ids = {"dtype": "int64", "shape": ["batch", "sequence"]}
+    return {
+        "inputs": [
+            {"name": "input_ids", **ids, "range": "token ids of the tokenizer"},
+            {"name": "attention_mask", **ids, "range": [0, 1], "note": "0 marks padding"},
+        ],
+        "tokenizer": tokenizer_dir,
+        "preprocessing_outside": (
+            f"tokenize with the tokenizer (truncation at {max_length} tokens, padding to the "
+            f"longest); token_type_ids are not an input"
+        ),
+        "preprocessing_inside": f"transformer, {pooling} pooling over the attention mask",
+        "max_length": max_length,
+    }
+
+
+def outputs(dim: int, with_prefix: bool) -> list[dict[str, Any]]:
+    """The outputs of a tier's `model.onnx`."""
+    out = [
+        {
+            "name": "embedding",
+            "dtype": "float32",
+            "shape": ["batch", dim],
+            "note": "z[:, :dim] / ||z[:, :dim]||: unit L2 norm (an all-zero prefix stays 0)",
+        }
+    ]
+    if with_prefix:
+        out.append(
+            {
+                "name": "prefix",
+                "dtype": "float32",
+                "shape": ["batch", dim],
+                "note": "z[:, :dim] before normalisation: the input of head.onnx",
+            }
+        )
+    return out

@@ -1,0 +1,374 @@
+"""`export_run`: every requested dim of a trained model as a servable tier.
+
+For each dim m, `out_dir/dim_<m>/` receives
+- `model.onnx`: input -> unit embedding `(batch, m)`, with the data's normalisation (images) or
+  the transformer and pooling (text), the truncation to m and the L2 re-normalisation inside
+  the graph; checked with ONNX Runtime against PyTorch on real inputs;
+- `st/` (text): a sentence-transformers folder returning the same unit m-dim vectors;
+- `head.onnx` (`head=True`): the nested classifier of dim m on the prefix `model.onnx` then
+  also outputs;
+- `model.int8.onnx` (`int8=True`): dynamic int8 quantisation, with its size and cosine to the
+  float model;
+- `card.json`: the tier's input contract, the run's own quality at m and the check figures.
+
+`out_dir/card.json` gathers the tiers. Every check of the input (the checkpoint, the dims, the
+output folder) runs before anything is exported or written; the tiers are written in a
+temporary folder beside `out_dir` and renamed into place once all of them passed their checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import mrl.export.card as cards
+from mrl.core.errors import ConfigError, DataNotFoundError
+from mrl.export.graphs import (
+    EMBEDDING,
+    IMAGES,
+    LOGITS,
+    OPSET,
+    PREFIX,
+    ImageEmbedding,
+    PrefixHead,
+    TextEmbedding,
+    export_head,
+    export_image_embedding,
+    export_text_embedding,
+    truncate_and_normalise,
+)
+from mrl.export.source import (
+    Source,
+    check_dims,
+    check_head,
+    check_out_dir,
+    load_source,
+    quiet_transformers,
+)
+from mrl.export.verify import (
+    INT8_MIN_COSINE,
+    PARITY_ATOL,
+    ExportError,
+    int8_figures,
+    parity,
+    quantize_int8,
+    require_parity,
+    run_session,
+    session,
+)
+from mrl.runs.files import atomic_write_json
+from mrl.text.encoders import encode_texts, tokenize
+
+log = logging.getLogger("mrl.export")
+
+# The files of a tier folder.
+MODEL = "model.onnx"
+MODEL_INT8 = "model.int8.onnx"
+HEAD = "head.onnx"
+ST_DIR = "st"
+CARD = "card.json"
+# Real sentences of several lengths (WordNet-style definitions and short queries), for the
+# parity checks of text tiers when no others are given.
+DEFAULT_TEXTS = (
+    "a member of the genus Canis that has been domesticated by man since prehistoric times",
+    "dog",
+    "sloping land (especially the slope beside a body of water)",
+    "a financial institution that accepts deposits and channels the money into lending",
+    "the act of playing a musical instrument in public",
+    "cat",
+    "a large natural stream of water flowing in a channel to the sea",
+    "an electronic machine that performs calculations on data at high speed",
+)
+PARITY_IMAGES = 16
+
+
+def tier_dir_name(dim: int) -> str:
+    """The folder of the tier of `dim`."""
+    return f"dim_{int(dim)}"
+
+
+def parity_images(source: Source, n: int = PARITY_IMAGES) -> tuple[torch.Tensor, str]:
+    """`n` images in the model's input range: the first ones of the test split (normalisation
+    undone) when its files are here, else seeded uniform-random images; and a note saying
+    which."""
+    image = source.image
+    datamodule = source.datamodule
+    try:
+        datamodule.setup("test")
+        test = datamodule.test_set
+        x = torch.stack([test[i][0] for i in range(min(n, len(test)))]).float()
+        if image.mean is not None:
+            mean = torch.tensor(image.mean).view(1, -1, 1, 1)
+            x = x * torch.tensor(image.std).view(1, -1, 1, 1) + mean
+        return x, f"the first {len(x)} images of the test split"
+    except (DataNotFoundError, ConfigError, OSError) as err:
+        log.info("parity on random images: the test split is not available (%s)", err)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(n, image.channels, image.side, image.side, generator=generator)
+    return x, f"{n} seeded uniform-random images in [0, 1] (the data set's files are not here)"
+
+
+def _reference_image(source: Source, images: torch.Tensor) -> torch.Tensor:
+    """The PyTorch representation `z` of images in the input range, normalised as the data
+    module does."""
+    image = source.image
+    x = images
+    if image.mean is not None:
+        mean = torch.tensor(image.mean).view(1, -1, 1, 1)
+        x = (images - mean) / torch.tensor(image.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        return source.encoder(x).float()
+
+
+def _head_figures(
+    source: Source, dim: int, z: torch.Tensor, prefix: np.ndarray, path: Path, atol: float
+) -> dict[str, Any]:
+    """Export the head of `dim` and check ONNX Runtime's logits on the exported model's prefix
+    against PyTorch's nested head on the representation."""
+    export_head(PrefixHead(source.head, dim), path)
+    logits = run_session(session(path), {PREFIX: prefix}, LOGITS)
+    with torch.no_grad():
+        want = source.head(z)[list(source.head.nesting).index(dim)].numpy()
+    scale = max(1.0, float(np.abs(want).max()))
+    figures = {
+        "file": path.name,
+        "input": PREFIX,
+        "num_classes": int(source.head.num_classes),
+        "rows": int(want.shape[0]),
+        "max_abs_diff": float(np.abs(logits - want).max()),
+        "argmax_agreement": float((logits.argmax(1) == want.argmax(1)).mean()),
+        "tolerance_abs": atol * scale,
+    }
+    if not figures["max_abs_diff"] <= figures["tolerance_abs"]:
+        raise ExportError(
+            f"{path} differs from PyTorch's head by {figures['max_abs_diff']:.3g} (tolerance "
+            f"{figures['tolerance_abs']:.3g})"
+        )
+    return figures
+
+
+def _st_figures(tiers, dim: int, path: Path, texts: list[str], want: np.ndarray, atol: float):
+    """Write the sentence-transformers tier and check what `encode` returns."""
+    from sentence_transformers import SentenceTransformer
+
+    tiers.write(dim, path)
+    model = SentenceTransformer(str(path), device="cpu")
+    got = model.encode(
+        texts,
+        batch_size=len(texts),
+        convert_to_numpy=True,
+        normalize_embeddings=False,
+        show_progress_bar=False,
+    )
+    figures = require_parity(parity(np.asarray(got, np.float32), want), f"{path}", atol)
+    return {"folder": path.name, "dim": int(model.get_embedding_dimension()), **figures}
+
+
+def _tier(
+    source: Source,
+    dim: int,
+    tier: Path,
+    feeds: dict[str, np.ndarray],
+    z: torch.Tensor,
+    head: bool,
+    int8: bool,
+    atol: float,
+    int8_min_cosine: float,
+) -> dict[str, Any]:
+    """Export and check the ONNX models of one dim; the figures for its card."""
+    tier.mkdir()
+    model_path = tier / MODEL
+    if source.kind == "image":
+        module = ImageEmbedding(source.encoder, dim, source.image.mean, source.image.std, head)
+        export_image_embedding(module, source.image.channels, source.image.side, model_path)
+    else:
+        example = tokenize(
+            source.tokenizer, [DEFAULT_TEXTS[0], DEFAULT_TEXTS[1]], source.encoder.max_length
+        )
+        export_text_embedding(TextEmbedding(source.encoder, dim, head), example, model_path)
+    sess = session(model_path)
+    embedding = run_session(sess, feeds, EMBEDDING)
+    want = truncate_and_normalise(z, dim).numpy()
+    out: dict[str, Any] = {
+        "parity": require_parity(parity(embedding, want), str(model_path), atol),
+        "size_bytes": os.path.getsize(model_path),
+    }
+    if head:
+        prefix = run_session(sess, feeds, PREFIX)
+        out["head"] = _head_figures(source, dim, z, prefix, tier / HEAD, atol)
+    if int8:
+        int8_path = quantize_int8(model_path, tier / MODEL_INT8)
+        quantized = run_session(session(int8_path), feeds, EMBEDDING)
+        out["int8"] = int8_figures(embedding, quantized, model_path, int8_path, int8_min_cosine)
+    return out
+
+
+def _encoder_steps(source: Source) -> list[str]:
+    """The steps of a tier's graph before the truncation."""
+    if source.kind == "image":
+        image = source.image
+        steps = [] if image.mean is None else [f"(images - {list(image.mean)}) / {list(image.std)}"]
+        return [*steps, f"encoder {type(source.encoder).__name__}"]
+    encoder = source.encoder
+    return [
+        f"transformer ({encoder.model.config.model_type}, {encoder.num_layers} layers, width "
+        f"{encoder.num_features}; the checkpoint's weights)",
+        f"{encoder.pooling} pooling over the attention mask",
+    ]
+
+
+def _tier_card(
+    source: Source,
+    dim: int,
+    contract: dict[str, Any],
+    inputs_note: str,
+    figures: dict[str, Any],
+    quality: dict[str, Any],
+) -> dict[str, Any]:
+    """The card of one tier: its files, input contract, graph, quality and check figures."""
+    files = {"model": MODEL}
+    if "head" in figures:
+        files["head"] = HEAD
+    if "int8" in figures:
+        files["model_int8"] = MODEL_INT8
+    if "sentence_transformers" in figures:
+        files["sentence_transformers"] = ST_DIR
+    return {
+        "format": cards.FORMAT,
+        "dim": dim,
+        "files": files,
+        "paths": "relative to the folder of this card",
+        **contract,
+        "outputs": cards.outputs(dim, "head" in figures),
+        "graph": [
+            *_encoder_steps(source),
+            f"truncate to the first {dim} dims",
+            "L2 re-normalisation of the prefix",
+        ],
+        "size_bytes": figures["size_bytes"],
+        "quality": quality,
+        "parity": {"inputs": inputs_note, **figures["parity"]},
+        **{k: v for k, v in figures.items() if k not in ("parity", "size_bytes")},
+        "source": _source_entry(source),
+    }
+
+
+def _source_entry(source: Source) -> dict[str, Any]:
+    return {
+        "checkpoint": str(source.checkpoint.resolve()),
+        "run_dir": str(source.run_dir.resolve()),
+        "kind": source.kind,
+        "task": source.task,
+        "method": source.method,
+        "nesting": list(source.nesting),
+        "representation_size": source.width,
+        "global_step": source.global_step,
+    }
+
+
+def _versions() -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def export_run(
+    checkpoint_or_run_dir: str | Path,
+    dims: list[int] | tuple[int, ...],
+    out_dir: str | Path,
+    head: bool = False,
+    int8: bool = False,
+    texts: list[str] | None = None,
+    images: torch.Tensor | None = None,
+    parity_atol: float = PARITY_ATOL,
+    int8_min_cosine: float = INT8_MIN_COSINE,
+) -> dict[str, Any]:
+    """Export the tiers `dims` of a run (or checkpoint) into `out_dir`; returns the card.
+
+    `texts` (text models) or `images` (image models, `(N, C, H, W)` in the input range) are
+    the parity inputs; by default `DEFAULT_TEXTS` and the first images of the test split.
+    Bad input raises `ConfigError` before anything is written; an export that fails its
+    checks raises `ExportError` and leaves nothing behind.
+    """
+    out = check_out_dir(out_dir)
+    source = load_source(checkpoint_or_run_dir)
+    dims = check_dims(source, dims)
+    check_head(source, head)
+
+    if source.kind == "image":
+        x, note = (images.float(), "given images") if images is not None else parity_images(source)
+        z = _reference_image(source, x)
+        feeds = {IMAGES: x.numpy()}
+        contract = cards.image_contract(source.image)
+    else:
+        texts = list(texts) if texts else list(DEFAULT_TEXTS)
+        note = f"{len(texts)} sentences, one padded batch"
+        encoder = source.encoder
+        z = torch.from_numpy(encode_texts(encoder, source.tokenizer, texts, batch_size=len(texts)))
+        tokens = tokenize(source.tokenizer, texts, encoder.max_length)
+        feeds = {name: t.numpy() for name, t in tokens.items()}
+        contract = cards.text_contract(encoder.max_length, encoder.pooling, ST_DIR)
+
+    results = cards.results_quality(source.run_dir, source.checkpoint)
+    evaluation = cards.eval_quality(source.run_dir, source.checkpoint)
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}."))
+    try:
+        tiers = {}
+        with contextlib.ExitStack() as stack:
+            st_tiers = None
+            if source.kind == "text":
+                from mrl.export.st import SentenceTransformerTiers
+
+                stack.enter_context(quiet_transformers())
+                st_tiers = stack.enter_context(
+                    SentenceTransformerTiers(source.encoder, source.tokenizer, stage)
+                )
+            for dim in dims:
+                log.info("exporting dim %d", dim)
+                tier = stage / tier_dir_name(dim)
+                figures = _tier(
+                    source, dim, tier, feeds, z, head, int8, parity_atol, int8_min_cosine
+                )
+                if st_tiers is not None:
+                    want = truncate_and_normalise(z, dim).numpy()
+                    figures["sentence_transformers"] = _st_figures(
+                        st_tiers, dim, tier / ST_DIR, texts, want, parity_atol
+                    )
+                quality = cards.quality_at(dim, results, evaluation)
+                entry = _tier_card(source, dim, contract, note, figures, quality)
+                atomic_write_json(tier / CARD, entry)
+                tiers[str(dim)] = entry
+        card = {
+            "format": cards.FORMAT,
+            "dims": dims,
+            "source": _source_entry(source),
+            "versions": _versions(),
+            "tiers": tiers,
+        }
+        atomic_write_json(stage / CARD, card)
+        umask = os.umask(0)
+        os.umask(umask)
+        stage.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the export is not
+        if out.is_dir():
+            out.rmdir()  # checked empty above
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return card
