@@ -1,7 +1,8 @@
 """A Matryoshka adaptor on frozen MiniLM: do its prefixes beat plain truncation?
 
 all-MiniLM-L6-v2 stays frozen; its embeddings of the WordNet train split (definitions and
-lemmas) are computed once and cached in `--out`. A `mrl.core.adaptor.MatryoshkaAdaptor` is fitted
+lemmas) are computed once and cached in `--cache` (default `outputs/text_adaptor_cache`, about
+250 MB for the full split). A `mrl.core.adaptor.MatryoshkaAdaptor` is fitted
 on them, unsupervised (every prefix keeps the full embeddings' pairwise and top-k similarities)
 and supervised (plus the Matryoshka ranking loss on the (definition, lemma) pairs), then the test
 split's reverse dictionary (queries: definitions, database: lemmas) is scored per dim for the
@@ -16,6 +17,7 @@ metric, value; `fit_seconds` per adaptor) and `adaptor.md`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,7 @@ from mrl.runs.files import atomic_write_text, write_csv  # noqa: E402
 
 METHODS = ("truncated", "adaptor (unsupervised)", "adaptor (supervised)")
 DEFAULT_OUT = "experiments/results/text_adaptor"
+DEFAULT_CACHE = "outputs/text_adaptor_cache"
 
 
 def _log(message: str) -> None:
@@ -42,12 +45,12 @@ def _log(message: str) -> None:
 
 
 def cached_embeddings(name: str, texts: list[str], embed: Any, out: Path) -> np.ndarray:
-    """`embed(texts)`, stored as `out/<name>.npy` and read back on a rerun of the same texts."""
-    path = out / f"{name}.npy"
+    """`embed(texts)`, stored as `out/<name>-<digest of the texts>.npy` and read back on a rerun
+    of the same texts (other texts, another file)."""
+    digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
+    path = out / f"{name}-{digest}.npy"
     if path.is_file():
-        stored = np.load(path)
-        if stored.shape[0] == len(texts):
-            return stored
+        return np.load(path)
     vectors = np.asarray(embed(texts), dtype=np.float32)
     out.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
@@ -56,15 +59,16 @@ def cached_embeddings(name: str, texts: list[str], embed: Any, out: Path) -> np.
 
 def fit(
     corpus: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor] | None, nesting: list[int],
-    epochs: int, batch_size: int, lr: float, seed: int,
+    epochs: int, batch_size: int, lr: float, seed: int, log: Any = None,
 ) -> tuple[MatryoshkaAdaptor, float]:  # fmt: skip
-    """Fit an adaptor on cached embeddings; with `pairs`, the ranking loss is added."""
+    """Fit an adaptor on cached embeddings; with `pairs`, the ranking loss is added. `log`, if
+    given, is called with a line after every epoch."""
     torch.manual_seed(seed)
     adaptor = MatryoshkaAdaptor(corpus.shape[1])
     optimizer = torch.optim.AdamW(adaptor.parameters(), lr=lr)
     ranking = MatryoshkaContrastiveLoss(nesting, scale=20.0, gather=False)
     started = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(corpus.shape[0])
         pair_order = torch.randperm(pairs[0].shape[0]) if pairs is not None else None
         for step, i in enumerate(range(0, len(order) - batch_size + 1, batch_size)):
@@ -77,6 +81,9 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if log is not None:
+            seconds = time.perf_counter() - started
+            log(f"  epoch {epoch + 1}/{epochs}: last loss {float(loss):.4f}, {seconds:.0f} s")
     return adaptor.eval(), time.perf_counter() - started
 
 
@@ -111,17 +118,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-test-synsets", type=int, default=rd.DEFAULT_TEST_SYNSETS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="folder of the cached embeddings")
     a = p.parse_args(argv)
     out = Path(a.out)
-    run(a.epochs, a.batch_size, a.lr, a.max_train_synsets, a.max_test_synsets, a.seed, out)
+    run(a.epochs, a.batch_size, a.lr, a.max_train_synsets, a.max_test_synsets, a.seed, out,
+        Path(a.cache))  # fmt: skip
     print((out / "adaptor.md").read_text())
 
 
 def run(
     epochs: int, batch_size: int, lr: float, max_train_synsets: int | None,
-    max_test_synsets: int | None, seed: int, out: Path,
+    max_test_synsets: int | None, seed: int, out: Path, cache: Path | None = None,
 ) -> list[dict]:  # fmt: skip
-    """Encode once (cached), fit both adaptors, score every method; returns the rows."""
+    """Encode once (cached in `cache`, default `out`), fit both adaptors, score every method;
+    returns the rows."""
+    cache = out if cache is None else cache
     from mrl.text.data import SynsetPairs, retrieval_datasets
     from mrl.text.encoders import encode_texts
     from mrl.training.builders import _instantiate
@@ -146,11 +157,11 @@ def run(
     texts = sorted({s.definition for s in train} | {lemma for s in train for lemma in s.lemmas})
     queries, database = map(rd.texts_and_labels, retrieval_datasets(datamodule.split("test")))
     _log(f"{len(texts)} train texts, {len(pairs)} pairs; test {len(queries[0])} queries")
-    corpus = torch.from_numpy(cached_embeddings("train_texts", texts, embed, out))
+    corpus = torch.from_numpy(cached_embeddings("train_texts", texts, embed, cache))
     index = {t: i for i, t in enumerate(texts)}
     pair_vectors = (corpus[[index[a] for a, _ in pairs]], corpus[[index[b] for _, b in pairs]])
-    test_q = cached_embeddings("test_queries", queries[0], embed, out)
-    test_db = cached_embeddings("test_database", database[0], embed, out)
+    test_q = cached_embeddings("test_queries", queries[0], embed, cache)
+    test_db = cached_embeddings("test_database", database[0], embed, cache)
     nesting = list(cfg.nesting)
 
     rows: list[dict] = []
@@ -160,7 +171,7 @@ def run(
         else:
             supervised = method == "adaptor (supervised)"
             adaptor, seconds = fit(corpus, pair_vectors if supervised else None, nesting,
-                                   epochs, batch_size, lr, seed)  # fmt: skip
+                                   epochs, batch_size, lr, seed, _log)  # fmt: skip
             _log(f"{method}: fitted in {seconds:.0f} s")
             rows.append({"method": method, "dim": 0, "metric": "fit_seconds", "value": seconds})
             with torch.no_grad():

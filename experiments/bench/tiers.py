@@ -1,0 +1,967 @@
+"""Tier benchmark: what each exported tier (dim x model precision) of a Matryoshka model costs to
+serve on this CPU, and what it retrieves.
+
+For every dim of an `mrl-export` folder and each of its models (`model.onnx`, float32, and
+`model.int8.onnx`, dynamic int8), with ONNX Runtime's CPU provider (`--threads` intra-op
+threads, one inter-op thread, sequential execution):
+
+- encoder latency per query at batch 1: p50 and p99 of `--calls` calls after `--warmup`, on
+  real queries of the run's test split, tokenized beforehand (text: its definitions; images:
+  its images); the tiers' calls interleave in `--rounds` rounds, so that the noise of a shared
+  CPU falls on all of them alike;
+- throughput at batch `--batch` (items/s from the median batch time), in the same rounds;
+- the model file's size, and the embedding's bytes per item: float32 (4 m, what every tier
+  outputs), and int8 (m) and sign bits (m / 8) if it is stored quantized;
+- exact search per query at the tier's dim (`mrl.eval.search`, FAISS `IndexFlatIP`, brute force,
+  `--threads` threads) over random unit vectors: as many as the run's database holds, and
+  `--search-rows` of them; the median of `--search-repeats` batches of `--search-queries`
+  queries (through FAISS's matrix-product path at every dim) and the median of
+  `--search-single` queries one at a time (a flat index costs the same whatever the vectors
+  hold: only rows x dim count). `serve ms` adds
+  the encoder's p50 and one query's search over `--search-rows`: the tier's cost per query;
+- retrieval quality: recall@k and mAP@k (`--k`) on the run's own evaluation. The float model's
+  come from the card where it has them (the run's `results.json` or `eval/metrics.csv`, which
+  describe exactly these weights); the others (int8, and float with `--measure-float`) are
+  measured: the run's test queries and database embedded by the tier's ONNX session and scored
+  by `mrl.eval.retrieval.evaluate_retrieval` (text: the reverse dictionary of the run's test
+  split, as `mrl-train-text` tests it; images: query = the test split, database = the training
+  split with evaluation transforms, as `mrl-eval` does). The float model at the largest dim is
+  measured as well, as a check of this measurement against the card.
+
+The truncation to m and the re-normalisation are the graph's last two steps, on one
+`(batch, D)` vector: the encoder's cost barely depends on the dim. Where the dim does count is
+the embedding's bytes and the search.
+
+Without `--export`, the benchmark makes its subject first, under `--work` (default
+`outputs/bench_tiers/`, kept, so that a rerun reuses it): MiniLM fine-tuned briefly with the
+Matryoshka contrastive loss by `mrl-train-text` (the reverse-dictionary benchmark's settings:
+2560 training synsets, one epoch of batch 64, 2000 test synsets), then
+`mrl-export <run> --dims 32 64 128 384 --int8`.
+
+Outputs (`--out`, default `experiments/results/bench/tiers.csv`): `tiers.csv` (a row per tier;
+pandas reads it), `tiers.md` (the table, the machine, the settings and the commands),
+`tiers.png` (quality against encoder latency, and against the cost with search) and
+`tiers.json` (the settings and the subject, from which a finished benchmark's tables are
+rewritten without measuring). A row is written as soon as its tier is measured; a rerun
+measures only the tiers not in the CSV, and refuses rows measured with other settings (another
+export, other threads, batch, calls or search settings) unless `--fresh`.
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \\
+        .venv/bin/python experiments/bench/tiers.py [--export DIR] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments" / "text"))
+import reverse_dictionary as rd  # noqa: E402  (the reverse-dictionary benchmark's helpers)
+
+from mrl.core.errors import ConfigError  # noqa: E402
+from mrl.runs.files import atomic_write_json, atomic_write_text, read_json, write_csv  # noqa: E402
+
+DEFAULT_OUT = ROOT / "experiments" / "results" / "bench" / "tiers.csv"
+DEFAULT_WORK = ROOT / "outputs" / "bench_tiers"
+DEFAULT_DIMS = (32, 64, 128, 384)
+# The tier card's `files` entry of each model precision.
+PRECISIONS = {"float32": "model", "int8": "model_int8"}
+# Settings that make two rows comparable: a rerun refuses rows measured otherwise.
+SETTING_COLUMNS = ("export", "threads", "batch", "latency_calls", "search_rows")
+# The environment the recorded commands ran under.
+ENV = ("OMP_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, with the seconds since the start."""
+    print(f"[tiers {time.perf_counter() - STARTED:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def columns(k: int) -> list[str]:
+    """The CSV's columns for quality at `k`."""
+    return [
+        "dim", "precision", "model_file", "model_bytes", "threads",
+        "latency_p50_ms", "latency_p99_ms", "latency_calls", "batch", "throughput_items_per_s",
+        "embedding_bytes_float32", "embedding_bytes_int8", "embedding_bytes_binary",
+        "db_rows", "db_search_ms_per_query",
+        "search_rows", "search_ms_per_query", "search_p50_ms", "serve_p50_ms",
+        f"recall@{k}", f"map@{k}", "quality_source", f"measured_recall@{k}", f"measured_map@{k}",
+        "int8_min_cosine", "export",
+    ]  # fmt: skip
+
+
+def relative(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# -- the subject: a short MiniLM fine-tuning, exported -------------------------------------------
+
+
+def subject_overrides(run_dir: Path, train_synsets: int, test_synsets: int) -> list[str]:
+    """`mrl-train-text` overrides of the default subject (the reverse-dictionary benchmark's
+    data and schedule; validation on a small subset: its metrics are not used)."""
+    return [
+        f"data.limit_train={train_synsets}",
+        f"data.limit_test={test_synsets}",
+        "data.limit_val=200",
+        f"data.batch_size={rd.DEFAULT_BATCH_SIZE}",
+        f"trainer.max_epochs={rd.DEFAULT_EPOCHS}",
+        "save_model=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        f"hydra.run.dir={relative(run_dir)}",
+    ]
+
+
+def make_subject(work: Path, dims: Sequence[int], train_synsets: int, test_synsets: int):
+    """The default subject's export folder under `work`, training and exporting what is not
+    there yet; returns it with the commands that made it."""
+    from mrl.export import export_run
+
+    run_dir, export = work / "run", work / "export"
+    overrides = subject_overrides(run_dir, train_synsets, test_synsets)
+    dims_text = " ".join(map(str, dims))
+    env = environment()
+    commands = [
+        f"{env}.venv/bin/mrl-train-text " + " ".join(map(shlex.quote, overrides)),
+        f"{env}.venv/bin/mrl-export {relative(run_dir)} --dims {dims_text} "
+        f"--out {relative(export)} --int8",
+    ]
+    if (export / "card.json").is_file():
+        card = read_json(export / "card.json") or {}
+        if card.get("dims") != sorted(dims):
+            raise ConfigError(
+                f"{export} holds dims {card.get('dims')}, not {sorted(dims)}: remove it or pass "
+                f"--work elsewhere"
+            )
+        return export, commands
+    done = (run_dir / "results.json").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
+    if not done:
+        log(f"training the subject: {commands[0]}")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mrl.cli.train_text", *overrides], check=True,
+                       cwd=ROOT)  # fmt: skip
+        log(f"trained in {time.perf_counter() - started:.0f} s")
+    log(f"exporting: {commands[1]}")
+    started = time.perf_counter()
+    export_run(run_dir, list(dims), export, int8=True)
+    log(f"exported in {time.perf_counter() - started:.0f} s")
+    return export, commands
+
+
+# -- the export's tiers -------------------------------------------------------------------------
+
+
+@dataclass
+class Tier:
+    """One ONNX model of an export: its dim, precision, file and tier card."""
+
+    dim: int
+    precision: str
+    path: Path
+    card: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.dim, self.precision)
+
+
+def load_export(export: Path) -> tuple[dict[str, Any], list[Tier]]:
+    """The export's card and its tiers, float32 then int8 per dim, dims ascending."""
+    card = read_json(Path(export) / "card.json")
+    if not card or "tiers" not in card:
+        raise ConfigError(f"{export} has no card.json: give a folder written by mrl-export")
+    tiers = []
+    for dim in card["dims"]:
+        entry = card["tiers"][str(dim)]
+        folder = Path(export) / f"dim_{dim}"
+        for precision, name in PRECISIONS.items():
+            file = entry["files"].get(name)
+            if file is not None:
+                if not (folder / file).is_file():
+                    raise ConfigError(f"{folder / file} is missing: the export is incomplete")
+                tiers.append(Tier(int(dim), precision, folder / file, entry))
+    return card, tiers
+
+
+def session(path: Path, threads: int):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime CPU session of `path` with `threads` intra-op threads and one inter-op
+    thread, operators run one after another."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def embed(sess, batches: Callable[[], Iterator[dict[str, np.ndarray]]]) -> np.ndarray:
+    """The `embedding` output of `sess` over every batch, stacked."""
+    return np.concatenate([sess.run(["embedding"], feeds)[0] for feeds in batches()])
+
+
+# -- what the tiers are fed ---------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """The inputs of the timings (single queries, batches) and of the quality measurement."""
+
+    kind: str
+    singles: list[dict[str, np.ndarray]]
+    batches: list[dict[str, np.ndarray]]
+    note: str
+    query_batches: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None
+    query_labels: np.ndarray | None = None
+    db_batches: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None
+    db_labels: np.ndarray | None = None
+    db_rows: int | None = None
+    tie_aware_max_dim: int = 0
+    backend: str = "exact"
+    quality_note: str = "not measured"
+
+
+def run_config(card: dict[str, Any]):
+    """The training config of the export's checkpoint, or the reason it cannot be read."""
+    from mrl.training.builders import saved_config
+    from mrl.training.lifecycle import load_checkpoint
+
+    checkpoint = Path(card["source"]["checkpoint"])
+    try:
+        return saved_config(load_checkpoint(checkpoint, where="checkpoint"), checkpoint), ""
+    except ConfigError as err:
+        return None, str(err)
+
+
+def text_workload(card: dict, export: Path, cfg, args: argparse.Namespace) -> Workload:
+    """Single queries and batches of the run's test definitions, tokenized by the tier's
+    tokenizer as the card says; the test split's reverse dictionary for quality."""
+    from transformers import AutoTokenizer
+
+    first = card["tiers"][str(card["dims"][0])]
+    tokenizer = AutoTokenizer.from_pretrained(str(export / f"dim_{card['dims'][0]}" /
+                                                  first["tokenizer"]))  # fmt: skip
+    max_length = int(first["max_length"])
+
+    def tokens(texts: Sequence[str]) -> dict[str, np.ndarray]:
+        out = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                        return_tensors="np")  # fmt: skip
+        return {name: out[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+
+    rng = np.random.default_rng(args.seed)
+    work = Workload("text", [], [], "")
+    if cfg is not None:
+        try:
+            from mrl.text.data import retrieval_datasets
+            from mrl.training.builders import _instantiate
+
+            datamodule = _instantiate(cfg.data, "data")
+            datamodule.check()
+            queries, database = map(rd.texts_and_labels,
+                                    retrieval_datasets(datamodule.split("test")))  # fmt: skip
+        except (ConfigError, OSError) as err:
+            work.quality_note = f"not measured: the run's test split is not here ({err})"
+            cfg = None
+    if cfg is None:
+        from mrl.export.exporter import DEFAULT_TEXTS
+
+        texts = list(DEFAULT_TEXTS)
+        work.note = f"the export's {len(texts)} parity sentences (the run's data is not here)"
+    else:
+        texts = queries[0]
+        pick = rng.permutation(len(texts))
+        work.note = (
+            f"definitions of the run's test split ({len(texts)} queries; mean "
+            f"{np.mean([tokens([t])['input_ids'].shape[1] for t in texts]):.1f} tokens)"
+        )
+        texts = [texts[i] for i in pick]
+        batch = args.batch
+
+        def feeds(items: list[str]) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
+            # Sorted by length (as the data module's loaders are): little padding per batch.
+            prepared = [tokens(items[i : i + batch]) for i in range(0, len(items), batch)]
+            return lambda: iter(prepared)
+
+        work.query_batches, work.query_labels = feeds(queries[0]), queries[1]
+        work.db_batches, work.db_labels = feeds(database[0]), database[1]
+        work.db_rows = len(database[0])
+        work.backend = str((cfg.get("module") or {}).get("retrieval_backend") or "exact")
+        work.quality_note = (
+            f"reverse dictionary of the run's test split ({len(queries[0])} definitions against "
+            f"{len(database[0])} lemmas), as mrl-train-text tests it"
+        )
+    singles = texts[: args.queries]
+    work.singles = [tokens([t]) for t in singles]
+    need = args.batches * args.batch
+    pool = [texts[i % len(texts)] for i in range(need)]
+    work.batches = [tokens(pool[i : i + args.batch]) for i in range(0, need, args.batch)]
+    return work
+
+
+def image_workload(card: dict, cfg, args: argparse.Namespace) -> Workload:
+    """Single images and batches of the run's test split in the model's input range; for
+    quality, query = the test split and database = the training split with evaluation
+    transforms (mrl-eval's), or seeded random images when the data is not here."""
+    import torch
+
+    from mrl.core.errors import DataNotFoundError
+    from mrl.export.source import image_input
+    from mrl.training.builders import _instantiate
+
+    work = Workload("image", [], [], "", tie_aware_max_dim=8)
+    shape = card["tiers"][str(card["dims"][0])]["inputs"][0]["shape"][1:]
+    test = None
+    if cfg is not None:
+        try:
+            datamodule = _instantiate(cfg.data, "data")
+            contract = image_input(datamodule)
+            datamodule.setup("test")
+            test, database = datamodule.test_set, datamodule.database_set()
+        except (DataNotFoundError, ConfigError, OSError) as err:
+            work.quality_note = f"not measured: the run's data is not here ({err})"
+    if test is None:
+        generator = torch.Generator().manual_seed(args.seed)
+        pool = torch.rand(max(args.queries, args.batch), *shape, generator=generator).numpy()
+        work.note = "seeded uniform-random images (the run's data is not here)"
+    else:
+        mean = None if contract.mean is None else torch.tensor(contract.mean).view(1, -1, 1, 1)
+        std = None if contract.std is None else torch.tensor(contract.std).view(1, -1, 1, 1)
+
+        def batches_of(dataset) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
+            def run() -> Iterator[dict[str, np.ndarray]]:
+                loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch)
+                for x, _ in loader:
+                    x = x.float() if mean is None else x.float() * std + mean
+                    yield {"images": x.numpy()}
+
+            return run
+
+        def labels_of(dataset) -> np.ndarray:
+            loader = torch.utils.data.DataLoader(dataset, batch_size=1024)
+            return torch.cat([y for _, y in loader]).numpy()
+
+        work.query_batches, work.query_labels = batches_of(test), labels_of(test)
+        work.db_batches, work.db_labels = batches_of(database), labels_of(database)
+        work.db_rows = len(database)
+        work.quality_note = (
+            f"test split ({len(test)} queries) against the training split with evaluation "
+            f"transforms ({len(database)} images), as mrl-eval does"
+        )
+
+        def raw(i: int) -> np.ndarray:
+            x = test[i][0].float().unsqueeze(0)
+            return (x if mean is None else x * std + mean).numpy()
+
+        need = min(max(args.queries, args.batch), len(test))
+        pool = np.concatenate([raw(i) for i in range(need)])
+        work.note = f"images of the run's test split ({len(test)})"
+    work.singles = [{"images": pool[i : i + 1]} for i in range(min(args.queries, len(pool)))]
+    order = np.random.default_rng(args.seed).permutation(len(pool))
+    work.batches = []
+    for b in range(args.batches):
+        rows = [order[(b * args.batch + i) % len(pool)] for i in range(args.batch)]
+        work.batches.append({"images": pool[rows]})
+    return work
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+def time_tiers(tiers: list[Tier], work: Workload, args: argparse.Namespace) -> dict[tuple, dict]:
+    """Latency at batch 1 (p50, p99) and throughput at `args.batch` of each tier, their calls
+    interleaved in rounds whose order rotates."""
+    sessions = {t.key: session(t.path, args.threads) for t in tiers}
+    for sess in sessions.values():
+        for i in range(args.warmup):
+            sess.run(["embedding"], work.singles[i % len(work.singles)])
+        sess.run(["embedding"], work.batches[0])
+    single: dict[tuple, list[float]] = {k: [] for k in sessions}
+    batched: dict[tuple, list[float]] = {k: [] for k in sessions}
+    calls = math.ceil(args.calls / args.rounds)
+    batch_calls = math.ceil(args.batches / args.rounds)
+    keys = list(sessions)
+    for r in range(args.rounds):
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            sess = sessions[key]
+            for i in range(calls):
+                feeds = work.singles[(r * calls + i) % len(work.singles)]
+                start = time.perf_counter()
+                sess.run(["embedding"], feeds)
+                single[key].append(1e3 * (time.perf_counter() - start))
+            for i in range(batch_calls):
+                feeds = work.batches[(r * batch_calls + i) % len(work.batches)]
+                start = time.perf_counter()
+                sess.run(["embedding"], feeds)
+                batched[key].append(time.perf_counter() - start)
+        log(f"timing round {r + 1}/{args.rounds}")
+    return {
+        key: {
+            "latency_p50_ms": float(np.percentile(single[key], 50)),
+            "latency_p99_ms": float(np.percentile(single[key], 99)),
+            "latency_calls": len(single[key]),
+            "throughput_items_per_s": args.batch / float(np.median(batched[key])),
+        }
+        for key in keys
+    }
+
+
+def search_costs(
+    dims: Sequence[int], rows: int, args: argparse.Namespace, single: bool
+) -> dict[int, dict[str, float]]:
+    """Exact search per query at each dim over `rows` random unit vectors: ms per query in a
+    batch of `args.search_queries` through FAISS's matrix-product (BLAS) path (the median of
+    `args.search_repeats` batches), and (`single`) the p50 of one query at a time (FAISS's
+    scan)."""
+    from mrl.eval.search import _faiss, build_index, normalize_prefix
+
+    faiss = _faiss()
+    rng = np.random.default_rng(args.seed)
+    width = max(dims)
+    database = np.empty((rows, width), dtype=np.float32)
+    for start in range(0, rows, 100_000):
+        stop = min(rows, start + 100_000)
+        database[start:stop] = rng.standard_normal((stop - start, width), dtype=np.float32)
+    queries = rng.standard_normal((args.search_queries, width), dtype=np.float32)
+    k = min(args.k, rows)
+    out = {}
+    for dim in dims:
+        index = build_index(database, "exact", dim=dim, use_gpu=False)
+        q = normalize_prefix(queries, dim)
+        index.search(q[:1], k)  # warm-up of the scan
+        # FAISS takes the BLAS path by itself only above queries x dim of its threshold
+        # (128000 in 1.15), so a batch's cost would jump between dims: it is taken for all.
+        threshold = faiss.cvar.distance_compute_blas_threshold if faiss else None
+        try:
+            if faiss:
+                faiss.cvar.distance_compute_blas_threshold = 0
+            index.search(q[: min(8, len(q))], k)  # warm-up of the BLAS path
+            times = []
+            for _ in range(args.search_repeats):
+                start = time.perf_counter()
+                index.search(q, k)
+                times.append(1e3 * (time.perf_counter() - start) / len(q))
+            cost = {"batch_ms": float(np.median(times))}
+        finally:
+            if faiss:
+                faiss.cvar.distance_compute_blas_threshold = threshold
+        if single:
+            times = []
+            for i in range(args.search_single):
+                start = time.perf_counter()
+                index.search(q[i % len(q) : i % len(q) + 1], k)
+                times.append(1e3 * (time.perf_counter() - start))
+            cost["single_p50_ms"] = float(np.median(times))
+        out[dim] = cost
+        del index
+    return out
+
+
+def card_quality(tier: Tier, k: int) -> tuple[dict[str, float] | None, str]:
+    """recall@k and mAP@k of the float model from the card (mrl-eval's table first, then
+    results.json), with where they come from; None when the card has neither."""
+    quality = tier.card.get("quality") or {}
+    evaluation, test = quality.get("eval") or {}, quality.get("test") or {}
+    names = [(evaluation, f"recall@{k}", f"map@{k}", quality.get("eval_source")),
+             (test, f"recall{k}", f"map{k}", quality.get("test_source"))]  # fmt: skip
+    for values, recall, ap, source in names:
+        if values.get(recall) is not None and values.get(ap) is not None:
+            return {"recall": float(values[recall]), "map": float(values[ap])}, f"card: {source}"
+    return None, ""
+
+
+def measure_quality(tier: Tier, work: Workload, args: argparse.Namespace) -> dict[str, float]:
+    """recall@k and mAP@k of the tier's own ONNX embeddings of the run's queries and database."""
+    from mrl.eval.retrieval import evaluate_retrieval
+
+    sess = session(tier.path, args.threads)
+    database = embed(sess, work.db_batches)
+    queries = embed(sess, work.query_batches)
+    rows = evaluate_retrieval(
+        database, work.db_labels, queries, work.query_labels, dims=[tier.dim], ks=(args.k,),
+        knn_ks=(1,), backend=work.backend, tie_aware_max_dim=work.tie_aware_max_dim,
+    )  # fmt: skip
+    value = {r["metric"]: float(r["value"]) for r in rows}
+    return {"recall": value[f"recall@{args.k}"], "map": value[f"map@{args.k}"]}
+
+
+# -- rows, tables, figure -----------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The CSV's rows, numbers parsed (None for empty cells)."""
+    if not path.is_file():
+        return []
+    out = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            parsed: dict[str, Any] = {}
+            for key, value in row.items():
+                if value == "":
+                    parsed[key] = None
+                elif key in ("precision", "model_file", "quality_source", "export"):
+                    parsed[key] = value
+                else:
+                    number = float(value)
+                    parsed[key] = int(number) if number.is_integer() and "ms" not in key else number
+            out.append(parsed)
+    return out
+
+
+def fmt(value: Any, spec: str, scale: float = 1.0) -> str:
+    """`value * scale` formatted, or `-` when absent."""
+    return "-" if value is None else format(scale * value, spec)
+
+
+def size_text(n: float) -> str:
+    """A file size in MB, or kB below a megabyte."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def speed_text(ratio: float) -> str:
+    """`ratio` (old time / new time) as `N x faster` or `N x slower`."""
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+# Below this spread of the p50 latency over dims, the dim is said not to change the encoder.
+FLAT_SPREAD = 0.15
+
+
+def observations(rows: list[dict], k: int, search_rows: int) -> list[str]:
+    """What the table shows, in numbers: the dim's (non-)effect on the encoder, where it does
+    count, and what int8 changes."""
+    lines = []
+    by = {(r["dim"], r["precision"]): r for r in rows}
+    dims = sorted({r["dim"] for r in rows})
+    lo, hi = dims[0], dims[-1]
+    for precision in PRECISIONS:
+        group = [r for r in rows if r["precision"] == precision]
+        if len(group) < 2:
+            continue
+        p50 = [r["latency_p50_ms"] for r in group]
+        items = [r["throughput_items_per_s"] for r in group]
+        files = [r["model_bytes"] for r in group]
+        excess = max(p50) / min(p50) - 1
+        head = (
+            "The encoder's cost barely depends on the dim"
+            if excess <= FLAT_SPREAD
+            else "The encoder's cost over dims"
+        )
+        lines.append(
+            f"- **{head}** ({precision}): p50 at batch 1 is {min(p50):.2f}-{max(p50):.2f} ms over "
+            f"dims {lo}-{hi} (the slowest {100 * excess:.0f}% above the fastest), throughput "
+            f"{min(items):.0f}-{max(items):.0f} items/s, files {size_text(min(files))}-"
+            f"{size_text(max(files))}: the dim changes only the graph's last two steps, a slice "
+            f"and a re-normalisation of one vector per item."
+        )
+    a = by.get((lo, "float32")) or by.get((lo, "int8"))
+    b = by.get((hi, "float32")) or by.get((hi, "int8"))
+    if a and b and lo != hi:
+        lines.append(
+            f"- **Where the dim counts: bytes and search.** A float32 embedding takes "
+            f"{a['embedding_bytes_float32']} bytes at {lo} dims against "
+            f"{b['embedding_bytes_float32']} at {hi} ({hi / lo:g}x; int8 codes "
+            f"{a['embedding_bytes_int8']} and {b['embedding_bytes_int8']}, sign bits "
+            f"{a['embedding_bytes_binary']} and {b['embedding_bytes_binary']}). Exact search over "
+            f"{search_rows:,} vectors takes {a['search_ms_per_query']:.3f} ms per query in a "
+            f"batch at {lo} dims against {b['search_ms_per_query']:.3f} at {hi}, and "
+            f"{a['search_p50_ms']:.2f} against {b['search_p50_ms']:.2f} ms for one query: with "
+            f"the encoder's p50 the cost per query is {a['serve_p50_ms']:.2f} against "
+            f"{b['serve_p50_ms']:.2f} ms ({a['precision']})."
+        )
+        if a.get("db_rows") and a.get("db_search_ms_per_query") is not None:
+            share = max(r["db_search_ms_per_query"] / r["latency_p50_ms"] for r in rows)
+            lines.append(
+                f"  Over the run's own database ({a['db_rows']:,} items) search takes "
+                f"{a['db_search_ms_per_query']:.4f} ms per query at {lo} dims and "
+                f"{b['db_search_ms_per_query']:.4f} at {hi}, at most {100 * share:.1f}% of a "
+                f"tier's encoder p50."
+            )
+    pairs = [(by[(d, "float32")], by[(d, "int8")]) for d in dims
+             if (d, "float32") in by and (d, "int8") in by]  # fmt: skip
+    if pairs:
+        size = np.mean([f["model_bytes"] / q["model_bytes"] for f, q in pairs])
+        fast = np.mean([f["latency_p50_ms"] / q["latency_p50_ms"] for f, q in pairs])
+        thr = np.mean([q["throughput_items_per_s"] / f["throughput_items_per_s"] for f, q in pairs])
+        quality = [
+            f"{100 * (q[f'recall@{k}'] - f[f'recall@{k}']):+.2f}"
+            for f, q in pairs
+            if f[f"recall@{k}"] is not None and q[f"recall@{k}"] is not None
+        ]
+        lines.append(
+            f"- **int8** against float32 (means over dims): files {size:.1f}x smaller, "
+            f"{speed_text(fast)} at batch 1, {speed_text(thr)} at batch {pairs[0][0]['batch']}; "
+            f"recall@{k} int8 - float32 in points at dims "
+            f"{', '.join(str(f['dim']) for f, _ in pairs)}: {', '.join(quality) or '-'}."
+        )
+    checked = [r for r in rows if r["quality_source"].startswith("card")
+               and r[f"measured_recall@{k}"] is not None]  # fmt: skip
+    for r in checked:
+        lines.append(
+            f"- **Check of the measurement**: the float32 model at {r['dim']} dims measured "
+            f"through ONNX Runtime gives recall@{k} {100 * r[f'measured_recall@{k}']:.2f}% and "
+            f"mAP@{k} {100 * r[f'measured_map@{k}']:.2f}%; the card (PyTorch, the run's own "
+            f"test) {100 * r[f'recall@{k}']:.2f}% and {100 * r[f'map@{k}']:.2f}%."
+        )
+    return lines
+
+
+def markdown(rows: list[dict], info: dict[str, Any], k: int) -> str:
+    """The table of every tier, with the machine, the settings, what it shows and the
+    commands."""
+    s = info["settings"]
+    search_rows = s["search_rows"]
+    lines = [
+        f"# Serving tiers of {info['subject']['title']}: cost and quality per (dim, precision)",
+        "",
+        f"Export `{s['export']}` of `{info['subject']['checkpoint']}` "
+        f"({info['subject']['kind']}, {info['subject']['task']}, step "
+        f"{info['subject']['global_step']}, nesting {info['subject']['nesting']}).",
+        "",
+        f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores visible, shared "
+        f"with other work; ONNX Runtime {info['machine']['onnxruntime']} (CPU provider, "
+        f"{s['threads']} intra-op thread(s), 1 inter-op, sequential), FAISS "
+        f"{info['machine']['faiss']} ({s['threads']} thread(s)); OMP_NUM_THREADS="
+        f"{info['machine']['omp_num_threads']}.",
+        "",
+        f"Inputs: {info['inputs']}. Latency: p50/p99 of {s['latency_calls']} calls at batch 1 "
+        f"per tier after {s['warmup']} warm-up calls (tokenization not included); throughput: "
+        f"batch {s['batch']}, from the median of {s['batches']} batches; the tiers' calls "
+        f"interleaved in {s['rounds']} rounds; batches are random test queries padded to the "
+        f"longest of each. Search: exact inner product (`mrl.eval.search`, FAISS "
+        f"IndexFlatIP) at the tier's dim over random unit vectors: the median of "
+        f"{s['search_repeats']} batches of {s['search_queries']} queries (FAISS's BLAS path "
+        f"for every dim), and the median of "
+        f"{s['search_single']} queries one at a time. serve = encoder p50 + one "
+        f"query's search over {search_rows:,}. Quality: {info['quality']}; `card` = the run's "
+        f"own figures for these weights (the float model equals them within the export's "
+        f"parity check), `measured` = the tier's ONNX embeddings scored by "
+        f"`mrl.eval.retrieval.evaluate_retrieval`.",
+        "",
+        f"| dim | model | file | p50 ms | p99 ms | items/s (batch {s['batch']}) | "
+        f"bytes/item f32 / int8 / bits | search ms/query ({search_rows:,}, batch) | "
+        f"search ms ({search_rows:,}, one query) | serve ms | recall@{k} % | mAP@{k} % | quality |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["dim"], list(PRECISIONS).index(r["precision"]))):
+        source = r["quality_source"].split(":")[0]
+        lines.append(
+            f"| {r['dim']} | {r['precision']} | {size_text(r['model_bytes'])} | "
+            f"{r['latency_p50_ms']:.2f} | {r['latency_p99_ms']:.2f} | "
+            f"{r['throughput_items_per_s']:.0f} | {r['embedding_bytes_float32']} / "
+            f"{r['embedding_bytes_int8']} / {r['embedding_bytes_binary']} | "
+            f"{r['search_ms_per_query']:.3f} | {r['search_p50_ms']:.2f} | "
+            f"{r['serve_p50_ms']:.2f} | {fmt(r[f'recall@{k}'], '.2f', 100)} | "
+            f"{fmt(r[f'map@{k}'], '.2f', 100)} | {source} |"
+        )
+    lines += ["", *observations(rows, k, search_rows), "", "Commands (from the repository root):",
+              "", "```bash"]  # fmt: skip
+    lines += [f"{c}" for c in info["commands"]]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def figure(rows: list[dict], path: Path, k: int, search_rows: int, title: str) -> None:
+    """Quality against the encoder's p50 latency (left) and against the serving cost with
+    exact search over `search_rows` (right), a labelled point per tier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    style = {"float32": ("o", "#1f77b4"), "int8": ("^", "#ff7f0e")}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    panels = [
+        ("latency_p50_ms", "encoder latency per query, batch 1, p50 (ms)"),
+        ("serve_p50_ms", f"encoder p50 + one query's exact search over {search_rows:,} (ms)"),
+    ]
+    for ax, (x, label) in zip(axes, panels):
+        for precision, (marker, colour) in style.items():
+            group = sorted((r for r in rows if r["precision"] == precision
+                            and r[f"recall@{k}"] is not None), key=lambda r: r["dim"])  # fmt: skip
+            if not group:
+                continue
+            xs = [r[x] for r in group]
+            ys = [100 * r[f"recall@{k}"] for r in group]
+            ax.plot(xs, ys, marker=marker, color=colour, linestyle=":", label=precision)
+            for r, xv, yv in zip(group, xs, ys):
+                ax.annotate(f"{r['dim']} {precision}", (xv, yv), textcoords="offset points",
+                            xytext=(5, -3 if precision == "int8" else 4), fontsize=7)  # fmt: skip
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"recall@{k} (%)")
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.2)
+        ax.legend(fontsize=8, loc="best")
+    axes[0].set_xlim(left=0)
+    axes[0].set_title("the encoder alone", fontsize=9)
+    axes[1].set_xscale("log")
+    axes[1].xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    axes[1].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[1].set_title("the encoder and the search", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, rows: list[dict], info: dict[str, Any], k: int) -> None:
+    """The CSV, and the Markdown table, the figure and the JSON when there are rows."""
+    write_csv(out, rows, columns(k))
+    if rows:
+        atomic_write_text(out.with_suffix(".md"), markdown(rows, info, k))
+        title = (f"{info['subject']['title']}: one point per (dim, precision); ONNX Runtime, "
+                 f"{info['settings']['threads']} thread(s)")  # fmt: skip
+        figure(rows, out.with_suffix(".png"), k, info["settings"]["search_rows"], title)
+    atomic_write_json(out.with_suffix(".json"), info)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """The CPU, the libraries and the threads of this run."""
+    import faiss
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "threads": threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "onnxruntime": onnxruntime.__version__,
+        "faiss": faiss.__version__,
+    }
+
+
+def settings(args: argparse.Namespace, export: Path) -> dict[str, Any]:
+    """The settings a row depends on (and those the tables state)."""
+    return {
+        "export": relative(export), "threads": args.threads, "batch": args.batch,
+        "latency_calls": math.ceil(args.calls / args.rounds) * args.rounds, "warmup": args.warmup,
+        "batches": math.ceil(args.batches / args.rounds) * args.rounds, "rounds": args.rounds,
+        "search_rows": args.search_rows, "search_queries": args.search_queries,
+        "search_repeats": args.search_repeats, "search_single": args.search_single,
+        "k": args.k, "seed": args.seed,
+    }  # fmt: skip
+
+
+def environment() -> str:
+    """The `NAME=value ` prefix of the variables in `ENV` that this process has."""
+    return "".join(f"{name}={os.environ[name]} " for name in ENV if os.environ.get(name))
+
+
+def command_line(argv: Sequence[str] | None) -> str:
+    """This benchmark's command as it was given, with the thread variable it ran under."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    env = environment()
+    script = relative(Path(__file__))
+    return f"{env}.venv/bin/python {script} {' '.join(shlex.quote(a) for a in args)}".strip()
+
+
+def check_rows(rows: list[dict], info: dict | None, want: dict[str, Any], out: Path) -> None:
+    """Refuse rows measured under other settings than `want`, by the rows' own columns and
+    the settings their JSON recorded (one line, the fix)."""
+    found = [(key, row.get(key)) for row in rows for key in SETTING_COLUMNS
+             if str(row.get(key)) != str(want[key])]  # fmt: skip
+    if rows and info and info.get("settings"):
+        found += [(key, value) for key, value in info["settings"].items()
+                  if key in want and value != want[key]]  # fmt: skip
+    if found:
+        key, value = found[0]
+        raise ConfigError(
+            f"{out} holds rows measured with {key}={value}, this run has {want[key]}: pass "
+            f"--fresh to measure again, or --out elsewhere"
+        )
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dict]:
+    """Measure every tier not yet in `args.out` and rewrite the outputs; returns all rows."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+    except ImportError:
+        pass
+    out = Path(args.out)
+    k = args.k
+    rows = [] if args.fresh else read_rows(out)
+    info = read_json(out.with_suffix(".json")) if not args.fresh else None
+    want = settings(args, Path(args.export) if args.export else Path(args.work) / "export")
+    done = {(r["dim"], r["precision"]) for r in rows}
+    check_rows(rows, info, want, out)
+    if info and rows and set(map(tuple, info["tiers"])) <= done:
+        log(f"every tier is in {out}: rewriting the tables only")
+        write_outputs(out, rows, info, k)
+        return rows
+
+    commands = []
+    if args.export is None:
+        export, commands = make_subject(Path(args.work), args.dims, args.train_synsets,
+                                        args.test_synsets)  # fmt: skip
+    else:
+        export = Path(args.export)
+    card, tiers = load_export(export)
+    source = card["source"]
+    subject = {
+        "title": ("MiniLM" if source["kind"] == "text" else "an image encoder")
+        + f" ({source['task']}, {source['representation_size']}-d)",
+        "checkpoint": relative(Path(source["checkpoint"])),
+        "kind": source["kind"], "task": source["task"], "global_step": source["global_step"],
+        "nesting": source["nesting"],
+    }  # fmt: skip
+    pending = [t for t in tiers if t.key not in done]
+    cfg, reason = run_config(card)
+    log(f"{len(tiers)} tiers in {export}, {len(pending)} to measure")
+    if source["kind"] == "text":
+        work = text_workload(card, export, cfg, args)
+    else:
+        work = image_workload(card, cfg, args)
+    if cfg is None:
+        work.quality_note = f"not measured: {reason}"
+    info = {
+        "settings": want,
+        "subject": subject,
+        "machine": machine(args.threads),
+        "inputs": work.note,
+        "quality": work.quality_note,
+        "commands": [*commands, command_line(argv)],
+        "tiers": [list(t.key) for t in tiers],
+    }
+    if not pending:
+        write_outputs(out, rows, info, k)
+        return rows
+
+    log("timing the encoders")
+    timings = time_tiers(pending, work, args)
+    pending_dims = sorted({t.dim for t in pending})
+    log(f"timing exact search over {args.search_rows:,} vectors")
+    large = search_costs(pending_dims, args.search_rows, args, single=True)
+    small = search_costs(pending_dims, work.db_rows, args, single=False) if work.db_rows else {}
+    largest = max(t.dim for t in tiers)
+    for tier in pending:
+        quality, source_note = (None, "")
+        if tier.precision == "float32":
+            quality, source_note = card_quality(tier, k)
+        measure = work.db_batches is not None and (
+            quality is None or args.measure_float or tier.dim == largest
+        )
+        measured = None
+        if measure:
+            log(f"measuring the quality of dim {tier.dim} {tier.precision}")
+            measured = measure_quality(tier, work, args)
+        if quality is None and measured is not None:
+            quality, source_note = measured, "measured: ONNX Runtime, " + work.quality_note
+        int8 = tier.card.get("int8") or {}
+        dim = tier.dim
+        row = {
+            "dim": dim, "precision": tier.precision, "model_file": relative(tier.path),
+            "model_bytes": tier.path.stat().st_size, "threads": args.threads,
+            **timings[tier.key], "batch": args.batch,
+            "embedding_bytes_float32": 4 * dim, "embedding_bytes_int8": dim,
+            "embedding_bytes_binary": math.ceil(dim / 8),
+            "db_rows": work.db_rows,
+            "db_search_ms_per_query": small[dim]["batch_ms"] if small else None,
+            "search_rows": args.search_rows, "search_ms_per_query": large[dim]["batch_ms"],
+            "search_p50_ms": large[dim]["single_p50_ms"],
+            "serve_p50_ms": timings[tier.key]["latency_p50_ms"] + large[dim]["single_p50_ms"],
+            f"recall@{k}": None if quality is None else quality["recall"],
+            f"map@{k}": None if quality is None else quality["map"],
+            "quality_source": source_note or work.quality_note,
+            f"measured_recall@{k}": None if measured is None else measured["recall"],
+            f"measured_map@{k}": None if measured is None else measured["map"],
+            "int8_min_cosine": int8.get("min_cosine") if tier.precision == "int8" else None,
+            "export": want["export"],
+        }  # fmt: skip
+        rows.append(row)
+        write_outputs(out, rows, info, k)
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--export", default=None, help="an mrl-export folder (default: make the "
+                   "MiniLM subject under --work)")  # fmt: skip
+    p.add_argument("--work", default=str(DEFAULT_WORK), help="where the default subject's run "
+                   "and export are made and kept")  # fmt: skip
+    p.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS),
+                   help="the default subject's exported dims")  # fmt: skip
+    p.add_argument("--train-synsets", type=int, default=rd.DEFAULT_TRAIN_SYNSETS)
+    p.add_argument("--test-synsets", type=int, default=rd.DEFAULT_TEST_SYNSETS)
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op and FAISS threads")
+    p.add_argument("--calls", type=int, default=1000, help="batch-1 calls per tier")
+    p.add_argument("--warmup", type=int, default=50, help="untimed batch-1 calls per tier")
+    p.add_argument("--batch", type=int, default=64, help="the throughput batch size")
+    p.add_argument("--batches", type=int, default=20, help="timed batches per tier")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the timings")
+    p.add_argument("--queries", type=int, default=256, help="distinct batch-1 queries")
+    p.add_argument("--search-rows", type=int, default=1_000_000)
+    p.add_argument("--search-queries", type=int, default=128, help="queries of a search batch")
+    p.add_argument("--search-repeats", type=int, default=3, help="search batches timed")
+    p.add_argument("--search-single", type=int, default=20, help="one-query searches timed")
+    p.add_argument("--k", type=int, default=10, help="recall@k and mAP@k")
+    p.add_argument("--measure-float", action="store_true", help="measure the float models' "
+                   "quality too where the card has it")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="drop the rows already in --out")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    args = p.parse_args(argv)
+    for name in ("threads", "calls", "batch", "batches", "rounds", "queries", "search_rows",
+                 "search_queries", "search_repeats", "search_single", "k"):  # fmt: skip
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Run the benchmark and print its table."""
+    args = parse_args(argv)
+    try:
+        rows = run(args, argv)
+    except ConfigError as err:
+        print(f"tiers.py: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    md = Path(args.out).with_suffix(".md")
+    if md.is_file():
+        print(md.read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
