@@ -119,11 +119,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--cache", default=DEFAULT_CACHE, help="folder of the cached embeddings")
+    p.add_argument("--time-steps", type=int, default=None, metavar="N",
+                   help="only time N fitting steps of each adaptor on random unit embeddings of "
+                   "MiniLM's width (no model, no data) and print ms per step")  # fmt: skip
     a = p.parse_args(argv)
+    if a.time_steps is not None:
+        time_steps(a.time_steps, a.batch_size, a.lr, a.seed)
+        return
     out = Path(a.out)
     run(a.epochs, a.batch_size, a.lr, a.max_train_synsets, a.max_test_synsets, a.seed, out,
         Path(a.cache))  # fmt: skip
     print((out / "adaptor.md").read_text())
+
+
+def time_steps(steps: int, batch_size: int, lr: float, seed: int, dim: int = 384) -> None:
+    """Print the time of one fitting step of each adaptor (one epoch of `steps` batches of
+    random unit vectors), the fitting cost without the encoder or its contention."""
+    torch.manual_seed(seed)
+    corpus = torch.nn.functional.normalize(torch.randn(steps * batch_size, dim), dim=-1)
+    half = corpus.shape[0] // 2
+    nesting = [m for m in (8, 16, 32, 64, 128, 256) if m < dim] + [dim]
+    for method, pairs in (("unsupervised", None), ("supervised", (corpus[:half], corpus[half:]))):
+        _, seconds = fit(corpus, pairs, nesting, 1, batch_size, lr, seed)
+        print(f"adaptor ({method}): {1000 * seconds / steps:.1f} ms per step of {batch_size}")
 
 
 def run(
