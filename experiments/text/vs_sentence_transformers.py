@@ -231,11 +231,15 @@ def markdown(rows: list[dict], title: str) -> str:
                 and (dim is None or r["dim"] == dim)]  # fmt: skip
 
     lines = [f"# {title}", "", "## Time per training step (ms, median over steps)", ""]
-    lines += ["| trainer | seeds | ms / step | / mrl |", "|---|---:|---:|---:|"]
-    ours = values("mrl", "step_ms")
+    lines += ["| trainer | seeds | ms / step | / mrl (same seeds) |", "|---|---:|---:|---:|"]
+    step = {(r["trainer"], r["seed"]): r["value"] for r in rows if r["metric"] == "step_ms"}
     for t in trainers:
         ms = values(t, "step_ms")
-        ratio = f"{statistics.fmean(ms) / statistics.fmean(ours):.2f}" if ms and ours else "-"
+        shared = [seed for (name, seed) in step if name == t and ("mrl", seed) in step]
+        ratio = "-"
+        if shared:  # the ratio over the seeds both trainers ran: the same batches
+            theirs = statistics.fmean(step[(t, seed)] for seed in shared)
+            ratio = f"{theirs / statistics.fmean(step[('mrl', seed)] for seed in shared):.2f}"
         lines.append(f"| {TITLES[t]} | {len(ms)} | {cell(ms, 1.0)} | {ratio} |")
     metrics = [m for m in dict.fromkeys(r["metric"] for r in rows) if m != "step_ms"]
     dims = sorted({r["dim"] for r in rows if r["metric"] != "step_ms"})
