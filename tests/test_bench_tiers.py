@@ -4,6 +4,7 @@ ones, the embedding's bytes per item, quality measured through ONNX Runtime equa
 evaluation of the PyTorch model, the tables and the figure; a rerun measures only what is
 missing and refuses rows of other settings."""
 
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -21,8 +22,20 @@ from mrl.export import export_run
 from mrl.training.builders import model_from_checkpoint
 
 pytest.importorskip("onnxruntime")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "bench"))
-import tiers  # noqa: E402  (the benchmark script)
+
+
+def _load_script():
+    """`experiments/bench/tiers.py` as a module, without putting `experiments/bench` on the
+    path (a script there named like an installed package would shadow it)."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "tiers.py"
+    spec = importlib.util.spec_from_file_location("tiers_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+tiers = _load_script()
 
 DIMS = [8, 32]
 TIERS = [(8, "float32"), (8, "int8"), (32, "float32"), (32, "int8")]

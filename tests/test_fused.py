@@ -115,11 +115,11 @@ def test_under_autocast_the_head_runs_in_its_dtype(tied):
 
 
 def test_the_kernels_benchmark_runs_at_tiny_sizes():
-    """`experiments/bench/kernels.py`'s steps run, so the benchmark cannot rot between runs."""
+    """`experiments/bench/fused_kernels.py`'s steps run: the benchmark cannot rot between runs."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "kernels.py"
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "fused_kernels.py"
     spec = importlib.util.spec_from_file_location("kernels_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

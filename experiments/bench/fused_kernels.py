@@ -20,7 +20,7 @@ same under `torch.compile` where it works on CPU; a GPU section (bf16) runs when
 Writes `experiments/results/bench/kernels.csv` (table, setting, ms, ratio_to, ratio) and the
 same tables as Markdown in `kernels.md`.
 
-    OMP_NUM_THREADS=2 .venv/bin/python experiments/bench/kernels.py [--repeats 25] [--compile]
+    OMP_NUM_THREADS=2 .venv/bin/python experiments/bench/fused_kernels.py [--repeats 25] [--compile]
 """
 
 from __future__ import annotations
