@@ -407,38 +407,6 @@ def test_each_side_is_encoded_once_per_training_step(minilm, dims):
     encoder.zero_grad(set_to_none=True)
 
 
-def test_gradient_caching_trains_like_one_pass(minilm):
-    """`module.grad_cache_chunk`: the batch encoded 2 rows at a time, gradients cached, gives
-    the loss and encoder gradients of one whole-batch pass (dropout off to compare)."""
-    from mrl.text.data import PairCollator
-    from mrl.text.module import TextContrastiveModule
-
-    encoder, tokenizer = minilm
-    pairs = [("a domesticated canine", "dog"), ("a feline pet", "cat"), ("a large tree", "oak")]
-    batch = PairCollator(tokenizer, 32)(pairs)
-    weight = encoder.model.embeddings.word_embeddings.weight
-    results = []
-    encoder.eval()
-    try:
-        for chunk in (None, 2):
-            loss_fn = MatryoshkaContrastiveLoss([8, 384])
-            module = TextContrastiveModule(
-                encoder, loss_fn, optimizer=torch.optim.AdamW, grad_cache_chunk=chunk
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # self.log without a Trainer
-                loss = module.training_step(batch, 0)
-            loss.backward()
-            results.append((loss.detach(), weight.grad.clone()))
-            encoder.zero_grad(set_to_none=True)
-    finally:
-        encoder.train()
-    (loss_a, grad_a), (loss_b, grad_b) = results
-    torch.testing.assert_close(loss_b, loss_a)
-    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-6)
-    assert grad_a.abs().sum() > 0
-
-
 def test_every_layer_comes_from_one_forward_pass(minilm):
     encoder, tokenizer = minilm
     batch = tokenize(tokenizer, ["a domesticated canine", "oak"], 32)
@@ -462,19 +430,22 @@ def test_every_layer_comes_from_one_forward_pass(minilm):
 
 
 @pytest.mark.parametrize(
-    "loss_fn, module_kwargs",
+    "loss_fn, module_kwargs, atol",
     [
-        (lambda: Matryoshka2DLoss([8, 384], mode="random", layers_per_step=2), {}),
-        (lambda: Matryoshka2DLoss([8, 384], mode="pairs", pairs=[[2, 8], [6, 384]]), {}),
-        (lambda: MatryoshkaContrastiveLoss([8, 384]), {"projection_dim": 16}),
+        (lambda: MatryoshkaContrastiveLoss([8, 384]), {}, 1e-6),
+        (lambda: Matryoshka2DLoss([8, 384], mode="random", layers_per_step=2), {}, 5e-6),
+        (lambda: Matryoshka2DLoss([8, 384], mode="pairs", pairs=[[2, 8], [6, 384]]), {}, 5e-6),
+        (lambda: MatryoshkaContrastiveLoss([8, 384]), {"projection_dim": 16}, 5e-6),
         (lambda: MatryoshkaContrastiveLoss([8, 384]),
-         {"projection_dim": 16, "projection_tied": False}),
+         {"projection_dim": 16, "projection_tied": False}, 5e-6),
     ],
-    ids=["2dmse", "starbucks", "mrl_e", "projected_mrl"],
+    ids=["one_layer", "2dmse", "starbucks", "mrl_e", "projected_mrl"],
 )  # fmt: skip
-def test_2d_and_projected_losses_with_gradient_caching_are_exact(minilm, loss_fn, module_kwargs):
-    """The 2D loss (every layer from one pass) and the projection head work with gradient
-    caching: chunked, they give the loss and encoder gradients of the whole-batch pass."""
+def test_gradient_caching_trains_like_one_pass(minilm, loss_fn, module_kwargs, atol):
+    """`module.grad_cache_chunk`: the batch encoded 2 rows at a time, gradients cached, gives
+    the loss and encoder gradients of one whole-batch pass (dropout off to compare), for the
+    one-layer loss, the 2D loss (every layer from one pass) and the projection heads. The
+    2D and projected cases sum more terms in another order: float32 tolerance 5e-6."""
     from mrl.text.data import PairCollator
     from mrl.text.module import TextContrastiveModule
 
@@ -499,7 +470,7 @@ def test_2d_and_projected_losses_with_gradient_caching_are_exact(minilm, loss_fn
         encoder.train()
     (loss_a, grad_a), (loss_b, grad_b) = results
     torch.testing.assert_close(loss_b, loss_a)
-    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=5e-6)  # float32 sums' order
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=atol)
     assert grad_a.abs().sum() > 0
 
 
