@@ -151,14 +151,7 @@ class MatryoshkaContrastiveLoss(NestedLoss):
                 f"largest nesting dim {self.nesting[-1]} exceeds the embedding size "
                 f"{anchor.shape[1]}"
             )
-        batch = anchor.shape[0]
-        all_anchors, all_positives = anchor, positive
-        offset = 0
-        if self.gather:
-            all_positives, offset = gather_with_grad(positive)
-            if self.symmetric:
-                all_anchors, _ = gather_with_grad(anchor)
-        target = torch.arange(offset, offset + batch, device=anchor.device)
+        all_anchors, all_positives, target = self._candidates(anchor, positive)
         if not self.fused:
             return per_prefix_infonce(anchor, positive, all_anchors, all_positives, target,
                                       self.nesting, self.scale, self.symmetric)  # fmt: skip
@@ -182,16 +175,21 @@ class MatryoshkaContrastiveLoss(NestedLoss):
             )
         losses = []
         for a, p in zip(anchor, positive):
-            width = (a.shape[1],)
-            all_a, all_p, offset = a, p, 0
-            if self.gather:
-                all_p, offset = gather_with_grad(p)
-                if self.symmetric:
-                    all_a, _ = gather_with_grad(a)
-            target = torch.arange(offset, offset + a.shape[0], device=a.device)
-            losses.append(per_prefix_infonce(a, p, all_a, all_p, target, width, self.scale,
-                                             self.symmetric)[0])  # fmt: skip
+            all_a, all_p, target = self._candidates(a, p)
+            losses.append(per_prefix_infonce(a, p, all_a, all_p, target, (a.shape[1],),
+                                             self.scale, self.symmetric)[0])  # fmt: skip
         return torch.stack(losses)
+
+    def _candidates(self, anchor: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`(all anchors, all positives, target)`: this process's rows, or every process's
+        under DDP with `gather`, and the index of each anchor's positive among them."""
+        all_anchors, all_positives, offset = anchor, positive, 0
+        if self.gather:
+            all_positives, offset = gather_with_grad(positive)
+            if self.symmetric:
+                all_anchors, _ = gather_with_grad(anchor)
+        target = torch.arange(offset, offset + anchor.shape[0], device=anchor.device)
+        return all_anchors, all_positives, target
 
     def extra_repr(self) -> str:
         return f"nesting={list(self.nesting)}, scale={self.scale}, symmetric={self.symmetric}"
