@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: train test test-fast install data lint bench clean
+.PHONY: train test test-fast install data lint bench gpu-check clean
 
 train: install data
 	$(VENV)/bin/mrl-train $(ARGS)
@@ -49,6 +49,11 @@ lint: install
 
 bench: install data
 	$(VENV)/bin/python experiments/bench/step_time.py
+
+# On a machine with one CUDA GPU: the gpu-marked tests and the GPU timings, in about 8 minutes;
+# results in experiments/results/gpu/. `ARGS=--dry-run` rehearses it on the CPU.
+gpu-check: install
+	$(VENV)/bin/python experiments/bench/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache
