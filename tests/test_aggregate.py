@@ -316,3 +316,38 @@ def test_a_diverged_run_shows_why_it_failed(sweep: Path, capsys):
     )
     (row,) = [r for r in read_csv(sweep / "tables" / "results.csv") if r["run"] == "7"]
     assert row["status"] == "failed"
+
+
+def test_the_shipped_reference_is_the_default(sweep: Path, monkeypatch):
+    from mrl.reference import REFERENCE_DIR
+
+    monkeypatch.delenv("MRL_REFERENCE_DIR", raising=False)
+    main([str(sweep), "--metrics", "top1"])
+    cells = table_cells((sweep / "aggregate" / f"{STUDY}__relative_top1.md").read_text())
+    # Read back by hand from the shipped CSV: MRL's top-1 at 8 over its top-1 at 2048.
+    with (REFERENCE_DIR / "paper_resnet50_imagenet1k.csv").open(newline="") as f:
+        (mrl,) = [r for r in csv.DictReader(f) if (r["metric"], r["method"]) == ("top1", "MRL")]
+    assert cells["paper:MRL"]["8"] == f"{float(mrl['8']) / float(mrl['2048']):.4f}"
+    assert cells["paper:MRL"]["relative to dim"] == "2048"
+
+
+@pytest.mark.parametrize("content", [None, "dim,method\n1,2\n", "metric,method,8\ntop1,MRL,x\n"])
+def test_an_unreadable_reference_is_an_error(sweep: Path, tmp_path: Path, capsys, content):
+    reference = tmp_path / "paper.csv"
+    if content is not None:
+        reference.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        main([str(sweep), "--reference", str(reference)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mrl-aggregate: error: ") and err.count("\n") == 1
+    assert str(reference) in err
+
+
+def test_title_says_plus_minus_std_only_where_a_cell_has_several_seeds(sweep: Path):
+    main([str(sweep), "--metrics", "top1,1nn"])
+    top1 = (sweep / "aggregate" / f"{STUDY}__top1.md").read_text().splitlines()[0]
+    assert top1.endswith("(%; mean ± std over seeds; one value where a cell has 1 seed)")
+    main([str(sweep / "1"), "--metrics", "top1"])
+    single = (sweep / "1" / "aggregate" / f"{STUDY}__top1.md").read_text()
+    assert single.splitlines()[0].endswith("(%; 1 seed)") and "±" not in single

@@ -91,7 +91,7 @@ def test_core_maths_reach_no_lightning_or_hydra():
 LAYERS = {
     "core": 0, "conf": 0,
     "runs": 1,
-    "data": 2, "encoders": 2,
+    "data": 2, "encoders": 2, "reference": 2,
     "eval": 3, "training": 3,
     "text": 4, "report": 4,
     "export": 5,

@@ -396,8 +396,11 @@ def test_cli_svg_only_and_no_reference(tmp_path: Path, capsys, monkeypatch) -> N
     for name in ("metrics.csv", "adaptive_classification.csv", "adaptive_retrieval.csv"):
         (run / "eval" / name).unlink()
     monkeypatch.setenv("MRL_REFERENCE_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("MRL_OUTPUT_ROOT", str(tmp_path / "outputs"))
     cli.main([str(run), "--formats", "svg"])
-    out = run / "report"
+    # The default output folder lies outside the results read, named after them.
+    assert not (run / "report").exists()
+    out = tmp_path / "outputs" / "report" / "run"
     assert sorted(p.name for p in out.iterdir()) == ["classification.svg", "index.html"]
     page = (out / "index.html").read_text()
     assert "<svg" in page and "<img" not in page

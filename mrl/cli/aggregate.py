@@ -8,29 +8,35 @@ folder of single runs, or one run). Outputs, under `--out` (default `<dir>/aggre
   other than the clean `query` one is kept in the metric name as `<split>/<metric>`). A failed
   run (no readable `results.json`) is one row with status `failed`, its method (and an FF run's
   dim) when its config tells, and no metric;
-- `<study>__<metric>.md`: methods x dims, in percent, mean ± sample std over runs (seeds);
+- `<study>__<metric>.md`: methods x dims, in percent, mean ± sample std over runs (seeds), a
+  single value where a cell has one run;
   `top1` is eval `head_top1` where the run was evaluated, else the train-time test `top1` (the
   same quantity), else `probe_top1` (the only top-1 of the baselines such as `svd`);
 - `<study>__relative_top1.md` and `.csv`: each method's top-1 as a fraction of its own top-1 at
-  its largest dim, with the paper's fractions (`--reference`) as rows `paper:<method>`.
+  its largest dim, with the paper's fractions as rows `paper:<method>` (`--reference`, default
+  `mrl.reference.default_reference_dir()`: `$MRL_REFERENCE_DIR`, else the numbers the package
+  ships).
 """
 
 import argparse
-import csv
-import io
 import re
-import statistics
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+import mrl.training.resolvers  # noqa: F401  (registers the resolvers the run configs name)
+from mrl.reference import ReferenceFileError, load_reference
 from mrl.runs.files import atomic_write_text
-from mrl.runs.format import AGGREGATE_COLUMNS, CLEAN_SPLIT, method_sort_key, reference_files
+from mrl.runs.format import AGGREGATE_COLUMNS, CLEAN_SPLIT, method_sort_key
 from mrl.runs.reader import Run, find_runs, load_run, run_values
 
 COLUMNS = AGGREGATE_COLUMNS
+VALUE_COLUMNS = ["run", "method", "dim", "value"]
+RELATIVE_COLUMNS = ["study", "method", "dim", "top1", "fraction", "ref_dim"]
 DEFAULT_METRICS = ("top1", "1nn", "map@10")
 MISSING = "–"
 FAILED = "FAILED"
@@ -48,26 +54,33 @@ class Table:
     study: str
     metric: str
     split: str
-    values: dict[tuple[str, int], list[float]]
+    # One row per (run, method, dim) with a value: columns `VALUE_COLUMNS`.
+    values: pd.DataFrame
     failed: dict[tuple[str, int], list[str]]
     failed_runs: list[Run]
     without: list[tuple[Run, str]]
 
     @property
+    def stats(self) -> pd.DataFrame:
+        """`mean`, sample `std` (NaN for one run) and `n` over runs, indexed by (method, dim)."""
+        grouped = self.values.groupby(["method", "dim"])["value"]
+        return grouped.agg(mean="mean", std="std", n="count")
+
+    @property
     def methods(self) -> list[str]:
         """Methods with a value or a failed run, in `method_sort_key` order."""
-        names = {m for m, _ in self.values} | {m for m, _ in self.failed}
+        names = set(self.values["method"]) | {m for m, _ in self.failed}
         return sorted(names, key=method_sort_key)
 
     @property
     def dims(self) -> list[int]:
         """Every dim with a value or a failed run, ascending."""
-        return sorted({d for _, d in self.values} | {d for _, d in self.failed})
+        return sorted({int(d) for d in self.values["dim"]} | {d for _, d in self.failed})
 
     def mean(self, method: str, dim: int) -> float | None:
         """Mean over runs of the cell, or None where no run provides it."""
-        values = self.values.get((method, dim))
-        return statistics.fmean(values) if values else None
+        stats = self.stats
+        return float(stats.loc[(method, dim), "mean"]) if (method, dim) in stats.index else None
 
 
 def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
@@ -85,7 +98,7 @@ def tidy_rows(runs: list[Run]) -> list[dict[str, Any]]:
 
 def build_table(runs: list[Run], study: str, metric: str, split: str = CLEAN_SPLIT) -> Table:
     """Cells of one study's table of `metric` on `split`, with its failed and empty runs."""
-    values: dict[tuple[str, int], list[float]] = defaultdict(list)
+    values: list[dict[str, Any]] = []
     failed: dict[tuple[str, int], list[str]] = defaultdict(list)
     failed_runs, without = [], []
     for run in runs:
@@ -98,22 +111,33 @@ def build_table(runs: list[Run], study: str, metric: str, split: str = CLEAN_SPL
                     failed[(run.method, dim)].append(run.name)
             continue
         cells = run_values(run, metric, split)
-        for cell, value in cells.items():
-            values[cell].append(value)
+        values += [
+            {"run": run.name, "method": m, "dim": d, "value": v} for (m, d), v in cells.items()
+        ]
         if not cells:
             reason = "not evaluated" if run.status == "no-eval" else f"no {metric} on {split}"
             without.append((run, run.note or reason))
-    return Table(study, metric, split, dict(values), dict(failed), failed_runs, without)
+    frame = pd.DataFrame(values, columns=VALUE_COLUMNS)
+    return Table(study, metric, split, frame, dict(failed), failed_runs, without)
 
 
-def format_value(values: list[float], metric: str) -> str:
-    """`92.31` or `92.31 ± 0.12 (n=3)`: percent, or seconds for timing metrics."""
+def format_value(mean: float, std: float, n: int, metric: str) -> str:
+    """`92.31` (one run) or `92.31 ± 0.12 (n=3)`: percent, or seconds for timing metrics."""
     scale, digits = (1.0, 4) if metric.endswith("seconds") else (100.0, 2)
-    mean = scale * statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    std = scale * statistics.stdev(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(values)})"
+    if n == 1:
+        return f"{scale * mean:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f} (n={n})"
+
+
+def _spread(counts: pd.Series) -> str:
+    """What the cells hold, for the title: ± std only where a cell has more than one seed."""
+    if counts.empty:
+        return "no values"
+    if counts.max() == 1:
+        return "1 seed"
+    if counts.min() > 1:
+        return "mean ± std over seeds"
+    return "mean ± std over seeds; one value where a cell has 1 seed"
 
 
 def _run_label(run: Run) -> str:
@@ -127,7 +151,8 @@ def format_table(table: Table) -> str:
     """The Markdown table of `table`, with a title and a line on failed and missing runs."""
     unit = "seconds" if table.metric.endswith("seconds") else "%"
     split = "" if table.split == CLEAN_SPLIT else f", split {table.split}"
-    lines = [f"### {table.study}: {table.metric} ({unit}{split}; mean ± std over seeds)", ""]
+    stats = table.stats
+    lines = [f"### {table.study}: {table.metric} ({unit}{split}; {_spread(stats['n'])})", ""]
     if table.metric in ("top1", "top5"):
         k = table.metric[-1]
         train = f", else the train-time test `top{k}` (the same quantity)"
@@ -142,10 +167,10 @@ def format_table(table: Table) -> str:
     for method in table.methods:
         cells = []
         for dim in dims:
-            values = table.values.get((method, dim))
             n_failed = len(table.failed.get((method, dim), []))
-            if values:
-                cell = format_value(values, table.metric)
+            if (method, dim) in stats.index:
+                mean, std, n = stats.loc[(method, dim), ["mean", "std", "n"]]
+                cell = format_value(mean, std, int(n), table.metric)
                 cells.append(cell + (f" ({n_failed} {FAILED})" if n_failed else ""))
             else:
                 cells.append(FAILED if n_failed else MISSING)
@@ -156,35 +181,6 @@ def format_table(table: Table) -> str:
     without = ", ".join(f"{_run_label(r)}: {why}" for r, why in table.without) or "none"
     lines += ["", f"Failed runs: {failed}. Runs without {table.metric}: {without}."]
     return "\n".join(lines) + "\n"
-
-
-def read_reference(path: Path) -> dict[str, dict[int, float | None]]:
-    """`method -> {dim: top-1 in percent}` of the `top1` rows of the paper's per-dim numbers:
-    `path` is the reference folder or its curves CSV (`mrl.runs.format.reference_files`), the
-    same `--reference` as `mrl-report`'s.
-
-    The format: columns `metric,method,<dim>,...`, empty cells allowed.
-    """
-    path = reference_files(Path(path))[0]
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            if header[:2] != ["metric", "method"]:
-                raise AggregateError(f"{path}: expected columns metric,method,<dims>...")
-            dims = [int(c) for c in header[2:]]
-            out: dict[str, dict[int, float | None]] = {}
-            for row in reader:
-                if row["metric"] != "top1":
-                    continue
-                out[row["method"]] = {
-                    d: float(row[str(d)]) if (row[str(d)] or "").strip() else None for d in dims
-                }
-    except OSError as err:
-        raise AggregateError(f"cannot read reference {path}: {err.strerror}") from err
-    except (ValueError, csv.Error) as err:
-        raise AggregateError(f"{path}: not a reference CSV ({err})") from err
-    return out
 
 
 def _fractions(values: dict[int, float | None]) -> tuple[dict[int, float], int | None]:
@@ -199,13 +195,14 @@ def _fractions(values: dict[int, float | None]) -> tuple[dict[int, float], int |
 
 
 def relative_top1(
-    table: Table, reference: dict[str, dict[int, float | None]] | None = None
+    table: Table, reference: dict[str, dict[int, float]] | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """Markdown and CSV rows of each method's top-1 as a fraction of its largest-dim top-1.
 
     Fractions are of mean top-1 over seeds; a method's reference dim is its largest dim with a
-    value (for FF: the FF run at the largest dim). Reference rows use their largest filled dim,
-    which is 2048 wherever the paper reports it.
+    value (for FF: the FF run at the largest dim). Reference rows (`Reference.by_dim`: paper
+    method -> {dim: percent}) use their largest filled dim, which is 2048 wherever the paper
+    reports it.
     """
     series: list[tuple[str, dict[int, float | None], float]] = [
         (m, {d: table.mean(m, d) for d in table.dims}, 1.0) for m in table.methods
@@ -233,11 +230,10 @@ def relative_top1(
 
 
 def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    # Object columns keep each value as given: no 4 -> 4.0 where a column also holds blanks.
+    return pd.DataFrame(rows, columns=columns, dtype=object).to_csv(
+        index=False, lineterminator="\n"
+    )
 
 
 def _file_part(text: str) -> str:
@@ -259,7 +255,11 @@ def aggregate(
     if not root.is_dir():
         raise AggregateError(f"{root} is not a directory")
     out = out if out is not None else root / "aggregate"
-    ref = read_reference(reference) if reference is not None else None
+    try:
+        paper = load_reference(reference, strict=True)
+    except ReferenceFileError as err:
+        raise AggregateError(str(err)) from None
+    ref = paper.by_dim("top1") if paper is not None else None
     paths = find_runs(root, exclude=out)
     if not paths:
         raise AggregateError(f"no runs under {root} (no .hydra/config.yaml or results.json)")
@@ -285,7 +285,7 @@ def aggregate(
         atomic_write_text(stem.with_suffix(".md"), text)
         atomic_write_text(
             stem.with_suffix(".csv"),
-            _csv_text(rows, ["study", "method", "dim", "top1", "fraction", "ref_dim"]),
+            _csv_text(rows, RELATIVE_COLUMNS),
         )
         written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
         if echo:
@@ -311,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Writes OUT/results.csv (study,run,status,seed,method,dim,source,metric,value), "
         "OUT/<study>__<metric>.md and OUT/<study>__relative_top1.{md,csv}. The top1 table uses "
         "eval head_top1, else the train-time top1 (the same quantity), and probe_top1 for "
-        "baselines. Example: mrl-aggregate outputs/multirun/fmnist_table1/2026-01-01_00-00-00 "
-        "--reference paper_resnet50_imagenet1k.csv",
+        "baselines. Example: mrl-aggregate outputs/multirun/fmnist_table1/2026-01-01_00-00-00",
     )
     parser.add_argument("dir", type=Path, help="folder to search for runs, recursively")
     parser.add_argument(
@@ -338,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the paper's numbers, as for mrl-report: their folder (with "
         "paper_resnet50_imagenet1k.csv) or that CSV (columns metric,method,8,...,2048); its "
-        "top1 rows are added to the relative table as paper:<method>",
+        "top1 rows are added to the relative table as paper:<method> (default: "
+        "$MRL_REFERENCE_DIR, else the numbers shipped with the package)",
     )
     return parser
 

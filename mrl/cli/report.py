@@ -5,8 +5,9 @@
 
 Reads every table under DIR (`mrl.report.load`), draws each figure the data supports
 (`mrl.report.plots`), writes `OUT/<figure>.<format>` and `OUT/index.html` (default OUT:
-`DIR/report`), all atomically, and prints each figure's notes of what it could not draw. A
-folder with nothing recognisable is one line `mrl-report: error: ...` and exit status 2.
+`outputs/report/<DIR's name>`, never inside DIR), all atomically, and prints each figure's
+notes of what it could not draw. A folder with nothing recognisable is one line
+`mrl-report: error: ...` and exit status 2.
 
 Files are written by a small atomic writer here rather than `mrl.runs.files`, so that this module
 needs nothing of the training code.
@@ -15,16 +16,21 @@ needs nothing of the training code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from mrl.reference import ReferenceFileError, default_reference_dir
 from mrl.report.html import render_page
-from mrl.report.load import default_reference_dir, load_reference, load_results
+from mrl.report.load import load_reference, load_results
 from mrl.report.plots import render_all
 from mrl.runs.files import atomic_write_bytes
 from mrl.runs.format import reference_files
 
 PROG = "mrl-report"
+# Where the default output folder lies, as for runs (`mrl/conf/paths/default.yaml`).
+OUTPUT_ROOT_VAR = "MRL_OUTPUT_ROOT"
+DEFAULT_OUTPUT_ROOT = "outputs"
 FORMATS = ("png", "svg")
 
 
@@ -85,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(what the ablations say about it), shown in the table's last column",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: DIR/report)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: $MRL_OUTPUT_ROOT/report/<DIR's name>, "
+        "$MRL_OUTPUT_ROOT defaulting to outputs; with --claims: experiments/results)",
     )
     parser.add_argument(
         "--reference",
@@ -93,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the paper's numbers: their folder (paper_resnet50_imagenet1k.csv, "
         "paper_adaptive.csv) or one of those files, as for mrl-aggregate; "
-        "default: $MRL_REFERENCE_DIR, else ../shared/reference next to the checkout; figures "
+        "default: $MRL_REFERENCE_DIR, else the numbers shipped with the package; figures "
         "are drawn without the overlay when none is found",
     )
     parser.add_argument(
@@ -103,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated image formats to write: png, svg (default: png,svg)",
     )
     return parser
+
+
+def default_out(root: Path) -> Path:
+    """`<output root>/report/<name of root>` (output root: `$MRL_OUTPUT_ROOT`, else `outputs`,
+    as for runs): never inside the results it reads, so a report never rewrites its input.
+
+    Raises `ReportError` where `root` itself lies in that folder (pass `--out`).
+    """
+    base = Path(os.environ.get(OUTPUT_ROOT_VAR) or DEFAULT_OUTPUT_ROOT)
+    out = base / "report" / (root.resolve().name or "root")
+    if root.resolve().is_relative_to(out.resolve()):
+        raise ReportError(f"the default output folder {out} holds {root}: pass --out")
+    return out
 
 
 def report(
@@ -122,11 +145,10 @@ def report(
             "results.json or eval/*.csv of a run)"
         )
     ref_dir = reference if reference is not None else default_reference_dir()
-    ref = load_reference(ref_dir) if ref_dir is not None else None
+    ref = load_reference(ref_dir)
     if ref is None:
-        where = f" at {ref_dir}" if ref_dir is not None else ""
-        print(f"no paper reference{where}: figures are drawn without the overlay")
-    out = out if out is not None else root / "report"
+        print(f"no paper reference at {ref_dir}: figures are drawn without the overlay")
+    out = out if out is not None else default_out(root)
     drawn = render_all(tables, ref)
     written: list[Path] = []
     for figure in drawn:
@@ -176,7 +198,6 @@ def write_claims(
 ) -> list[Path]:
     """Measure the paper's claims on `roots` and write `out/claims.md` and `out/claims.csv`,
     and, where the studies hold corrupted test sets, `out/robustness.md` and `.csv`."""
-    from mrl.cli.aggregate import AggregateError, read_reference
     from mrl.report.claims import (
         claims_csv,
         claims_markdown,
@@ -190,13 +211,13 @@ def write_claims(
     if missing:
         raise ReportError(f"{missing[0]} is not a directory")
     explanations = read_notes(notes) if notes is not None else {}
-    ref_dir = reference if reference is not None else default_reference_dir()
-    ref = None
-    if ref_dir is not None and reference_files(ref_dir)[0].is_file():
-        try:
-            ref = read_reference(ref_dir)
-        except AggregateError as err:
-            raise ReportError(str(err)) from err
+    # A named reference whose curves file is there must be readable; one without it is none.
+    named = reference is not None and reference_files(reference)[0].is_file()
+    try:
+        paper = load_reference(reference, strict=named)
+    except ReferenceFileError as err:
+        raise ReportError(str(err)) from err
+    ref = paper.by_dim("top1") if paper is not None else None
     drops = robustness_drops(roots)
     claims = measure_claims(roots, ref, text, drops)
     for c in claims:

@@ -1,4 +1,4 @@
-"""Finding and reading the tidy tables under a results folder, and the paper's reference numbers.
+"""Finding and reading the tidy tables under a results folder.
 
 `load_results(root)` walks `root` recursively and reads what it recognises:
 
@@ -25,6 +25,8 @@ DataFrames, all with the columns `study, dataset, run, seed` (`run` is a key of 
 - `robustness`: `split, corruption, severity, method, dim, metric, value` for runs with
   corrupted splits, including their clean split (`corruption` "clean", severity 0); `metric` is
   `top1` or a retrieval metric.
+
+The paper's numbers (`Reference`, `load_reference`) are `mrl.reference`'s, named here too.
 """
 
 from __future__ import annotations
@@ -39,13 +41,18 @@ from typing import Any
 import pandas as pd
 
 from mrl.eval.retention import retention
+
+# The paper's numbers have one reader, `mrl.reference`; the report's modules and the notebooks
+# reach it through this module.
+from mrl.reference import Reference as Reference
+from mrl.reference import default_reference_dir as default_reference_dir
+from mrl.reference import load_reference as load_reference
 from mrl.runs.files import read_json
 from mrl.runs.format import (
     AGGREGATE_COLUMNS,
     CLEAN_SPLIT,
     EVAL_METRIC_COLUMNS,
     TEXT_BENCHMARK_FILE,
-    reference_files,
     stands_for,
     top_k_sources,
 )
@@ -64,16 +71,6 @@ ADAPTIVE_RETRIEVAL_COLUMNS = [
 ]  # fmt: skip
 # Accuracy metrics that are not retrieval metrics; timings are not plotted.
 _ACCURACY_METRICS = {"head_top1", "head_top5", "probe_top1", "probe_top5", "top1", "top5"}
-# The paper's method names in the reference CSV, mapped to this package's.
-PAPER_METHODS = {
-    "MRL": "mrl",
-    "MRL-E": "mrl_e",
-    "FF": "ff",
-    "SVD": "svd",
-    "Slimmable": "slimmable",
-    "Rand-LP": "random",
-}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _SPLIT = re.compile(r"^query-(?P<corruption>.+?)(?:-(?P<severity>\d+))?$")
 
 
@@ -108,20 +105,6 @@ class Tables:
                 self.text,
             )
         )
-
-
-@dataclass
-class Reference:
-    """The paper's numbers (`/work/shared/reference`), values as fractions.
-
-    `curves`: `metric` (top1, 1nn, map@10), `method` (this package's name), `dim`, `value`;
-    `adaptive`: the rows of `paper_adaptive.csv` (`study, setting, value_name, value, cost_name,
-    cost`), values as fractions.
-    """
-
-    path: Path
-    curves: pd.DataFrame
-    adaptive: pd.DataFrame
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
@@ -437,48 +420,3 @@ def load_results(root: str | Path) -> Tables:
         sources=[*aggregates, *run_dirs],
         notes=notes,
     )
-
-
-def default_reference_dir() -> Path | None:
-    """`$MRL_REFERENCE_DIR` if set, else `../shared/reference` next to the checkout, else None."""
-    env = os.environ.get("MRL_REFERENCE_DIR")
-    if env:
-        return Path(env)
-    candidate = REPO_ROOT.parent / "shared" / "reference"
-    return candidate if candidate.is_dir() else None
-
-
-def load_reference(path: str | Path | None = None) -> Reference | None:
-    """The paper's numbers from `path` (the reference folder or one of its files, see
-    `mrl.runs.format.reference_files`; default `default_reference_dir()`), or None.
-
-    None where the folder or both its files are missing or unreadable: figures are then drawn
-    without the overlay, never failing.
-    """
-    folder = Path(path) if path is not None else default_reference_dir()
-    if folder is None or not folder.exists():
-        return None
-    curves_file, adaptive_file = reference_files(folder)
-    curves, adaptive = (
-        _empty(["metric", "method", "dim", "value"]),
-        _empty(["study", "setting", "value_name", "value", "cost_name", "cost"]),
-    )
-    try:
-        wide = pd.read_csv(curves_file)
-        dims = [c for c in wide.columns if c.isdigit()]
-        curves = wide.melt(id_vars=["metric", "method"], value_vars=dims, var_name="dim")
-        curves = curves.dropna(subset=["value"])
-        curves["dim"] = curves["dim"].astype(int)
-        curves["value"] = curves["value"].astype(float) / 100.0
-        curves["method"] = curves["method"].map(lambda m: PAPER_METHODS.get(m, str(m).lower()))
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        pass
-    try:
-        adaptive = pd.read_csv(adaptive_file)
-        adaptive["value"] = adaptive["value"].astype(float) / 100.0
-        adaptive["cost"] = adaptive["cost"].astype(float)
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        pass
-    if curves.empty and adaptive.empty:
-        return None
-    return Reference(folder, curves.reset_index(drop=True), adaptive.reset_index(drop=True))

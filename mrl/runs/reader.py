@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mrl.core.heads import method_head
 from mrl.runs.files import STATUS_FILE, read_json, read_status, read_yaml
@@ -89,49 +92,45 @@ def find_runs(root: Path, exclude: Path | None = None, evaluated: bool = False) 
     return sorted(found, key=lambda p: natural_key(p.relative_to(root).as_posix()))
 
 
-def _lookup(cfg: dict, dotted: str) -> Any:
-    node: Any = cfg
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
+# The key under which `_resolve` places a value beside the config, so that its interpolations
+# resolve against the config's root.
+_PROBE = "_mrl_reader_value_"
 
 
-def _resolve(value: Any, cfg: dict, depth: int = 0) -> Any:
-    """The few interpolations the head configs use (`${nesting}`, `${mrl.max:${nesting}}`)."""
-    if depth > 10:
-        return None
-    if isinstance(value, list):
-        return [_resolve(v, cfg, depth + 1) for v in value]
-    if not isinstance(value, str):
+def _resolve(value: Any, cfg: dict) -> Any:
+    """`value` with its interpolations (`${nesting}`, `${mrl.max:${nesting}}`) resolved by
+    OmegaConf against `cfg`; None where one cannot be (a resolver that is not registered here,
+    a missing key, a cycle).
+
+    The package's `${mrl.*:...}` resolvers are those of `mrl.training.resolvers`, registered on
+    import; the commands that read run folders import it.
+    """
+    if not isinstance(value, str | list):
         return value
-    text = value.strip()
-    if match := re.fullmatch(r"\$\{mrl\.max:(.+)\}", text):
-        inner = _resolve(match.group(1), cfg, depth + 1)
-        ints = [v for v in inner if isinstance(v, int)] if isinstance(inner, list) else []
-        return max(ints) if ints and len(ints) == len(inner) else None
-    if match := re.fullmatch(r"\$\{([\w.]+)\}", text):
-        return _resolve(_lookup(cfg, match.group(1)), cfg, depth + 1)
     try:
-        return int(text)
-    except ValueError:
+        node = OmegaConf.create({**cfg, _PROBE: value})[_PROBE]
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except (OmegaConfBaseException, ValueError, TypeError, AttributeError):
         return None
 
 
 def _parse_overrides(overrides: Any) -> dict[str, Any]:
-    """`key -> value` of Hydra override strings such as `head=ff` or `+head.nesting=[8]`."""
+    """`key -> value` of Hydra override strings such as `head=ff` or `+head.nesting=[8]`, read
+    with Hydra's own grammar; deletions, sweeps and strings it rejects are left out."""
     parsed: dict[str, Any] = {}
     if not isinstance(overrides, list):
         return parsed
+    parser = OverridesParser.create()
     for item in overrides:
-        if not isinstance(item, str) or "=" not in item:
+        if not isinstance(item, str):
             continue
-        key, raw = item.split("=", 1)
         try:
-            parsed[key.lstrip("+~")] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            parsed[key.lstrip("+~")] = raw
+            (override,) = parser.parse_overrides([item])
+        except HydraException:
+            continue
+        if override.is_delete() or override.is_sweep_override():
+            continue
+        parsed[override.key_or_group] = override.value()
     return parsed
 
 
