@@ -1,5 +1,8 @@
 """mrl: Matryoshka Representation Learning in PyTorch, with Lightning and Hydra on top.
 
+`mrl.load(path)` opens a trained model for `encode` and `classify` (see `mrl.inference`); it
+is imported on first use, so `import mrl` stays free of Lightning and Hydra.
+
 The core (`MRLHead`, `MatryoshkaLoss`, `MatryoshkaContrastiveLoss`, `Matryoshka2DLoss`,
 `MatryoshkaAdaptor`, `validate_nesting`) imports only PyTorch; see `mrl.core`.
 """
@@ -18,6 +21,16 @@ __all__ = [
     "MatryoshkaContrastiveLoss",
     "MatryoshkaLoss",
     "halving_nesting",
+    "load",
     "validate_nesting",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `load` needs the training stack (Lightning, Hydra): imported only when asked for.
+    if name == "load":
+        from mrl.inference import load
+
+        return load
+    raise AttributeError(f"module 'mrl' has no attribute {name!r}")

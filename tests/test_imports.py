@@ -95,7 +95,8 @@ LAYERS = {
     "eval": 3, "training": 3,
     "text": 4, "report": 4,
     "export": 5,
-    "cli": 6,
+    "inference": 6,
+    "cli": 7,
 }  # fmt: skip
 
 

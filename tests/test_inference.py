@@ -1,0 +1,85 @@
+"""`mrl.load`: a briefly trained small-CNN run and an authors'-format ResNet-50 checkpoint,
+their `encode` checked against the encoder's output sliced (and normalised) by hand, `classify`
+against the nested head's logits, and bad input refused in one line."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST, compose_train
+
+import mrl
+from mrl.cli.train import train
+from mrl.core.errors import ConfigError
+from mrl.core.heads import MRLHead
+from mrl.encoders.resnet import resnet
+from mrl.training.builders import model_from_checkpoint
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("image") / "run"
+    train(compose_train(run_dir, *FAST, "trainer.max_steps=2", "trainer.max_epochs=1"))
+    return run_dir
+
+
+def test_image_encode_and_classify_equal_the_model(image_run):
+    model = mrl.load(image_run)
+    assert model.dims == (2, 4, 8, 16, 32) and model.kind == "image"
+    reference = model_from_checkpoint(image_run / "checkpoints" / "last.ckpt")
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        z = reference(x)
+        logits = reference.head(z)
+    for dim in (4, 32):
+        got = model.encode(x, dim=dim, batch_size=2)
+        want = z[:, :dim] / z[:, :dim].norm(dim=1, keepdim=True)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        raw = model.encode(x.numpy(), dim=dim, normalize=False)
+        torch.testing.assert_close(raw, z[:, :dim], atol=1e-5, rtol=0)
+        k = list(reference.head.nesting).index(dim)
+        torch.testing.assert_close(model.classify(x, dim=dim, logits=True), logits[k],
+                                   atol=1e-4, rtol=0)  # fmt: skip
+        assert model.classify(x, dim=dim).tolist() == logits[k].argmax(1).tolist()
+
+
+def test_bad_input_is_one_clear_error(image_run, tmp_path):
+    model = mrl.load(image_run)
+    x = torch.zeros(2, 1, 28, 28)
+    for dim, problem in ((12, "not in the run's nesting"), (64, "larger than the representation")):
+        with pytest.raises(ConfigError, match=problem):
+            model.encode(x, dim=dim)
+    with pytest.raises(ConfigError, match="add the batch axis"):
+        model.encode(x[0])
+    with pytest.raises(ConfigError, match="does not exist"):
+        mrl.load(tmp_path / "missing.ckpt")
+    with pytest.raises(ConfigError, match="without checkpoints/last.ckpt"):
+        mrl.load(tmp_path)
+    junk = tmp_path / "junk.pt"
+    torch.save({"weight": torch.zeros(2)}, junk)
+    with pytest.raises(ConfigError, match="neither a checkpoint of mrl-train"):
+        mrl.load(junk)
+
+
+@pytest.mark.slow
+def test_an_authors_checkpoint_loads_and_encodes_like_its_encoder(tmp_path):
+    from mrl.eval.official import PAPER_NESTING, to_official_state_dict
+
+    torch.manual_seed(0)
+    encoder, head = resnet(depth=50, blurpool=True).eval(), MRLHead(2048, 3, PAPER_NESTING).eval()
+    path = tmp_path / "mrl_r50.pt"
+    torch.save({f"module.{k}": v for k, v in to_official_state_dict(encoder, head).items()}, path)
+    model = mrl.load(path)
+    assert model.dims == PAPER_NESTING and model.head.method == "mrl"
+    # The ImageNet eval transform: 256 px shorter side, 224 px center crop, ImageNet statistics.
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        z = encoder((x[:, :, 16:240, 16:240] - mean) / std)
+    torch.testing.assert_close(model.encode(x, dim=64), F.normalize(z[:, :64], dim=-1),
+                               atol=1e-4, rtol=0)  # fmt: skip
+    with torch.no_grad():
+        want = head(z)[list(PAPER_NESTING).index(64)]
+    torch.testing.assert_close(model.classify(x, dim=64, logits=True), want, atol=1e-3, rtol=0)
