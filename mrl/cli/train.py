@@ -87,30 +87,42 @@ def check_eval_after(overrides: Any) -> None:
         raise ConfigError(f"eval_after: {err}") from err
 
 
-SPEC = TrainerSpec(prog="mrl-train", check=check, build=build, results=results, finish=finish)
-
-
-def evaluate_after_training(run_dir: Path, overrides: list[str]) -> None:
-    """Run `mrl-eval` on the run's last checkpoint (skipped when none was saved)."""
+def evaluate_after_training(run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """Run `mrl-eval` on the run's last checkpoint and return its summary (None, skipped, when
+    no checkpoint was saved)."""
     from mrl.cli.evaluate import compose_eval_config, evaluate
 
     last = run_dir / CHECKPOINT_DIR / LAST
     if not last.is_file():
         log.warning("eval_after: no %s (fast_dev_run saves none); skipping evaluation", last)
-        return
+        return None
     # Quoted: a study's run folder is named by its overrides (`method=mrl,seed=0`), which the
     # override grammar would otherwise parse.
     quoted = str(last).replace("\\", "\\\\").replace("'", "\\'")
-    evaluate(compose_eval_config([f"ckpt_path='{quoted}'", *overrides]))
+    return evaluate(compose_eval_config([f"ckpt_path='{quoted}'", *overrides]))
+
+
+def evaluate_finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """`eval_after`'s evaluation of a run that has just finished (its summary reaches the
+    run's wandb log); None without `eval_after`."""
+    if cfg.get("eval_after") is None:
+        return None
+    return evaluate_after_training(run_dir, list(cfg.eval_after))
+
+
+SPEC = TrainerSpec(prog="mrl-train", check=check, build=build, results=results, finish=finish,
+                   evaluate=evaluate_finished)  # fmt: skip
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and record one run; returns the results dict written to `results.json`."""
-    out = run_training(cfg, SPEC, build_trainer)
     run_dir = Path(cfg.paths.run_dir)
     evaluated = (run_dir / "eval" / "summary.json").is_file()
-    if cfg.get("eval_after") is not None and out and rank_zero_only.rank == 0:
-        if not (out.get("skipped") and evaluated):  # a skipped run killed in its evaluation
+    out = run_training(cfg, SPEC, build_trainer)
+    # A skipped run (finished before) killed in its evaluation is evaluated now; a run that
+    # finished now was evaluated inside the lifecycle.
+    if cfg.get("eval_after") is not None and out.get("skipped") and not evaluated:
+        if rank_zero_only.rank == 0:
             evaluate_after_training(run_dir, list(cfg.eval_after))
     return out
 

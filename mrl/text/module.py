@@ -209,7 +209,11 @@ class TextContrastiveModule(MatryoshkaModule):
         if largest in values:
             values[f"{stage}/recall{self.eval_k}"] = values[largest]
         # Every process evaluated the same full set: the mean over processes is each one's value.
-        self.log_dict(values, sync_dist=True)
+        # The bar shows recall at the smallest and the largest dim.
+        shown = {f"{stage}/recall{self.eval_k}@{m}" for m in (self.nesting[0], self.nesting[-1])}
+        self.log_dict({k: v for k, v in values.items() if k not in shown}, sync_dist=True)
+        self.log_dict({k: v for k, v in values.items() if k in shown}, sync_dist=True,
+                      prog_bar=True)  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
         self._log_retrieval("val")

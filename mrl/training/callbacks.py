@@ -1,7 +1,9 @@
 """Lightning callbacks of the training recipes: `ProgressiveResolution` (FFCV's low-to-high
-training-resolution schedule) and its pure schedule function `resolution_at`."""
+training-resolution schedule) and its pure schedule function `resolution_at`, and
+`HideVersionInProgressBar`."""
 
 from fractions import Fraction
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -132,3 +134,27 @@ class ProgressiveResolution(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if stage == "fit" and getattr(datamodule, "train_resolution_schedule", None) is not None:
             datamodule.train_resolution_schedule = None
+
+
+class HideVersionInProgressBar(Callback):
+    """Leaves the loggers' version number (`v_num`, here a wandb run id) out of the progress
+    bar, whichever bar the Trainer shows; nothing when it shows none.
+
+    A callback that adjusts the Trainer's own bar rather than a bar in the callbacks list:
+    Lightning refuses a bar callback together with `trainer.enable_progress_bar=false`.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Wrap the bar's `get_metrics` to drop `v_num` (once)."""
+        bar = trainer.progress_bar_callback
+        if bar is None or getattr(bar.get_metrics, "hides_version", False):
+            return
+        shown = bar.get_metrics
+
+        def get_metrics(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            metrics = dict(shown(*args, **kwargs))
+            metrics.pop("v_num", None)
+            return metrics
+
+        get_metrics.hides_version = True  # type: ignore[attr-defined]
+        bar.get_metrics = get_metrics

@@ -53,7 +53,7 @@ LOCK_FILE, RESULTS_FILE = ".lock", "results.json"
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: 138}
 # Config keys that do not change what a run computes, left out of "what changed" on resume.
 UNTRACKED_KEYS = ("paths.", "run_id", "ckpt_path", "eval_after", "if_finished",
-                  "trainer.enable_progress_bar")  # fmt: skip
+                  "trainer.enable_progress_bar", "logger.", "callbacks.progress_bar")  # fmt: skip
 
 
 class RunInterrupted(Exception):
@@ -83,7 +83,9 @@ class TrainerSpec:
     `build(cfg)` returns the data module and model (cheap checks first, no training);
     `results(cfg, trainer, built)` the per-dim results dict after the test; `finish(cfg,
     run_dir, built, results)`, run on rank 0 before `results.json` is written, may add to it
-    (e.g. an exported model's path).
+    (e.g. an exported model's path); `evaluate(cfg, run_dir)`, run on rank 0 once the run has
+    finished but before its loggers close, evaluates it and returns a summary (or None) that
+    goes to the loggers that take one (`log_evaluation`: the wandb run).
     """
 
     prog: str
@@ -91,6 +93,7 @@ class TrainerSpec:
     build: Callable[[DictConfig], Built]
     results: Callable[[DictConfig, pl.Trainer, Built], dict[str, Any]]
     finish: Callable[[DictConfig, Path, Built, dict[str, Any]], None] | None = None
+    evaluate: Callable[[DictConfig, Path], dict[str, Any] | None] | None = None
     trainer_overrides: dict[str, Any] = field(default_factory=dict)
     test: bool = True
 
@@ -610,6 +613,10 @@ def run_training(
                 spec.finish(cfg, run_dir, built, results)
             atomic_write_json(run_dir / RESULTS_FILE, results)
             write_status(run_dir, "finished", step=trainer.global_step)
+            if spec.evaluate is not None and (summary := spec.evaluate(cfg, run_dir)):
+                for logger in trainer.loggers:
+                    if hasattr(logger, "log_evaluation"):
+                        logger.log_evaluation(summary)
         return results
     finally:
         finish_wandb(trainer)

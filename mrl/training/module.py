@@ -76,7 +76,10 @@ class MatryoshkaModule(pl.LightningModule):
         per_dim = self.loss.per_dim(*inputs)
         total = self.loss.weighted(per_dim)
         check_finite(total, self.global_step, batch_idx)
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", total, batch_size=batch_size)
+        # The bar's loss: the per-dim mean, comparable across nesting lists (the total is not).
+        self.log("train/loss_mean", per_dim.detach().mean(), prog_bar=True, logger=False,
+                 batch_size=batch_size)  # fmt: skip
         # K `self.log` calls per step cost several percent of a small model's step, and the
         # loggers only keep step values every `log_every_n_steps`, so log them only then.
         if self._logs_kept_now():
@@ -212,9 +215,11 @@ class MRLClassifier(MatryoshkaModule):
             for k in self.top_ks:
                 metric = self.metrics[self._key(stage, k, m)]
                 metric.update(logits_m, y)
-                self.log(f"{stage}/top{k}@{m}", metric, prog_bar=False)
+                # The bar shows top-1 at the smallest and the largest dim.
+                shown = k == 1 and m in (self.nesting[0], self.nesting[-1])
+                self.log(f"{stage}/top{k}@{m}", metric, prog_bar=shown)
         largest = self.metrics[self._key(stage, 1, self.nesting[-1])]
-        self.log(f"{stage}/top1", largest, prog_bar=True)
+        self.log(f"{stage}/top1", largest)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
