@@ -103,7 +103,8 @@ def test_metrics_match_brute_force(seed):
 
     ks = (1, 5, 10, 30, 45)  # 45 > the 30 neighbours available
     out = retrieval_metrics(neighbor_labels, query_labels, database_labels, ks)
-    assert set(out) == {f"{m}@{k}" for m in ("map", "precision", "recall") for k in ks}
+    names = ("map", "map_standard", "precision", "recall")
+    assert set(out) == {f"{m}@{k}" for m in names for k in ks}
     for k in ks:
         ref_map, ref_p, ref_r = brute_force_metrics(
             neighbor_labels.tolist(), query_labels.tolist(), database_labels.tolist(), k
@@ -308,6 +309,7 @@ def test_evaluate_retrieval_rows_match_independent_search():
     rows = evaluate_retrieval(db, y_db, q, y_q, dims=[4, 16], ks=ks, knn_ks=knn_ks)
     table = {(r["dim"], r["metric"]): r["value"] for r in rows}
     expected = {"map@5", "precision@5", "recall@5", "map@10", "precision@10", "recall@10"}
+    expected |= {"map_standard@5", "map_standard@10"}
     expected |= {"1nn", "knn@3", "normalize_seconds", "index_seconds", "search_seconds"}
     expected |= {"zero_prefix_fraction"}
     assert {m for d, m in table if d == 16} == expected

@@ -300,12 +300,13 @@ def evaluate_adaptive_retrieval(
     their `index_kwargs`. Indexes are cached in `index_cache_dir` under `fingerprint`.
 
     One row per method: `method`, `first_stage`, `dims` ("16>256"), `shortlists` ("200>10"),
-    `map@k`, `precision@k`, `recall@k` for k in `ks`, `1nn`, `recall_vs_exact@k` (the share of
-    the exact search's top k that the method returns), `mflops_per_query` (`funnel_mflops`),
-    `flops_ratio_vs_exact` (exact's MFLOPs / the method's), `ms_per_query` and
-    `speedup_vs_exact` (exact's time / the method's, both measured), `index_seconds`,
-    `index_bytes`. Times are wall clock of searching all queries in batches of `batch_size`,
-    with the index built and all prefixes normalised beforehand, best of `repeats` runs.
+    `map@k` (the paper's, ÷k), `map_standard@k`, `precision@k`, `recall@k` for k in `ks`, `1nn`,
+    `recall_vs_exact@k` (the share of the exact search's top k that the method returns),
+    `mflops_per_query` (`funnel_mflops`), `flops_ratio_vs_exact` (exact's MFLOPs / the
+    method's), `ms_per_query` and `speedup_vs_exact` (exact's time / the method's, both
+    measured), `index_seconds`, `index_bytes`. Times are wall clock of searching all queries in
+    batches of `batch_size`, with the index built and all prefixes normalised beforehand, best
+    of `repeats` runs.
     """
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)

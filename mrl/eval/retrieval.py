@@ -31,15 +31,16 @@ def evaluate_retrieval(
     """Retrieval metrics of each prefix size m in `dims`, as tidy rows `{"dim", "metric", "value"}`.
 
     For each m: normalise the prefixes `database[:, :m]` and `queries[:, :m]`, search once with
-    k = max(ks + knn_ks), and compute from that one search `map@k`, `precision@k`, `recall@k` for
-    k in `ks`, `1nn` and `knn@k` for k in `knn_ks` (k > 1). Timing rows (seconds, wall clock):
-    `normalize_seconds` (both prefixes), `index_seconds` (index build) and `search_seconds`
-    (the search of all queries, index built beforehand). `index_kwargs` go to `build_index`.
+    k = max(ks + knn_ks), and compute from that one search `map@k` (the paper's, ÷k),
+    `map_standard@k` (÷ min(k, relevant)), `precision@k`, `recall@k` for k in `ks`, `1nn` and
+    `knn@k` for k in `knn_ks` (k > 1). Timing rows (seconds, wall clock): `normalize_seconds`
+    (both prefixes), `index_seconds` (index build) and `search_seconds` (the search of all
+    queries, index built beforehand). `index_kwargs` go to `build_index`.
 
-    At dims up to `tie_aware_max_dim`, `map@k`, `precision@k`, `recall@k`, `1nn` and `knn@k` are the
-    tie-aware values of `mrl.eval.ties.tie_aware_retrieval` (float64 similarities, remaining
-    exact ties counted in expectation) instead of the search library's tie order (kept as
-    `<metric>_search_order`), with `tied_queries@k` beside them; `zero_prefix_fraction`
+    At dims up to `tie_aware_max_dim`, both mAPs, `precision@k`, `recall@k`, `1nn` and `knn@k`
+    are the tie-aware values of `mrl.eval.ties.tie_aware_retrieval` (float64 similarities,
+    remaining exact ties counted in expectation) instead of the search library's tie order (kept
+    as `<metric>_search_order`), with `tied_queries@k` beside them; `zero_prefix_fraction`
     (database rows with an all-zero prefix) is reported at every dim.
     """
     database_labels = np.asarray(database_labels)

@@ -13,6 +13,8 @@ uniformly random order within each group of equal scores (McSherry & Najork, ECI
 - For AP@k = (1/k) sum_{i<=k} rel_i hits_i / i (the paper's normalisation), a group of n
   items with r relevant at ranks s..s+n-1 after H relevant items contributes, at rank i,
   E[rel_i hits_i] = (r / n) (H + 1 + (i - s) (r - 1) / (n - 1)) (the second term is 0 for n = 1).
+  The standard AP@k divides the same sum by min(k, relevant in the database), a constant, so
+  its expectation is that of the sum divided by it.
 - 1-NN: the top group holds n_1 items, r_1 of the query's class: E[1-NN correct] = r_1 / n_1.
 
 - k-NN majority vote (k > 1): its expectation over tie orders has no short closed form, so it
@@ -106,12 +108,12 @@ def tie_aware_retrieval(
     knn_draws: int = 32,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Tie-aware `map@k`, `precision@k`, `recall@k` (each k in `ks`), `1nn` and `knn@k` (each
-    k > 1 in `knn_ks`, estimated over `knn_draws` seeded tie orders) of the `m`-prefixes, by
-    exact float64 search over the whole database, plus `tied_queries@k` (the share of queries
-    whose k-th score is shared by an item outside their top k) and `zero_prefix_fraction`
-    (database rows). Queries whose class has no database item count in precision and mAP but
-    not in recall, as in `retrieval_metrics`."""
+    """Tie-aware `map@k`, `map_standard@k`, `precision@k`, `recall@k` (each k in `ks`), `1nn` and
+    `knn@k` (each k > 1 in `knn_ks`, estimated over `knn_draws` seeded tie orders) of the
+    `m`-prefixes, by exact float64 search over the whole database, plus `tied_queries@k` (the
+    share of queries whose k-th score is shared by an item outside their top k) and
+    `zero_prefix_fraction` (database rows). Queries whose class has no database item count in
+    precision and both mAPs but not in recall, as in `retrieval_metrics`."""
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
     ks = sorted(set(positive_ints(ks, "ks")))
@@ -120,7 +122,8 @@ def tie_aware_retrieval(
     q = normalize_prefix(queries, m, dtype=np.float64)
     classes, counts = np.unique(database_labels, return_counts=True)
     k_max = min(max(ks), n_db)
-    sums = {name: np.zeros(len(ks)) for name in ("precision", "map", "recall", "tied")}
+    names = ("precision", "map", "map_standard", "recall", "tied")
+    sums = {name: np.zeros(len(ks)) for name in names}
     vote_ks = sorted({int(k) for k in knn_ks if int(k) > 1})
     votes = {k: 0.0 for k in vote_ks}
     rng = np.random.default_rng(seed)
@@ -155,6 +158,8 @@ def tie_aware_retrieval(
                 hits, ap_sum = _expected_ap_terms(rel_sorted, top[row], kk, n_b, r_b)
                 sums["precision"][j] += hits / k
                 sums["map"][j] += ap_sum / k
+                if n_rel:
+                    sums["map_standard"][j] += ap_sum / min(k, n_rel)
                 sums["tied"][j] += n_b > int(np.count_nonzero(top[row, :kk] == top[row, kk - 1]))
                 if n_rel:
                     sums["recall"][j] += hits / n_rel
@@ -164,6 +169,7 @@ def tie_aware_retrieval(
     out: dict[str, float] = {}
     for j, k in enumerate(ks):
         out[f"map@{k}"] = float(sums["map"][j] / n_q)
+        out[f"map_standard@{k}"] = float(sums["map_standard"][j] / n_q)
         out[f"precision@{k}"] = float(sums["precision"][j] / n_q)
         out[f"recall@{k}"] = float(sums["recall"][j] / n_recall) if n_recall else float("nan")
         out[f"tied_queries@{k}"] = float(sums["tied"][j] / n_q)
