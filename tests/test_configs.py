@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CONFIG_DIR, FAST, compose_train
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -168,3 +169,58 @@ def test_compile_switch_keeps_checkpoint_keys(tmp_path: Path):
     assert compiled.encoder._compiled_call_impl is not None
     assert plain.encoder._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(plain.state_dict())
+
+
+@pytest.mark.parametrize("option", ["fdr", "limit", "steps"])
+def test_every_debug_option_composes_lands_apart_and_sets_the_trainer(tmp_path: Path, option):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"debug={option}", "experiment=fmnist_mrl_e"],
+                      return_hydra_config=True)  # fmt: skip
+    assert Path(cfg.paths.output_root).parts[-1] == "debug"
+    assert cfg.method == "mrl_e"  # the experiment still applies; debug only shortens the run
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    expected = {
+        "fdr": lambda t: t.fast_dev_run is True,
+        "limit": lambda t: t.max_epochs == 2 and t.limit_train_batches == 10,
+        "steps": lambda t: t.max_steps == 30 and t.val_check_interval == 10,
+    }
+    assert expected[option](trainer)
+    text = OmegaConf.to_container(
+        _compose_text(f"debug={option}"), resolve=False
+    )  # the text trainer takes the same group
+    assert text["paths"]["output_root"].endswith("/debug")
+
+
+def _compose_text(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("text", overrides=list(overrides))
+
+
+def test_the_trainer_limits_are_keys_and_default_to_lightning_s(tmp_path: Path):
+    cfg = compose_train(tmp_path, "trainer.limit_val_batches=2", "trainer.limit_test_batches=0.5")
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert (trainer.limit_val_batches, trainer.limit_test_batches) == (2, 0.5)
+    plain = instantiate(compose_train(tmp_path).trainer, logger=False, enable_checkpointing=False)
+    assert (plain.limit_train_batches, plain.limit_val_batches, plain.num_sanity_val_steps) == (
+        1.0, 1.0, 2,
+    )  # fmt: skip
+
+
+def test_a_trainer_is_built_without_lightning_s_advertisements(tmp_path: Path, caplog):
+    import logging
+    import warnings
+
+    from mrl.training.builders import build_trainer
+
+    with caplog.at_level(logging.INFO):
+        build_trainer(compose_train(tmp_path, *FAST), tmp_path)
+    assert caplog.records, "Lightning logged nothing: the check below would be empty"
+    assert not [r for r in caplog.records if "Tip:" in r.getMessage()]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        from mrl.training.quiet import silence_library_noise
+
+        silence_library_noise()
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("a real warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["a real warning"]

@@ -399,6 +399,9 @@ def test_a_study_run_again_skips_finished_runs_and_resumes_the_interrupted_one(t
                "trainer.max_epochs=2", "seed=0,1"]  # fmt: skip
     first = subprocess.run(command, env=_env(), capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
+    console = first.stdout + first.stderr  # fresh runs: nothing a correct run does not deserve
+    for noise in ("Tip:", "ckpt_path", "LeafSpec", "Could not load library"):
+        assert noise not in console, console[-2000:]
     done = json.loads((sweep / "0" / "results.json").read_text())
     stamp = (sweep / "0" / "results.json").stat().st_mtime
     cut = json.loads((sweep / "1" / "results.json").read_text())

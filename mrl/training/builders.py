@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from mrl.core.errors import ConfigError
 from mrl.training.checkpoint_io import AtomicCheckpointIO
 from mrl.training.module import MRLClassifier
+from mrl.training.quiet import silence_library_noise
 
 
 def _instantiate(node: DictConfig, where: str, **kwargs: Any) -> Any:
@@ -96,6 +97,7 @@ def build_trainer(
         "plugins": [AtomicCheckpointIO()],
     }
     arguments.update(overrides)
+    silence_library_noise()
     return _instantiate(cfg.trainer, "trainer", **arguments)
 
 
