@@ -26,6 +26,10 @@ DataFrames, all with the columns `study, dataset, run, seed` (`run` is a key of 
   corrupted splits, including their clean split (`corruption` "clean", severity 0); `metric` is
   `top1` or a retrieval metric.
 
+Each run's provenance (`Tables.runs`) also holds `declared_methods`: the methods its study said
+it would have (the run's own, and the `method` values of the Hydra sweep that started it), so
+that a figure flags a method as missing only where the study declared it.
+
 The paper's numbers (`Reference`, `load_reference`) are `mrl.reference`'s, named here too.
 """
 
@@ -47,7 +51,7 @@ from mrl.eval.retention import retention
 from mrl.reference import Reference as Reference
 from mrl.reference import default_reference_dir as default_reference_dir
 from mrl.reference import load_reference as load_reference
-from mrl.runs.files import read_json
+from mrl.runs.files import read_json, read_yaml
 from mrl.runs.format import (
     AGGREGATE_COLUMNS,
     CLEAN_SPLIT,
@@ -151,6 +155,37 @@ class _RunInfo:
     dims: list[int]
 
 
+def _method_family(name: str) -> str:
+    """`ff256` -> `ff`: a sweep over FF sizes declares the FF method."""
+    name = name.strip()
+    return "ff" if name.startswith("ff") and name[2:].isdigit() else name
+
+
+def sweep_methods(hydra_file: Path) -> set[str]:
+    """The methods a Hydra sweep file (`.hydra/hydra.yaml` or `multirun.yaml`) sweeps over:
+    its `hydra.sweeper.params.method` values; empty where it sweeps none or is unreadable."""
+    data = read_yaml(hydra_file)
+    hydra = data.get("hydra") if isinstance(data, dict) else None
+    sweeper = hydra.get("sweeper") if isinstance(hydra, dict) else None
+    params = sweeper.get("params") if isinstance(sweeper, dict) else None
+    value = params.get("method") if isinstance(params, dict) else None
+    if value is None:
+        return set()
+    items = value if isinstance(value, list) else str(value).split(",")
+    return {_method_family(str(v)) for v in items if str(v).strip()}
+
+
+def _declared(folder: Path | None, method: str | None, base: Path | None = None) -> list[str]:
+    """Methods a run's study declared: the run's own, its sweep's, and its sweep folder's."""
+    declared = {method} if method else set()
+    if folder is not None:
+        declared |= sweep_methods(folder / ".hydra" / "hydra.yaml")
+        declared |= sweep_methods(folder.parent / "multirun.yaml")
+    if base is not None:
+        declared |= sweep_methods(base / "multirun.yaml")
+    return sorted(declared)
+
+
 def _key(path: Path, root: Path) -> str:
     try:
         rel = path.resolve().relative_to(root.resolve()).as_posix()
@@ -234,7 +269,8 @@ def _aggregate_rows(
         folder = base / str(name)
         if folder.is_dir():
             info, _ = _run_info(folder, root)
-            runs.setdefault(info.key, collect_provenance(folder))
+            prov = runs.setdefault(info.key, collect_provenance(folder))
+            prov.setdefault("declared_methods", _declared(folder, info.method, base))
         else:
             key = f"{_key(path, root)}#{name}"
             train = group[group["source"] == "train"]
@@ -243,7 +279,8 @@ def _aggregate_rows(
             info = _RunInfo(key, None, "", "", seed, method, sorted({int(d) for d in train["dim"]}))
             runs.setdefault(
                 key, {"run_dir": key, "experiment": None, "seed": seed, "git_revision": "unknown",
-                      "hardware": "unknown", "config": None, "source": "aggregate"},
+                      "hardware": "unknown", "config": None, "source": "aggregate",
+                      "declared_methods": _declared(None, None, base)},
             )  # fmt: skip
         info.study = str(group["study"].iloc[0])
         info.seed = group["seed"].iloc[0] if pd.notna(group["seed"].iloc[0]) else info.seed
@@ -388,7 +425,8 @@ def load_results(root: str | Path) -> Tables:
     adaptive_c, adaptive_r = [], []
     for path in run_dirs:
         info, run = _run_info(path, root)
-        runs.setdefault(info.key, collect_provenance(path))
+        prov = runs.setdefault(info.key, collect_provenance(path))
+        prov.setdefault("declared_methods", _declared(path, info.method))
         if info.key not in covered:
             long_parts.append(_long_rows_of_run(info, run, notes))
             infos[info.key] = info

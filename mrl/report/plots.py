@@ -23,9 +23,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-from mrl.report.figure import Drawn
+from mrl.report.figure import FOOTER_GID, TITLE_GID, Drawn
 from mrl.report.load import Reference, Tables
 from mrl.runs.format import method_sort_key as method_key
 from mrl.runs.provenance import summarize
@@ -133,9 +133,28 @@ def _dims_text(dims: Iterable[int]) -> str:
     return f"dim {dims[0]}" if len(dims) == 1 else "dims " + ", ".join(str(d) for d in dims)
 
 
-def _missing_methods(present: Iterable[str], expected: Iterable[str]) -> list[str]:
+def declared_methods(frame: pd.DataFrame, runs: dict[str, dict[str, Any]] | None) -> set[str]:
+    """The methods the runs behind `frame` declared (`declared_methods` of their provenance)."""
+    keys = frame["run"].dropna().unique() if "run" in frame else []
+    runs = runs or {}
+    return {str(m) for k in keys for m in (runs.get(k) or {}).get("declared_methods") or []}
+
+
+def _missing_methods(
+    present: Iterable[str],
+    candidates: Iterable[str],
+    frame: pd.DataFrame,
+    runs: dict[str, dict[str, Any]] | None,
+) -> list[str]:
+    """Notes "no MRL-E rows" for each of `candidates` that the study declared and lacks; a
+    method nobody asked for (MRL-E in a single MRL run) is no absence."""
     have = set(present)
-    return [f"no {label(m)} rows" for m in expected if m not in have]
+    declared = declared_methods(frame, runs)
+    return [
+        f"no {label(m)} rows (the study declared method {m})"
+        for m in candidates
+        if m in declared and m not in have
+    ]
 
 
 def _missing_dims(frame: pd.DataFrame, what: str = "") -> list[str]:
@@ -150,12 +169,15 @@ def _missing_dims(frame: pd.DataFrame, what: str = "") -> list[str]:
     return notes
 
 
-def _log2_axis(ax: Axes, dims: Iterable[float]) -> None:
-    """Log2 x axis with the given dims as the only tick labels."""
+def _log2_axis(ax: Axes, dims: Iterable[float], max_labels: int | None = None) -> None:
+    """Log2 x axis with the given dims as the only ticks; with more than `max_labels` dims
+    (a narrow panel) every other tick keeps its label, counted from the largest."""
     ticks = sorted({int(d) for d in dims})
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.set_xticklabels([str(t) for t in ticks])
+    step = 2 if max_labels is not None and len(ticks) > max_labels else 1
+    last = len(ticks) - 1
+    ax.set_xticklabels([str(t) if (last - i) % step == 0 else "" for i, t in enumerate(ticks)])
     ax.xaxis.set_minor_locator(NullLocator())
     if ticks:
         ax.set_xlim(ticks[0] / 1.35, ticks[-1] * 1.35)
@@ -242,9 +264,12 @@ def _footer(frame: pd.DataFrame, runs: dict[str, dict[str, Any]] | None) -> str:
 
 
 def _finish(fig: Figure, title: str, footer: str) -> None:
-    fig.suptitle(title, fontsize=11)
+    # Tagged so that the HTML page can draw the figure without them: the page has the title as
+    # the section's heading and one footer of its own.
+    fig.suptitle(title, fontsize=11, gid=TITLE_GID)
     if footer:
-        fig.text(0.5, -0.01, footer, ha="center", va="top", fontsize=8, color="0.35")
+        fig.text(0.5, -0.01, footer, ha="center", va="top", fontsize=8, color="0.35",
+                 gid=FOOTER_GID)  # fmt: skip
 
 
 def _new_figure(ncols: int, nrows: int = 1, width: float = 5.6, height: float = 4.2) -> Figure:
@@ -347,7 +372,8 @@ def plot_classification(
         return Drawn(name, what, None, missing=["no top-1 rows (classification)"])
     stats = _stats(frame, ["method", "dim"], "top1")
     methods = _methods(stats)
-    missing = _missing_methods(methods, CLASSIFICATION_METHODS) + _missing_dims(stats)
+    missing = _missing_methods(methods, CLASSIFICATION_METHODS, frame, runs)
+    missing += _missing_dims(stats)
     title = _title(frame, what, source)
     fig = _new_figure(2)
     ax, rel = fig.subplots(1, 2)
@@ -400,7 +426,7 @@ def plot_retrieval(
         return Drawn(name, what, None, missing=missing or ["no retrieval rows"])
     drawn_metrics = [m for m in metrics if m in set(frame["metric"])]
     stats = _stats(frame, ["metric", "method", "dim"], "value")
-    missing += _missing_methods(_methods(stats), RETRIEVAL_METHODS)
+    missing += _missing_methods(_methods(stats), RETRIEVAL_METHODS, frame, runs)
     title = _title(frame, what, source)
     fig = _new_figure(len(drawn_metrics), 2, height=3.9)
     axes = fig.subplots(2, len(drawn_metrics), squeeze=False)
@@ -544,6 +570,90 @@ def _draw_paper_cascade(
     return fractions
 
 
+def _marked_points(points: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean and std over runs of `expected_dim` and `accuracy`, and the run count."""
+    if points.empty:
+        return pd.DataFrame(columns=["method", "dim", "dim_std", "acc", "acc_std", "n"])
+    rows = points.assign(method=[_row_method(r) for _, r in points.iterrows()])
+    grouped = rows.groupby("method")
+    out = pd.DataFrame(
+        {
+            "dim": grouped["expected_dim"].mean(),
+            "dim_std": grouped["expected_dim"].std(),
+            "acc": grouped["accuracy"].mean(),
+            "acc_std": grouped["accuracy"].std(),
+            "n": grouped["accuracy"].count(),
+        }
+    ).reset_index()
+    return out.sort_values("acc", ascending=False).reset_index(drop=True)
+
+
+def _mark_points(ax: Axes, points: pd.DataFrame, kind: str, largest: float) -> None:
+    """The oracle (star) or the match with the largest head (ring) of each method: one marker
+    per method (mean over runs, error bars where several), each with its own label beside it,
+    drawn with an arrow so that no label can be read as another marker's."""
+    marked = _marked_points(points)
+    for rank, row in marked.iterrows():
+        method = str(row["method"])
+        several = row["n"] > 1
+        style = (
+            {"marker": "*", "markersize": 13, "color": color(method), "markeredgecolor": "black"}
+            if kind == "oracle"
+            else {"marker": "o", "markersize": 12, "markerfacecolor": "none",
+                  "markeredgecolor": color(method), "markeredgewidth": 2, "color": color(method)}
+        )  # fmt: skip
+        ax.errorbar(
+            [row["dim"]], [100 * row["acc"]], linestyle="none", zorder=5,
+            xerr=[row["dim_std"]] if several else None,
+            yerr=[100 * row["acc_std"]] if several else None, elinewidth=1, capsize=2, **style,
+        )  # fmt: skip
+        mean = "mean " if several else ""
+        # Labels stacked in the axes' free upper part (accuracy saturates towards the right,
+        # the oracle sits above everything): beside the oracle, and above the curves' plateau
+        # at the right for the matches; the arrow ties each to its own marker.
+        if kind == "oracle":
+            text = f"{label(method)} oracle: {mean}{row['dim']:.1f} dims, {100 * row['acc']:.1f}%"
+            x_data = ax.transData.transform((row["dim"], 0))[0]
+            x_axes = ax.transAxes.inverted().transform((x_data, 0))[0]
+            where, align = (min(x_axes + 0.06, 0.6), 0.95 - 0.07 * rank), "left"
+        else:
+            smaller = f", {largest / row['dim']:.1f}x smaller" if row["dim"] else ""
+            text = f"{label(method)} matches its largest head at {mean}{row['dim']:.1f} dims"
+            text += smaller
+            where, align = (0.98, 0.80 - 0.07 * rank), "right"
+        ax.annotate(
+            text, (row["dim"], 100 * row["acc"]), textcoords="axes fraction", xytext=where,
+            ha=align, va="center", fontsize=7.5, color=color(method),
+            arrowprops={"arrowstyle": "-", "color": color(method), "linewidth": 0.7,
+                        "shrinkB": 7},
+        )  # fmt: skip
+
+
+def _cascade_summary(
+    head_stats: pd.DataFrame, oracle: pd.DataFrame, match: pd.DataFrame
+) -> pd.DataFrame:
+    """The key rows of the cascade figure per method: the largest head, the oracle and the
+    smallest expected size matching the largest head (means over runs)."""
+    rows = []
+    for method in _methods(head_stats) or sorted({_row_method(r) for _, r in match.iterrows()}):
+        hs = head_stats[head_stats["method"] == method].sort_values("expected_dim")
+        if len(hs):
+            top = hs.iloc[-1]
+            rows.append({"method": label(method), "point": "largest fixed-dim head",
+                         "expected_dim": float(top["expected_dim"]),
+                         "accuracy (%)": 100 * top["mean"], "runs": int(top["n"])})  # fmt: skip
+        for kind, frame in (("oracle", oracle), ("matches the largest head", match)):
+            marked = _marked_points(frame)
+            for _, row in marked[marked["method"] == method].iterrows():
+                rows.append({"method": label(method), "point": kind, "expected_dim": row["dim"],
+                             "accuracy (%)": 100 * row["acc"], "runs": int(row["n"])})  # fmt: skip
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["expected_dim"] = table["expected_dim"].round(1)
+        table["accuracy (%)"] = table["accuracy (%)"].round(2)
+    return table
+
+
 def plot_adaptive_classification(
     adaptive_classification: pd.DataFrame,
     reference: Reference | None = None,
@@ -615,31 +725,26 @@ def plot_adaptive_classification(
             markersize=6, linestyle=":", linewidth=1, markerfacecolor="white", markeredgewidth=1.5,
         )  # fmt: skip
         fractions += list(hs["expected_dim"] / largest)
-    for i, (_, row) in enumerate(oracle.iterrows()):
-        method = _row_method(row)
-        ax.plot(
-            row["expected_dim"], 100 * row["accuracy"], linestyle="none", marker="*",
-            markersize=13, color=color(method), markeredgecolor="black",
-            label="oracle (smallest correct head)" if i == 0 else None,
-        )  # fmt: skip
-    for i, (_, row) in enumerate(match.iterrows()):
-        ax.plot(
-            row["expected_dim"], 100 * row["accuracy"], linestyle="none", marker="o",
-            markersize=12, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.5,
-            label="matches the largest head" if i == 0 else None,
-        )  # fmt: skip
-        if i == 0 and row["expected_dim"]:
-            ax.annotate(
-                f"{row['expected_dim']:.1f} dims: {largest / row['expected_dim']:.1f}x smaller",
-                (row["expected_dim"], 100 * row["accuracy"]), textcoords="offset points",
-                xytext=(0, 12), ha="center", va="bottom", fontsize=8,
-            )  # fmt: skip
     _log2_axis(ax, dims or sweep["expected_dim"])
+    # After the axis: the oracle's label is placed by the marker's position on it.
+    _mark_points(ax, oracle, "oracle", largest)
+    _mark_points(ax, match, "match", largest)
     ax.set_xlabel("expected representation size (dimensions per example, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("cascade over the nested heads")
     _style_axes(ax)
-    ax.legend(loc="lower right", fontsize=8)
+    handles, texts = ax.get_legend_handles_labels()
+    # Marker shapes in grey: their colour is the method's, as for the curves.
+    if len(oracle):
+        handles.append(Line2D([], [], linestyle="none", marker="*", markersize=11, color="0.6",
+                              markeredgecolor="black"))  # fmt: skip
+        texts.append("oracle (each example at its smallest correct head)")
+    if len(match):
+        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=10,
+                              markerfacecolor="none", markeredgecolor="0.3",
+                              markeredgewidth=1.5))  # fmt: skip
+        texts.append("smallest size matching the largest head")
+    ax.legend(handles, texts, loc="lower right", fontsize=7)
 
     paper, paper_norm, paper_full = _paper_cascade(reference)
     if not paper.empty and paper_norm:
@@ -660,7 +765,8 @@ def plot_adaptive_classification(
     footer = _footer(frame, runs)
     _finish(fig, title, footer)
     table = _cascade_table(sweep, head_stats, oracle, match)
-    return Drawn(name, title, fig, table, missing, footer)
+    summary = _cascade_summary(head_stats, oracle, match)
+    return Drawn(name, title, fig, table, missing, footer, summary=summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,6 +783,37 @@ def _strategy(setting: str) -> str:
 _SEARCH_KEYS = ["method", "dims", "shortlists"]
 
 
+def _numbers(text: Any) -> tuple[float, ...]:
+    """`"8>2048"` -> (8, 2048): dims and shortlists compared as numbers, not strings."""
+    out = []
+    for part in str(text).split(">"):
+        try:
+            out.append(float(part))
+        except ValueError:
+            out.append(math.inf)
+    return tuple(out)
+
+
+_SEARCH_ORDER = {"exact": 0, "adaptive": 1, "funnel": 2}
+
+
+def search_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of search settings in reading order: exact search, then adaptive, then funnels
+    (then any other method), each by its dims and shortlists as numbers (16 before 128)."""
+    if frame.empty:
+        return frame
+    method = "method" if "method" in frame else "search"
+    stages = (
+        frame["first_stage"].fillna("exact") if "first_stage" in frame else ["exact"] * len(frame)
+    )
+    keys = [
+        (_SEARCH_ORDER.get(str(m), 3), str(m), str(f) != "exact", str(f), _numbers(d), _numbers(s))
+        for m, f, d, s in zip(frame[method], stages, frame["dims"], frame["shortlists"])
+    ]
+    order = sorted(range(len(frame)), key=lambda i: keys[i])
+    return frame.iloc[order].reset_index(drop=True)
+
+
 def _search_stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per search setting (`method, dims, shortlists`): `metric` mean/std/n over runs, the mean
     MFLOPs per query (`mflops`) and the means of the timing and 1-NN columns present."""
@@ -687,11 +824,12 @@ def _search_stats(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     for column in ("ms_per_query", "speedup_vs_exact", "1nn"):
         if column in frame:
             stats = stats.merge(grouped[column].mean().reset_index(), on=_SEARCH_KEYS)
-    return stats
+    return search_order(stats)
 
 
 def _search_table(stats: pd.DataFrame, exact: pd.Series | None, metric: str) -> pd.DataFrame:
-    """The figure's table of `_search_stats`: percentages, and FLOPs as a fraction of exact's."""
+    """The figure's table of `_search_stats`: percentages, FLOPs as a fraction of exact's, and
+    the measured time and speed-up where recorded."""
     table = stats.rename(columns={"mean": f"{metric} (%)", "mflops": "MFLOPs/query"})
     table[f"{metric} (%)"] = (100 * table[f"{metric} (%)"]).round(2)
     table["std"] = (100 * table["std"]).round(2)
@@ -700,8 +838,25 @@ def _search_table(stats: pd.DataFrame, exact: pd.Series | None, metric: str) -> 
         table = table.rename(columns={"1nn": "1-NN (%)"})
     if exact is not None:
         table["FLOPs / exact"] = (table["MFLOPs/query"] / exact["mflops"]).round(4)
+    measured = _measured_speedup(stats, exact)
+    if measured is not None:
+        table["ms_per_query"] = table["ms_per_query"].round(4)
+        table["measured speed-up"] = measured.round(2)
+        table = table.drop(columns=[c for c in ("speedup_vs_exact",) if c in table])
+        table = table.rename(columns={"ms_per_query": "ms/query (measured)"})
     table = table.rename(columns={"method": "search", "std": "std (%)"})
     return table.reset_index(drop=True)
+
+
+def _measured_speedup(stats: pd.DataFrame, exact: pd.Series | None) -> pd.Series | None:
+    """Measured wall-clock speed-up over exact search per setting: exact's ms per query over
+    the setting's, else the recorded `speedup_vs_exact`; None where no time was recorded."""
+    if "ms_per_query" in stats and stats["ms_per_query"].notna().any() and exact is not None:
+        if exact.get("ms_per_query") == exact.get("ms_per_query") and exact["ms_per_query"]:
+            return exact["ms_per_query"] / stats["ms_per_query"]
+    if "speedup_vs_exact" in stats and stats["speedup_vs_exact"].notna().any():
+        return stats["speedup_vs_exact"].astype(float)
+    return None
 
 
 def _draw_search_costs(
@@ -753,6 +908,45 @@ def _draw_search_costs(
     _style_axes(target)
 
 
+def _draw_measured_speedup(ax: Axes, stats: pd.DataFrame, measured: pd.Series, ex: pd.Series):
+    """Measured wall-clock speed-up against the theoretical one (exact's FLOPs over the
+    setting's), log-log, with the diagonal where measurement meets theory."""
+    theory = ex["mflops"] / stats["mflops"]
+    values = [float(v) for v in [*theory, *measured] if v == v and v > 0]
+    for strategy, marker in (("adaptive", "o"), ("funnel", "D")):
+        rows = stats["method"] == strategy
+        if not rows.any():
+            continue
+        ax.plot(
+            theory[rows], measured[rows], linestyle="none", marker=marker, markersize=6,
+            color=color(strategy), label=label(strategy),
+        )  # fmt: skip
+        for (_, row), x, y in zip(stats[rows].iterrows(), theory[rows], measured[rows]):
+            adaptive = strategy == "adaptive"
+            text = f"Ds={str(row['dims']).split('>')[0]}" if adaptive else "funnel"
+            # Funnels below their point: they often share an adaptive setting's cost.
+            ax.annotate(text, (x, y), textcoords="offset points",
+                        xytext=(4, 4) if adaptive else (4, -10), fontsize=7,
+                        color="0.25")  # fmt: skip
+    if values:
+        low, high = min(values + [1.0]) / 1.5, max(values + [1.0]) * 1.5
+        ax.plot([low, high], [low, high], color="0.5", linewidth=0.8, linestyle="--",
+                label="measured = theoretical")  # fmt: skip
+        ax.set_xlim(low, high)
+    ax.axhline(1.0, color=color("exact"), linewidth=0.8, linestyle=":",
+               label="as fast as exact search")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("theoretical speed-up (exact MFLOPs / MFLOPs, log scale)")
+    ax.set_ylabel("measured speed-up (exact ms / ms per query)")
+    ax.set_title("measured wall clock against FLOPs", fontsize=10)
+    _style_axes(ax)
+    ax.legend(loc="upper left", fontsize=7)
+
+
 def plot_adaptive_retrieval(
     adaptive_retrieval: pd.DataFrame,
     reference: Reference | None = None,
@@ -762,34 +956,42 @@ def plot_adaptive_retrieval(
     name: str = "adaptive_retrieval",
     metric: str = "map@10",
 ) -> Drawn:
-    """Retrieval mAP@10 against MFLOPs per query (log x) of exact, adaptive and funnel search.
+    """Retrieval mAP@10 against MFLOPs per query (log x) of exact, adaptive and funnel search
+    with a brute-force first stage (HNSW, IVF and binary first stages are in the retrieval
+    time figure: their cost is not counted in FLOPs).
 
-    Left: absolute, exact search as the reference point (mean ± std over runs). Right: relative
-    to exact search (MFLOPs and mAP@10 as fractions of exact's), with the paper's points.
+    Left: absolute, exact search as the reference point (mean ± std over runs). Middle:
+    relative to exact search (MFLOPs and mAP@10 as fractions of exact's), with the paper's
+    points. Right, where the rows record times: the measured wall-clock speed-up over exact
+    search against the theoretical one.
     """
     what = f"adaptive retrieval, {METRIC_LABELS.get(metric, metric)} against cost per query"
     frame = adaptive_retrieval
     if frame.empty or metric not in frame.columns:
         return Drawn(name, what, None, missing=[f"no adaptive retrieval rows with {metric}"])
     frame = frame.dropna(subset=[metric, "mflops_per_query"])
+    if "first_stage" in frame.columns:
+        frame = frame[frame["first_stage"].fillna("exact").astype(str) == "exact"]
+    if frame.empty:
+        return Drawn(name, what, None, missing=["no rows with a brute-force first stage"])
     missing: list[str] = []
     stats = _search_stats(frame, metric)
     exact = stats[stats["method"] == "exact"]
     if exact.empty:
         missing.append("no exact search row: relative panel not drawn")
-    for strategy in ("adaptive", "funnel"):
-        if strategy not in set(stats["method"]):
-            missing.append(f"no {strategy} rows")
     title = _title(frame, what, source)
-    fig = _new_figure(2, height=4.4)
-    ax, rel = fig.subplots(1, 2)
     ex = exact.iloc[0] if len(exact) else None
+    measured = _measured_speedup(stats, ex) if ex is not None else None
+    ncols = 3 if measured is not None else 2
+    fig = _new_figure(ncols, width=5.6 if ncols == 2 else 4.9, height=4.4)
+    axes = fig.subplots(1, ncols)
+    ax, rel = axes[0], axes[1]
 
     _draw_search_costs(ax, stats, ex, relative=False)
     ax.set_xlabel("MFLOPs per query (log scale)")
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
     ax.set_title("cost against quality")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8 if ncols == 2 else 7)
     if ex is not None:
         _draw_search_costs(rel, stats, ex, relative=True)
         paper = (
@@ -818,15 +1020,31 @@ def plot_adaptive_retrieval(
             missing.append(NO_REFERENCE if reference is None else "no paper retrieval rows")
         rel.set_xlabel("MFLOPs per query / exact search's (log scale)")
         rel.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} / exact search's")
-        rel.set_title(f"relative to exact search; hollow: {PAPER}", fontsize=10)
+        rel.set_title(f"relative to exact search; hollow: {PAPER}", fontsize=9)
         handles = [h for h, t in zip(*rel.get_legend_handles_labels()) if t.startswith("paper")]
         handles.append(Line2D([], [], color="0.3", marker="o", label="ours (filled, as left)"))
-        rel.legend(handles=handles, loc="lower right", fontsize=8)
+        rel.legend(handles=handles, loc="lower right", fontsize=7 if ncols == 3 else 8)
+        if measured is not None:
+            _draw_measured_speedup(axes[2], stats, measured, ex)
     else:
         rel.set_visible(False)
     footer = _footer(frame, runs)
     _finish(fig, title, footer)
     return Drawn(name, title, fig, _search_table(stats, ex, metric), missing, footer)
+
+
+def _time_axis(ax: Axes, times: pd.Series) -> None:
+    """The measured-time x axis: log scale with plain numbers where the times span more than a
+    factor of three, else linear (a log axis over less shows only crowded minor labels)."""
+    known = [float(t) for t in times if t == t and t > 0]
+    if known and max(known) / min(known) > 3:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("measured ms per query (log scale)")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.set_xlabel("measured ms per query")
 
 
 def plot_retrieval_time(
@@ -886,24 +1104,24 @@ def plot_retrieval_time(
                 ax.annotate(str(row["dims"]), (row["ms_per_query"], 100 * row[column]),
                             textcoords="offset points", xytext=(4, 3), fontsize=6,
                             color="0.3")  # fmt: skip
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_xlabel("measured ms per query (log scale)")
+        _time_axis(ax, stats["ms_per_query"])
         ax.set_ylabel(f"{label_text} (%)")
         _style_axes(ax)
     axes[0].legend(loc="lower right", fontsize=7)
     footer = _footer(frame, runs)
     _finish(fig, title, footer)
-    table = stats.copy()
+    table = search_order(stats)
     for column in values:
         if column != "ms_per_query":
             table[column] = (100 * table[column]).round(2)
     exact = stats[stats["method"] == "exact"]
     if len(exact):
-        table["speed-up vs exact"] = (exact["ms_per_query"].iloc[0] / stats["ms_per_query"]).round(
-            1
-        )
-    return Drawn(name, title, fig, table, [], footer)
+        speedup = exact["ms_per_query"].iloc[0] / table["ms_per_query"]
+        table["speed-up vs exact"] = speedup.round(1)
+    # Key rows: each search's best setting (highest quality, then the fastest).
+    best = table.sort_values([metric, "ms_per_query"], ascending=[False, True], kind="stable")
+    summary = search_order(best.drop_duplicates(["method", "first_stage"], keep="first"))
+    return Drawn(name, title, fig, table, [], footer, summary=summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -952,6 +1170,12 @@ def plot_robustness(
     for r in range(nrows):
         for c in range(ncols):
             axes[r][c].set_visible(False)
+            # One y axis per metric, so that the corruptions compare at a glance.
+            first = axes[(r // rows_per_metric) * rows_per_metric][0]
+            if axes[r][c] is not first:
+                axes[r][c].sharey(first)
+            if c:
+                axes[r][c].tick_params(labelleft=False)
     for mi, metric in enumerate(drawn_metrics):
         ms = stats[stats["metric"] == metric]
         clean = ms[ms["corruption"] == "clean"]
@@ -984,7 +1208,7 @@ def plot_robustness(
                         linewidth=1.2, linestyle=styles[severity], marker=".", markersize=4,
                         alpha=0.9,
                     )  # fmt: skip
-            _log2_axis(ax, ms["dim"])
+            _log2_axis(ax, ms["dim"], max_labels=6)
             ax.set_title(f"{corruption}: {METRIC_LABELS.get(metric, metric)}", fontsize=10)
             if ci % ncols == 0:
                 ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
@@ -1007,7 +1231,13 @@ def plot_robustness(
     footer = _footer(frame, runs)
     _finish(fig, title, footer)
     table = _pivot(stats, ["metric", "method", "corruption", "severity"])
-    return Drawn(name, title, fig, table, missing, footer)
+    # Key rows: every corruption and severity at the largest size.
+    top = stats[stats["dim"] == stats["dim"].max()]
+    summary = _pivot(top.assign(dim=top["severity"]), ["metric", "method", "corruption"])
+    if not summary.empty:
+        summary.columns = ["clean" if c == "0" else f"severity {c}" for c in summary.columns]
+        summary.columns.name = f"at dim {int(stats['dim'].max())}"
+    return Drawn(name, title, fig, table, missing, footer, summary=summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1055,7 +1285,13 @@ def plot_text_retention(
     table["value (%)"] = (100 * table.pop("value")).round(2)
     table["retention (%)"] = table.pop("retention").round(1)
     table["method"] = table["method"].map(label)
-    return Drawn(name, title, fig, table.reset_index(drop=True), [], footer)
+    # Key rows: the retention of each model per dim and metric, one row each.
+    summary = table.pivot_table(
+        index=["metric", "method"], columns="dim", values="retention (%)", aggfunc="first"
+    )
+    summary.columns = [str(c) for c in summary.columns]
+    summary.columns.name = "retention (%) at dim"
+    return Drawn(name, title, fig, table.reset_index(drop=True), [], footer, summary=summary)
 
 
 GROUPS: dict[str, tuple[str, PlotFunction]] = {
@@ -1084,17 +1320,21 @@ def figures_for(group: str, tables: Tables, reference: Reference | None = None) 
     source = tables.root.resolve().name
     studies = sorted({str(s) for s in frame["study"].dropna()}) if not frame.empty else []
     if len(studies) <= 1:
-        return [function(frame, reference, runs=tables.runs, source=source, name=group)]
-    return [
-        function(
+        drawn = function(frame, reference, runs=tables.runs, source=source, name=group)
+        drawn.group, drawn.study = group, studies[0] if studies else ""
+        return [drawn]
+    out = []
+    for study in studies:
+        drawn = function(
             frame[frame["study"].astype(str) == study].reset_index(drop=True),
             reference,
             runs=tables.runs,
             source=source,
             name=f"{group}__{_safe(study)}",
-        )  # fmt: skip
-        for study in studies
-    ]
+        )
+        drawn.group, drawn.study = group, study
+        out.append(drawn)
+    return out
 
 
 def classification_figures(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
