@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import compose_eval, compose_train, requires_fmnist
 
-from mrl.cli.evaluate import evaluate
+from mrl.cli.evaluate import evaluate, format_speedup, format_summary, remove_stale_tables
 from mrl.cli.train import train
 from mrl.core.errors import ConfigError
 
@@ -140,3 +140,111 @@ def test_eval_with_augmented_copies_and_a_cached_ivf_first_stage(trained_run: Pa
     names = {(int(r["dim"]), r["metric"]) for r in metrics}
     assert (4, "tied_queries@10") in names and (64, "zero_prefix_fraction") in names
     assert (64, "tied_queries@10") not in names  # tie-aware only up to dim 8
+
+
+@requires_fmnist
+@pytest.mark.slow
+def test_a_study_switched_off_removes_its_stale_table(trained_run: Path, tmp_path, capsys):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    quick = [
+        f"ckpt_path={ckpt}", f"out_dir={tmp_path}", "probe.enabled=false",
+        "robustness.corruptions=[]", "retrieval.ks=[10]", "retrieval.knn_ks=[1]",
+    ]  # fmt: skip
+    eval_dir = tmp_path / "eval"
+    summary = evaluate(compose_eval(*quick))
+    printed = capsys.readouterr().out
+    tables = [eval_dir / "adaptive_classification.csv", eval_dir / "adaptive_retrieval.csv"]
+    assert all(p.is_file() for p in tables)
+    # The cascade's reference is the largest head on the report half, the table's on all.
+    ac = summary["adaptive_classification"]
+    n_report, n_cal = ac["n_report"], ac["n_calibration"]
+    assert n_report + n_cal == summary["query_size"] == 600
+    assert f"measured on the other {n_report}" in printed
+    full = summary["per_dim"][str(NESTING[-1])]["head_top1"]
+    assert f"{100 * full:.2f}% on all 600 queries" in printed
+    # Class-level recall@10 (ceiling 10 / ~300 same-class items) leaves the table for a line.
+    ceiling = summary["recall_ceiling"]["recall@10"]
+    assert 0 < ceiling < 0.05
+    header = next(line for line in printed.splitlines() if line.lstrip().startswith("dim"))
+    assert "recall@10" not in header
+    assert f"recall@10 (ceiling {100 * ceiling:.2f}% here" in printed
+    for row in read_rows(eval_dir / "adaptive_retrieval.csv"):
+        assert 0 <= float(row["map@10"]) <= float(row["map_standard@10"]) + 1e-12 <= 1 + 1e-12
+    assert (64, "map_standard@10") in {
+        (int(r["dim"]), r["metric"]) for r in read_rows(eval_dir / "metrics.csv")
+    }
+
+    mine = eval_dir / "notes.txt"  # not a file mrl-eval writes: it stays
+    mine.write_text("keep me")
+    evaluate(compose_eval(*quick, "adaptive_classification.enabled=false",
+                          "adaptive_retrieval.enabled=false"))  # fmt: skip
+    assert not any(p.exists() for p in tables)
+    assert mine.read_text() == "keep me"
+    assert (eval_dir / "metrics.csv").is_file() and (eval_dir / "summary.json").is_file()
+
+
+def test_remove_stale_tables_removes_only_the_studies_not_written(tmp_path: Path):
+    for name in ("adaptive_classification.csv", "adaptive_retrieval.csv", "metrics.csv", "x.csv"):
+        (tmp_path / name).write_text("old")
+    removed = remove_stale_tables(tmp_path, {"adaptive_retrieval"})
+    assert removed == [tmp_path / "adaptive_classification.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "adaptive_retrieval.csv", "metrics.csv", "x.csv",
+    ]  # fmt: skip
+    assert remove_stale_tables(tmp_path / "missing", set()) == []
+
+
+def fake_summary(recall_ceiling: float, speedup: float) -> dict:
+    per_dim = {
+        str(m): {"head_top1": 0.8 + m / 1000, "1nn": 0.78, "map@10": 0.7, "map_standard@10": 0.71,
+                 "precision@10": 0.72, "recall@10": 0.0012}
+        for m in (4, 64)
+    }  # fmt: skip
+    adaptive = {"method": "adaptive", "dims": "4>64", "shortlists": "200>10", "map@10": 0.69,
+                "map_standard@10": 0.7, "mflops_per_query": 1.0,
+                "speedup_vs_exact": speedup}  # fmt: skip
+    exact = {**adaptive, "method": "exact", "dims": "64", "speedup_vs_exact": 1.0}
+    return {
+        "method": "mrl", "checkpoint": "last.ckpt", "nesting": [4, 64], "query_size": 1000,
+        "per_dim": per_dim, "recall_ceiling": {"recall@10": recall_ceiling},
+        "adaptive_classification": {
+            "largest_dim_accuracy": 0.8606, "smallest_expected_dim": 20.0, "dim_reduction": 3.2,
+            "tolerance": 0.001, "smallest_fixed_dim": None, "n_calibration": 500,
+            "n_report": 500, "oracle": {"accuracy": 0.95, "expected_dim": 6.0},
+        },
+        "adaptive_retrieval": [exact, adaptive],
+    }  # fmt: skip
+
+
+def test_summary_puts_informative_metrics_first_and_names_both_maps():
+    text = format_summary(fake_summary(0.0018, 1.5), [], Path("eval"))
+    header = text.splitlines()[1].split("  ")
+    labels = [h.strip() for h in header if h.strip()]
+    assert labels == ["dim", "head top-1", "1-NN", "mAP@10 (standard)", "mAP@10 (paper, ÷k)",
+                      "P@10"]  # fmt: skip
+    # The capped recall comes after the table with its ceiling, still per dim.
+    assert "recall@10 (ceiling 0.18% here: k / same-class database items): 0.12% at dim 4, " \
+        "0.12% at dim 64" in text  # fmt: skip
+    # An informative recall (ceiling 100%) stays a column.
+    text = format_summary(fake_summary(1.0, 1.5), [], Path("eval"))
+    assert "recall@10" in text.splitlines()[1] and "ceiling" not in text
+    assert "mAP@10 (paper, ÷k)  69.00  mAP@10 (standard)  70.00" in text
+
+
+def test_summary_flags_a_speedup_below_one():
+    slow = format_summary(fake_summary(1.0, 0.8), [], Path("eval")).splitlines()
+    assert slow[-2].endswith("speed-up 0.80x — slower than exact search at this size")
+    assert slow[-3].endswith("speed-up 1.00x")  # exact itself
+    fast = format_summary(fake_summary(1.0, 1.75), [], Path("eval"))
+    assert fast.splitlines()[-2].endswith("speed-up 1.75x") and "slower" not in fast
+    assert format_speedup(0.999) == "1.00x — slower than exact search at this size"
+
+
+def test_summary_says_which_queries_the_cascade_is_measured_on():
+    text = format_summary(fake_summary(1.0, 1.5), [], Path("eval"))
+    line = next(li for li in text.splitlines() if li.startswith("adaptive classification"))
+    # 86.06% on the report half against the table's 86.40% on all queries: both named.
+    assert line.startswith(
+        "adaptive classification (thresholds fitted on 500 queries, measured on the other 500): "
+        "largest head 86.06% on those 500 (86.40% on all 1000 queries, as in the table); "
+    )

@@ -4,8 +4,12 @@ Outputs, under the run directory (or `out_dir=`):
 - `embeddings/<split>/{features,labels}.npy`: `database` (training split, eval transforms),
   `query` (test split) and `query-<corruption>` sets; every dim is a slice `[:, :m]`;
 - `eval/metrics.csv`: one row per (dataset, split, method, dim, metric);
-- `eval/adaptive_classification.csv`, `eval/adaptive_retrieval.csv`: the adaptive studies;
+- `eval/adaptive_classification.csv`, `eval/adaptive_retrieval.csv`: the adaptive studies (a
+  study switched off or not applicable removes its table left by an earlier run);
 - `eval/summary.json`: the headline numbers, also printed.
+
+`map@k` in these tables is the paper's AP@k (divided by k); `map_standard@k` divides by
+min(k, relevant items) as IR libraries do (see `mrl.eval.metrics`).
 """
 
 import logging
@@ -30,7 +34,7 @@ from mrl.core.nesting import halving_nesting
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
 from mrl.eval.index_cache import embeddings_fingerprint
 from mrl.runs.files import atomic_write_json, write_csv
-from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS
+from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS, metric_label
 from mrl.training.builders import checked_datamodule, model_from_saved, saved_config
 from mrl.training.checks import check_eval_against, check_eval_config
 from mrl.training.lifecycle import (
@@ -44,7 +48,19 @@ from mrl.training.lifecycle import (
 log = logging.getLogger("mrl.eval")
 
 METRIC_COLUMNS = EVAL_METRIC_COLUMNS
-SUMMARY_METRICS = ["head_top1", "probe_top1", "1nn", "map@10", "precision@10", "recall@10"]
+# The printed per-dim table, most informative first.
+SUMMARY_METRICS = [
+    "head_top1", "probe_top1", "1nn", "map_standard@10", "map@10", "precision@10", "recall@10",
+]  # fmt: skip
+# recall@k can reach at most min(k, R) / R (R: same-class database items); below this ceiling the
+# column would read as ~0 at every dim, so it is printed after the table beside its ceiling.
+RECALL_CEILING_IN_TABLE = 0.5
+# The tables of the optional studies, by config section: a study that does not run removes its
+# table from an earlier run, so that eval/ holds the current run's results only.
+SECTION_TABLES = {
+    "adaptive_classification": "adaptive_classification.csv",
+    "adaptive_retrieval": "adaptive_retrieval.csv",
+}
 
 
 @dataclass
@@ -213,6 +229,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run every enabled evaluation and write the tables; returns the summary dict."""
     from mrl.eval.cascade import adaptive_classification
     from mrl.eval.funnel import evaluate_adaptive_retrieval
+    from mrl.eval.metrics import recall_ceiling
     from mrl.eval.probe import probe_per_dim
     from mrl.eval.retrieval import evaluate_retrieval
 
@@ -279,6 +296,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 **index_options(cfg, cfg.retrieval.backend),
             ),
         )  # fmt: skip
+        summary["recall_ceiling"] = {
+            f"recall@{k}": recall_ceiling(query_y, db_y, k) for k in cfg.retrieval.ks
+        }
 
     if cfg.baselines and is_full_size_single_head(head, features_dim):
         baseline_dims = (
@@ -289,12 +309,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         add_baselines(cfg, target, db, db_y, query, query_y, list(baseline_dims), add)
 
     eval_dir = target.out_dir / "eval"
+    written: set[str] = set()
     if cfg.adaptive_classification.enabled and probs is not None and len(head.nesting) > 1:
         study = adaptive_classification(
             probs, query_y, head.nesting, cal_fraction=cfg.adaptive_classification.cal_fraction,
             seed=cfg.seed, tolerance=cfg.adaptive_classification.tolerance,
         )  # fmt: skip
-        write_csv(eval_dir / "adaptive_classification.csv", study["sweep"])
+        write_csv(eval_dir / SECTION_TABLES["adaptive_classification"], study["sweep"])
+        written.add("adaptive_classification")
         summary["adaptive_classification"] = {k: v for k, v in study.items() if k != "sweep"}
     if cfg.adaptive_retrieval.enabled and len(dims) > 1:
         funnel = None
@@ -311,7 +333,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             index_cache_dir=db_dir / "indexes", fingerprint=embeddings_fingerprint(db_dir),
             **index_options(cfg, first_stage),
         )  # fmt: skip
-        write_csv(eval_dir / "adaptive_retrieval.csv", study_rows)
+        write_csv(eval_dir / SECTION_TABLES["adaptive_retrieval"], study_rows)
+        written.add("adaptive_retrieval")
         summary["adaptive_retrieval"] = study_rows
 
     for name, (r_features, r_labels, subset) in robust.items():
@@ -334,11 +357,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )  # fmt: skip
 
     write_csv(eval_dir / "metrics.csv", rows, columns=METRIC_COLUMNS)
+    remove_stale_tables(eval_dir, written)
     summary["per_dim"] = per_dim_summary(rows, CLEAN_SPLIT)
     summary["wall_time_s"] = round(time.time() - started, 1)
     atomic_write_json(eval_dir / "summary.json", summary)
     print(format_summary(summary, rows, eval_dir))
     return summary
+
+
+def remove_stale_tables(eval_dir: Path, written: set[str]) -> list[Path]:
+    """Delete the table of every `SECTION_TABLES` study not in `written` (this run did not run
+    it), only those files; returns the paths removed."""
+    removed = []
+    for section, name in SECTION_TABLES.items():
+        path = eval_dir / name
+        if section not in written and path.is_file():
+            path.unlink()
+            removed.append(path)
+            log.info("removed %s: %s did not run this time", path, section)
+    return removed
 
 
 def index_options(cfg: DictConfig, backend: str) -> dict[str, Any]:
@@ -456,40 +493,92 @@ def per_dim_summary(rows: list[dict], split: str) -> dict[str, dict[str, float]]
     return table
 
 
+def format_speedup(speedup: float) -> str:
+    """`1.75x`; below 1, said in words, since it means the method lost to exact search."""
+    text = f"{speedup:.2f}x"
+    return f"{text} — slower than exact search at this size" if speedup < 1 else text
+
+
+def format_adaptive_classification(ac: dict, full_accuracy: float | None, n_queries: int) -> str:
+    """The cascade's line: which queries its numbers are measured on, and what it achieves."""
+    n_cal, n_report = ac.get("n_calibration"), ac.get("n_report")
+    if n_cal is not None and n_report is not None:
+        where = f"thresholds fitted on {n_cal} queries, measured on the other {n_report}"
+        on = f" on those {n_report}"
+    else:
+        where, on = "measured on the held-out queries", ""
+    # The per-dim table's head top-1 is over every query; the cascade's reference is the same
+    # head on its report half only, so the two differ by that half's sampling.
+    full = (
+        f" ({100 * full_accuracy:.2f}% on all {n_queries} queries, as in the table)"
+        if full_accuracy is not None
+        else ""
+    )
+    smallest = ac.get("smallest_expected_dim")
+    return (
+        f"adaptive classification ({where}): largest head {100 * ac['largest_dim_accuracy']:.2f}%"
+        f"{on}{full}; "
+        + (
+            f"the cascade matches it (within {100 * ac['tolerance']:g} pt) at expected dim "
+            f"{smallest:.1f} ({ac['dim_reduction']:.1f}x smaller)"
+            if smallest
+            else "no threshold setting matches it"
+        )
+        + (
+            f"; the smallest single head as accurate: dim {ac['smallest_fixed_dim']}"
+            if ac.get("smallest_fixed_dim")
+            else ""
+        )
+        + f"; oracle {100 * ac['oracle']['accuracy']:.2f}% at "
+        f"expected dim {ac['oracle']['expected_dim']:.1f}"
+    )
+
+
 def format_summary(summary: dict, rows: list[dict], eval_dir: Path) -> str:
-    """A per-dim table of the headline metrics, then the adaptive studies, as text."""
+    """A per-dim table of the headline metrics, then the adaptive studies, as text.
+
+    A recall@k whose ceiling (`summary["recall_ceiling"]`) is below `RECALL_CEILING_IN_TABLE`
+    is printed after the table with that ceiling instead of as a column."""
     table = summary["per_dim"]
-    shown = [m for m in SUMMARY_METRICS if any(m in v for v in table.values())]
+    ceilings = summary.get("recall_ceiling") or {}
+    low = {m for m, c in ceilings.items() if c == c and c < RECALL_CEILING_IN_TABLE}
+    present = [m for m in SUMMARY_METRICS if any(m in v for v in table.values())]
+    shown = [m for m in present if m not in low]
+    labels = {m: metric_label(m) for m in shown}
+    widths = {m: max(8, len(labels[m])) for m in shown}
+    by_dim = sorted(table.items(), key=lambda kv: int(kv[0]))
     lines = [f"{summary['method']} on {summary['checkpoint']}: per-dim metrics (%)"]
-    lines.append(f"{'dim':>6} " + " ".join(f"{m:>12}" for m in shown))
-    for dim, values in sorted(table.items(), key=lambda kv: int(kv[0])):
-        cells = [f"{100 * values[m]:12.2f}" if m in values else f"{'-':>12}" for m in shown]
-        lines.append(f"{dim:>6} " + " ".join(cells))
+    lines.append("  ".join([f"{'dim':>6}", *(f"{labels[m]:>{widths[m]}}" for m in shown)]))
+    for dim, values in by_dim:
+        cells = [
+            f"{100 * values[m]:{widths[m]}.2f}" if m in values else f"{'-':>{widths[m]}}"
+            for m in shown
+        ]
+        lines.append("  ".join([f"{dim:>6}", *cells]))
+    for m in present:
+        if m in low:
+            per_dim = ", ".join(f"{100 * v[m]:.2f}% at dim {d}" for d, v in by_dim if m in v)
+            lines.append(
+                f"{m} (ceiling {100 * ceilings[m]:.2f}% here: k / same-class database items): "
+                f"{per_dim}"
+            )
     ac = summary.get("adaptive_classification")
     if ac:
-        smallest = ac.get("smallest_expected_dim")
-        lines.append(
-            f"adaptive classification: largest head {100 * ac['largest_dim_accuracy']:.2f}%; "
-            + (
-                f"the cascade matches it (within {100 * ac['tolerance']:g} pt) at expected dim "
-                f"{smallest:.1f} "
-                f"({ac['dim_reduction']:.1f}x smaller)"
-                if smallest
-                else "no threshold setting matches it"
-            )
-            + (
-                f"; the smallest single head as accurate: dim {ac['smallest_fixed_dim']}"
-                if ac.get("smallest_fixed_dim")
-                else ""
-            )
-            + f"; oracle {100 * ac['oracle']['accuracy']:.2f}% at "
-            f"expected dim {ac['oracle']['expected_dim']:.1f}"
-        )
+        largest = str(max(summary.get("nesting") or [0]))
+        full = table.get(largest, {}).get("head_top1")
+        lines.append(format_adaptive_classification(ac, full, summary.get("query_size", 0)))
     for r in summary.get("adaptive_retrieval", []):
+        standard = r.get("map_standard@10")
         lines.append(
             f"{r['method']:>8} {r['dims']:>18} shortlists {r['shortlists']:>14}: "
-            f"mAP@10 {100 * r['map@10']:6.2f}  MFLOPs/query {r['mflops_per_query']:9.3f}  "
-            f"speed-up {r['speedup_vs_exact']:5.2f}x"
+            f"{metric_label('map@10')} {100 * r['map@10']:6.2f}  "
+            + (
+                f"{metric_label('map_standard@10')} {100 * standard:6.2f}  "
+                if standard is not None
+                else ""
+            )
+            + f"MFLOPs/query {r['mflops_per_query']:9.3f}  "
+            f"speed-up {format_speedup(r['speedup_vs_exact'])}"
         )
     lines.append(f"tables in {eval_dir}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ query split, and the order in which methods are listed. `mrl-eval` writes with t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mrl.core import heads
@@ -13,6 +14,31 @@ from mrl.core import heads
 EVAL_METRIC_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
 # `mrl-aggregate`'s `results.csv`, one row per (run, method, dim, metric).
 AGGREGATE_COLUMNS = ["study", "run", "status", "seed", "method", "dim", "source", "metric", "value"]
+# Printed names of metrics whose key alone could be misread. `map@k` is the MRL paper's AP@k,
+# divided by k whatever the number of relevant items; `map_standard@k` divides by min(k, relevant)
+# (see mrl.eval.metrics). The text task logs the same without the "@": `map10`, `map_standard10`.
+_METRIC_LABELS = {
+    "map": "mAP@{k} (paper, ÷k)",
+    "map_standard": "mAP@{k} (standard)",
+    "head_top": "head top-{k}",
+    "probe_top": "probe top-{k}",
+    "precision": "P@{k}",
+    "recall": "recall@{k}",
+}
+
+
+def metric_label(metric: str) -> str:
+    """The printed name of a metric: `map@10` and `map10` -> "mAP@10 (paper, ÷k)",
+    `map_standard@10` -> "mAP@10 (standard)", `head_top1` -> "head top-1", `1nn` -> "1-NN";
+    any other name unchanged."""
+    if metric == "1nn":
+        return "1-NN"
+    match = re.fullmatch(r"(?P<name>[a-z_]+?)@?(?P<k>\d+)", metric)
+    if match and match["name"] in _METRIC_LABELS:
+        return _METRIC_LABELS[match["name"]].format(k=match["k"])
+    return metric
+
+
 # The clean test split; a corrupted copy is `<CLEAN_SPLIT>-<corruption>-<severity>`, and a
 # metric on it is named `<split>/<metric>` in aggregate tables.
 CLEAN_SPLIT = "query"
