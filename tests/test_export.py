@@ -243,7 +243,15 @@ def minilm_checkpoint(tmp_path_factory):
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "global_step": 0}, path)  # fmt: skip
+    # The run's own test figures of these weights, which the model cards must repeat.
+    per_dim = [{"dim": m, "recall@10": round(0.5 + m / 1000, 4)} for m in cfg.nesting]
+    (root / "run" / "results.json").write_text(json.dumps({"per_dim": per_dim}))
     return path, encoder.eval(), load_tokenizer()
+
+
+def minilm_checkpoint_nesting(checkpoint) -> list[int]:
+    saved = torch.load(checkpoint[0], map_location="cpu", weights_only=False)
+    return list(saved["hyper_parameters"]["config"]["nesting"])
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +280,8 @@ def test_minilm_tiers_equal_the_encoder_at_any_batch_and_length(minilm_checkpoin
         tier = card["tiers"][str(dim)]
         assert tier["parity"]["max_abs_diff"] <= PARITY_ATOL
         assert [i["name"] for i in tier["inputs"]] == ["input_ids", "attention_mask"]
-        assert tier["tokenizer"] == "st" and tier["quality"]["test"] is None
+        assert tier["tokenizer"] == "st"
+        assert tier["quality"]["test"] == {"recall@10": round(0.5 + dim / 1000, 4)}
 
 
 @pytest.mark.slow
@@ -295,6 +304,14 @@ def test_minilm_sentence_transformers_tiers_normalise_after_truncation(
         # The tokenizer the card names tokenizes as the training data did.
         saved = AutoTokenizer.from_pretrained(str(st_dir))
         assert saved(SENTENCES[1])["input_ids"] == tokenizer(SENTENCES[1])["input_ids"]
+        # Its model card: the base model, every trained dim, the run's quality at each.
+        readme = (st_dir / "README.md").read_text()
+        assert "**Base model:** [sentence-transformers/all-MiniLM-L6-v2]" in readme
+        nesting = ", ".join(str(m) for m in minilm_checkpoint_nesting(minilm_checkpoint))
+        assert f"over the nested dims {nesting}:" in readme
+        assert f"This folder returns dim **{dim}**" in readme
+        assert f"| {dim} (this folder) | {0.5 + dim / 1000:.4f} |" in readme
+        assert "Base model:** [Unknown]" not in readme
 
 
 @pytest.mark.slow

@@ -558,6 +558,10 @@ def test_fast_dev_run_contrastive(tmp_path: Path, extra: list[str]):
         assert 0.0 <= row["1nn"] <= 1.0 and 0.0 <= row["map10"] <= row["recall10"] <= 1.0
     assert results["per_dim"] == on_disk["per_dim"]
     assert (tmp_path / "model" / "modules.json").is_file()
+    card = (tmp_path / "model" / "README.md").read_text()  # the run's own figures, every dim
+    assert "**Base model:** [sentence-transformers/all-MiniLM-L6-v2]" in card
+    for row in on_disk["per_dim"]:
+        assert f"| {row['dim']} | " in card and f"{row['1nn']:.4f}" in card
 
 
 @pytest.mark.slow

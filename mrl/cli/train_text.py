@@ -116,12 +116,20 @@ def results(cfg: DictConfig, trainer: pl.Trainer, built: Built) -> dict[str, Any
 def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]) -> None:
     """Export the encoder as a sentence-transformers folder (when asked) and print the table."""
     from mrl.text.export import export_sentence_transformer
+    from mrl.text.st_card import MatryoshkaCard
 
     encoder = text_encoder_of(built.model)
     if cfg.get("save_model") and encoder is not None:
-        results["model_dir"] = str(
-            export_sentence_transformer(encoder, built.datamodule.tokenizer, run_dir / "model")
+        card = MatryoshkaCard(
+            model_name_or_path=cfg.get("encoder", {}).get("model_name_or_path"),
+            nesting=list(results["nesting"]),
+            quality=list(results["per_dim"]),
+            run_name=str(cfg.name),
         )
+        path = export_sentence_transformer(
+            encoder, built.datamodule.tokenizer, run_dir / "model", card
+        )
+        results["model_dir"] = str(path)
     title = f"{cfg.name} [{cfg.task}]: test metrics per dim ({run_dir})"
     print(format_rows(results["per_dim"], title))
 
@@ -142,20 +150,33 @@ def train_text(cfg: DictConfig) -> dict[str, Any]:
 
 
 def format_rows(rows: list[dict], title: str) -> str:
-    """A plain-text table of per-dim metrics (fractions shown in percent), with the first
+    """A plain-text table of per-dim metrics (fractions shown in percent, under the names of
+    `mrl.runs.format.metric_label`: "mAP@10 (paper, ÷k)", "mAP@10 (standard)"), with the first
     metric's retention: each dim's value as a percentage of the full dim's."""
     from mrl.eval.retention import retention
+    from mrl.runs.format import metric_label
 
     names = [k for k in rows[0] if k != "dim"] if rows else []
     first = names[0] if names else None
     tidy = [{"method": "", "dim": r["dim"], "metric": first, "value": r[first]} for r in rows]
     kept = {r["dim"]: r["retention"] for r in retention(tidy)} if first else {}
-    header = [f"{'dim':>6}", *(f"{n + ' %':>12}" for n in names)]
-    lines = [title, "  ".join([*header, f"{first + ' kept %':>16}"] if kept else header)]
+    labels = {n: f"{metric_label(n)} %" for n in names}
+    width = {n: max(12, len(labels[n])) for n in names}
+    header = [f"{'dim':>6}", *(f"{labels[n]:>{width[n]}}" for n in names)]
+    kept_label = f"{metric_label(first)} kept %" if first else ""
+    kept_width = max(16, len(kept_label))
+    lines = [title, "  ".join([*header, f"{kept_label:>{kept_width}}"] if kept else header)]
     for row in rows:
-        cells = [f"{100 * row[n]:12.2f}" if row[n] is not None else f"{'-':>12}" for n in names]
+        cells = [
+            f"{100 * row[n]:{width[n]}.2f}" if row[n] is not None else f"{'-':>{width[n]}}"
+            for n in names
+        ]
         if kept:
-            cells.append(f"{kept[row['dim']]:16.1f}" if row["dim"] in kept else f"{'-':>16}")
+            cells.append(
+                f"{kept[row['dim']]:{kept_width}.1f}"
+                if row["dim"] in kept
+                else f"{'-':>{kept_width}}"
+            )
         lines.append("  ".join([f"{row['dim']:>6}", *cells]))
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from typing import Any
 from mrl.export.source import ImageInput
 from mrl.runs.files import read_json
 from mrl.runs.format import CLEAN_SPLIT
+from mrl.text.st_card import MatryoshkaCard
 from mrl.training.lifecycle import CHECKPOINT_DIR, LAST
 
 FORMAT = "mrl-export/1"
@@ -149,3 +150,15 @@ def outputs(dim: int, with_prefix: bool) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def st_card(source: Any, test: dict[int, dict] | None) -> MatryoshkaCard:
+    """The sentence-transformers model card facts of a text `source` (an `mrl.export` source):
+    its base model from the training config, its dims, and `test` (`results_quality`) as rows."""
+    rows = [{"dim": dim, **metrics} for dim, metrics in sorted((test or {}).items())]
+    return MatryoshkaCard(
+        model_name_or_path=source.config.get("encoder", {}).get("model_name_or_path"),
+        nesting=list(source.nesting),
+        quality=rows,
+        run_name=str(source.config.get("name") or "") or None,
+    )

@@ -336,8 +336,9 @@ def export_run(
                 from mrl.export.st import SentenceTransformerTiers
 
                 stack.enter_context(quiet_transformers())
+                card = cards.st_card(source, results)
                 st_tiers = stack.enter_context(
-                    SentenceTransformerTiers(source.encoder, source.tokenizer, stage)
+                    SentenceTransformerTiers(source.encoder, source.tokenizer, stage, card)
                 )
             for dim in dims:
                 log.info("exporting dim %d", dim)

@@ -10,6 +10,7 @@ config too, so the model reports its dim. The transformer and pooling are those 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from mrl.text.encoders import HFTextEncoder
 from mrl.text.export import export_sentence_transformer
+from mrl.text.st_card import MatryoshkaCard
 
 
 class SentenceTransformerTiers:
@@ -27,8 +29,11 @@ class SentenceTransformerTiers:
     until the block ends.
     """
 
-    def __init__(self, encoder: HFTextEncoder, tokenizer, work_dir: Path) -> None:
+    def __init__(
+        self, encoder: HFTextEncoder, tokenizer, work_dir: Path, card: MatryoshkaCard | None = None
+    ) -> None:
         self.encoder, self.tokenizer, self.work_dir = encoder, tokenizer, Path(work_dir)
+        self.card = card
         self._tmp: Path | None = None
         self._base = None
 
@@ -47,7 +52,7 @@ class SentenceTransformerTiers:
 
     def write(self, dim: int, path: Path) -> Path:
         """Save the tier of `dim` at `path`: Transformer, Pooling, Dense (first `dim` dims),
-        Normalize; returns `path`."""
+        Normalize, with the model card of that dim; returns `path`."""
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
@@ -63,5 +68,10 @@ class SentenceTransformerTiers:
         model = SentenceTransformer(
             modules=[*base, truncate, Normalize()], device="cpu", truncate_dim=dim
         )
+        card = dataclasses.replace(self.card, served_dim=dim) if self.card else None
+        if card is not None:
+            card.apply(model)
         model.save(str(path))
+        if card is not None:
+            card.append_section(path)
         return path

@@ -12,17 +12,21 @@ import tempfile
 from pathlib import Path
 
 from mrl.text.encoders import HFTextEncoder
+from mrl.text.st_card import MatryoshkaCard
 
 # Our pooling names -> sentence-transformers' `Pooling(pooling_mode=...)`.
 ST_POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
 
 
-def export_sentence_transformer(encoder: HFTextEncoder, tokenizer, path: str | Path) -> Path:
+def export_sentence_transformer(
+    encoder: HFTextEncoder, tokenizer, path: str | Path, card: MatryoshkaCard | None = None
+) -> Path:
     """Save `encoder` and `tokenizer` as a sentence-transformers model at `path`.
 
     The modules are `Transformer` (max_seq_length = `encoder.max_length`), `Pooling` with the
-    encoder's pooling, and `Normalize` when `encoder.normalize`. The folder is written next to
-    `path` and renamed into place, replacing an earlier export; returns `path`.
+    encoder's pooling, and `Normalize` when `encoder.normalize`; `card` fills in its model card
+    (base model, dims, per-dim quality). The folder is written next to `path` and renamed into
+    place, replacing an earlier export; returns `path`.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -42,7 +46,11 @@ def export_sentence_transformer(encoder: HFTextEncoder, tokenizer, path: str | P
             modules.append(Normalize())
         model = SentenceTransformer(modules=modules, device="cpu")
         staged = work / "model"
+        if card is not None:
+            card.apply(model)
         model.save(str(staged))
+        if card is not None:
+            card.append_section(staged)
         if path.exists():
             shutil.rmtree(path)
         staged.rename(path)
