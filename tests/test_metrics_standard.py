@@ -170,3 +170,36 @@ def test_recall_ceiling():
     assert np.isnan(recall_ceiling(np.array([2]), database_labels, 10))
     with pytest.raises(ValueError):
         recall_ceiling(np.array([0]), database_labels, 0)
+
+
+def test_text_task_logs_and_prints_both_maps():
+    from types import SimpleNamespace
+
+    from mrl.cli.train_text import format_rows
+    from mrl.eval.retrieval import evaluate_retrieval
+    from mrl.text.module import TextContrastiveModule, per_dim_rows, retrieval_metric_names
+
+    # A reverse dictionary in miniature: one database word per label, queries near their word.
+    rng = np.random.default_rng(5)
+    database = rng.normal(size=(40, 8)).astype(np.float32)
+    labels = np.arange(40)
+    queries = database[:20] + 0.6 * rng.normal(size=(20, 8)).astype(np.float32)
+    logged: dict = {}
+    module = SimpleNamespace(
+        eval_k=10, nesting=[4, 8], _eval_buffer={},
+        retrieval_rows=lambda: evaluate_retrieval(
+            database, labels, queries, labels[:20], dims=[4, 8], ks=(10,), knn_ks=(1,)
+        ),
+        log_dict=lambda values, **_: logged.update(values),
+    )  # fmt: skip
+    TextContrastiveModule._log_retrieval(module, "test")
+    names = retrieval_metric_names(10)
+    assert names == ("recall10", "map_standard10", "map10", "1nn")
+    for m in (4, 8):
+        # One relevant item per query: the standard mAP@10 is 10x the paper's, which is <= 0.1.
+        assert logged[f"test/map_standard10@{m}"] == pytest.approx(10 * logged[f"test/map10@{m}"])
+        assert logged[f"test/map10@{m}"] <= 0.1
+    rows = per_dim_rows(logged, (4, 8), names)
+    header = format_rows(rows, "title").splitlines()[1]
+    assert "mAP@10 (standard) %" in header and "mAP@10 (paper, ÷k) %" in header
+    assert header.index("mAP@10 (standard)") < header.index("mAP@10 (paper, ÷k)")

@@ -35,8 +35,10 @@ QUERY_LOADER, DATABASE_LOADER = 0, 1
 
 
 def retrieval_metric_names(k: int) -> tuple[str, ...]:
-    """Per-dim metric names logged by `TextContrastiveModule` (before `@{m}`)."""
-    return (f"recall{k}", f"map{k}", "1nn")
+    """Per-dim metric names logged by `TextContrastiveModule` (before `@{m}`): `map{k}` is the
+    paper's mAP@k (÷k, at most 1/k with one relevant word per query), `map_standard{k}` the
+    standard one (÷ min(k, relevant); see `mrl.eval.metrics`)."""
+    return (f"recall{k}", f"map_standard{k}", f"map{k}", "1nn")
 
 
 class TextContrastiveModule(MatryoshkaModule):
@@ -45,8 +47,9 @@ class TextContrastiveModule(MatryoshkaModule):
 
     `nesting` is the list of dims evaluated; the loss has its own (a single-dim baseline trains
     at `[D]` and is still evaluated at every prefix). Logged: `train/loss`, `train/loss@{m}` (the
-    loss's dims) and, for stage in (val, test), `{stage}/recall{k}@{m}`, `{stage}/map{k}@{m}`,
-    `{stage}/1nn@{m}` and `{stage}/recall{k}` (the largest dim). Evaluation batches come from
+    loss's dims) and, for stage in (val, test), `{stage}/recall{k}@{m}`, `{stage}/map{k}@{m}`
+    (the paper's, ÷k), `{stage}/map_standard{k}@{m}`, `{stage}/1nn@{m}` and
+    `{stage}/recall{k}` (the largest dim). Evaluation batches come from
     two loaders, queries (index 0) then database (index 1), each seen in full by every process.
 
     `grad_cache_chunk` encodes each side that many rows at a time with gradient caching (also
@@ -196,6 +199,7 @@ class TextContrastiveModule(MatryoshkaModule):
         rename = {
             f"recall@{self.eval_k}": f"recall{self.eval_k}",
             f"map@{self.eval_k}": f"map{self.eval_k}",
+            f"map_standard@{self.eval_k}": f"map_standard{self.eval_k}",
             "1nn": "1nn",
         }
         values = {}
