@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FAST, compose_train
+from omegaconf import OmegaConf
 
 import mrl
 from mrl.cli.train import train
@@ -83,3 +84,64 @@ def test_an_authors_checkpoint_loads_and_encodes_like_its_encoder(tmp_path):
     with torch.no_grad():
         want = head(z)[list(PAPER_NESTING).index(64)]
     torch.testing.assert_close(model.classify(x, dim=64, logits=True), want, atol=1e-3, rtol=0)
+
+
+def test_pil_images_and_image_files_encode_like_the_same_pixels_as_a_tensor(image_run, tmp_path):
+    from PIL import Image
+
+    model = mrl.load(image_run)
+    pixels = torch.randint(0, 256, (3, 28, 28), generator=torch.Generator().manual_seed(4))
+    pixels = pixels.to(torch.uint8)
+    pictures = [Image.fromarray(p.numpy(), mode="L") for p in pixels]
+    paths = []
+    for i, picture in enumerate(pictures):
+        paths.append(tmp_path / f"{i}.png")  # PNG: lossless, so the files hold the same pixels
+        picture.save(paths[-1])
+    want = model.encode(pixels.unsqueeze(1), dim=8)  # uint8 in [0, 255]: scaled by 1/255
+    torch.testing.assert_close(model.encode(pixels.unsqueeze(1).float() / 255, dim=8), want)
+    torch.testing.assert_close(model.encode(pictures, dim=8, batch_size=2), want, atol=1e-6,
+                               rtol=0)  # fmt: skip
+    torch.testing.assert_close(model.encode([str(p) for p in paths], dim=8), want, atol=1e-6,
+                               rtol=0)  # fmt: skip
+    rgb = [p.convert("RGB") for p in pictures]  # converted to the model's one channel
+    torch.testing.assert_close(model.encode(rgb, dim=8), want, atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="cannot read image"):
+        model.encode([tmp_path / "missing.png"])
+    with pytest.raises(ConfigError, match="wrap a single image in a list"):
+        model.encode(pictures[0])
+
+
+@pytest.mark.slow
+def test_a_text_run_encodes_lists_of_strings_like_its_encoder(tmp_path):
+    from test_text import compose_text
+
+    from mrl.core.contrastive import MatryoshkaContrastiveLoss
+    from mrl.text.encoders import HFTextEncoder, encode_texts, load_tokenizer
+    from mrl.text.module import TextContrastiveModule
+
+    cfg = compose_text(tmp_path / "run")
+    encoder = HFTextEncoder()
+    with torch.no_grad():  # off the bundled weights, so that loading them instead would fail
+        for p in encoder.model.encoder.layer[-1].parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    module = TextContrastiveModule(
+        encoder, MatryoshkaContrastiveLoss(list(cfg.nesting)), torch.optim.AdamW,
+        nesting=list(cfg.nesting), config=OmegaConf.to_container(cfg, resolve=True),
+    )  # fmt: skip
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "global_step": 0}, path)  # fmt: skip
+    texts = ["a small dog", "the capital of France", "to run quickly", "a kind of tree"]
+    model = mrl.load(tmp_path / "run")
+    assert model.kind == "text" and model.dims == tuple(cfg.nesting)
+    z = torch.from_numpy(encode_texts(encoder.eval(), load_tokenizer(), texts))
+    for dim in (8, 64):
+        got = model.encode(texts, dim=dim, batch_size=3)
+        torch.testing.assert_close(got, F.normalize(z[:, :dim], dim=-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.encode(texts, dim=64, normalize=False), z[:, :64],
+                               atol=1e-5, rtol=0)  # fmt: skip
+    with pytest.raises(ConfigError, match="pass \\[text, ...\\]"):
+        model.encode("one string", dim=8)
+    with pytest.raises(ConfigError, match="no classification head"):
+        model.classify(texts)
