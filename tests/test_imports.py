@@ -1,11 +1,27 @@
 """The package's import graph, read from the source: no cycle among module-level imports, and
 the core maths (heads, losses, nesting, metrics, retrieval, cascades) reaching neither
-Lightning nor Hydra, directly or through another module of the package."""
+Lightning nor Hydra, directly or through another module of the package. Then the same promise
+kept at run time (`import mrl`, a head and a loss trained one step with every extra's packages
+hidden), every third-party import declared in pyproject.toml, and `mrl.extras`' check."""
 
 import ast
+import functools
+import importlib.metadata
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 import mrl
+from mrl import extras
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(mrl.__file__).resolve().parent
 CORE = [
@@ -89,7 +105,7 @@ def test_core_maths_reach_no_lightning_or_hydra():
 # The layers of the package, bottom (0) to top: a module imports only modules of its own
 # package or of a lower layer, never one beside or above it (lazy imports included).
 LAYERS = {
-    "core": 0, "conf": 0,
+    "core": 0, "conf": 0, "extras": 0,
     "runs": 1,
     "data": 2, "encoders": 2, "reference": 2,
     "eval": 3, "training": 3,
@@ -146,3 +162,230 @@ def test_nothing_imports_upward_or_sideways():
     # The check does catch a breach: training importing the report would be one.
     breach = {**graph, "mrl.training.lifecycle": graph["mrl.training.lifecycle"] | {"mrl.report"}}
     assert upward_imports(breach) == ["mrl.training.lifecycle -> mrl.report"]
+
+
+# -- what `pip install mrl` (no extras) brings -------------------------------------------------
+
+# The packages of the extras (and their usual companions): none may be imported by `import mrl`,
+# `mrl.core` or a head and loss at work.
+EXTRA_PACKAGES = (
+    "lightning", "pytorch_lightning", "hydra", "omegaconf", "faiss", "wandb", "torchvision",
+    "torchmetrics", "matplotlib", "pandas", "transformers", "sentence_transformers", "rich",
+    "tqdm",
+)  # fmt: skip
+
+# Run in a fresh interpreter: hides the top-level packages named in argv[1] from every import
+# finder (so they are as absent as if never installed, `importlib.util.find_spec` included),
+# runs argv[2], and prints which hidden modules were asked for by the package's own code (the
+# nearest importing frame is a module of `mrl`), as the last line of stdout.
+HARNESS = r"""
+import json, sys, traceback
+
+hidden = set(json.loads(sys.argv[1]))
+asked = []
+
+def importer():
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith("<frozen")
+                                 or "importlib" in frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "?") if frame is not None else "?"
+
+class Hide:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in hidden:
+            asked.append([name, importer()])
+            return None
+        return self.inner.find_spec(name, path, target)
+
+sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+import torch  # the core's own dependency: what it looks for itself is its own business
+try:
+    exec(compile(sys.argv[2], "<probe>", "exec"), {"__name__": "__probe__"})
+    error = None
+except BaseException:
+    error = traceback.format_exc()
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in hidden)
+by_package = sorted({name for name, by in asked if by == "mrl" or by.startswith("mrl.")})
+print(json.dumps({"error": error, "asked_by_mrl": by_package, "loaded": loaded}))
+"""
+
+CORE_PROBE = """
+import importlib, pkgutil
+import torch
+import mrl, mrl.core
+from mrl import MRLHead, MatryoshkaLoss
+for info in pkgutil.iter_modules(mrl.core.__path__):
+    importlib.import_module(f"mrl.core.{info.name}")
+for name in mrl.__all__:
+    if name != "load":
+        getattr(mrl, name)
+torch.manual_seed(0)
+head, loss_fn = MRLHead(16, 5, [2, 4, 8, 16]), MatryoshkaLoss()
+z = torch.randn(6, 16, requires_grad=True)
+loss = loss_fn(head(z), torch.randint(0, 5, (6,)))
+loss.backward()
+assert torch.isfinite(loss) and z.grad.abs().sum() > 0
+assert all(p.grad is not None for p in head.parameters())
+"""
+
+
+def run_hidden(hidden: tuple[str, ...], probe: str) -> dict:
+    """`probe` run by `HARNESS` in a fresh interpreter with `hidden` packages absent."""
+    done = subprocess.run(
+        [sys.executable, "-c", HARNESS, json.dumps(list(hidden)), probe],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_core_works_with_no_extra_installed():
+    out = run_hidden(EXTRA_PACKAGES, CORE_PROBE)
+    assert out == {"error": None, "asked_by_mrl": [], "loaded": []}, out.get("error") or out
+
+
+@pytest.mark.parametrize(
+    "breach",
+    ["import tqdm", "from lightning.pytorch import Trainer",
+     "try:\n    import wandb\nexcept ImportError:\n    pass"],
+)  # fmt: skip
+def test_the_harness_catches_the_package_importing_an_extra(breach: str):
+    # The same import run as if written in a module of the core: a hard import fails the
+    # probe, a guarded one is still reported.
+    probe = f"exec({breach!r}, {{'__name__': 'mrl.core.breach'}})"
+    out = run_hidden(EXTRA_PACKAGES, probe)
+    assert out["asked_by_mrl"] and out["loaded"] == [], out
+    assert (out["error"] is None) == breach.startswith("try"), out
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+
+
+def requirement_name(req: str) -> str:
+    """The normalised distribution name of a requirement string (`PyYAML>=5.1` -> `pyyaml`)."""
+    name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", req.strip())
+    assert name, req
+    return re.sub(r"[-_.]+", "-", name.group(0)).lower()
+
+
+def declared() -> dict[str, set[str]]:
+    """`core` and each extra -> the distributions it names (self-references expanded)."""
+    project = pyproject()["project"]
+    raw = {"core": project["dependencies"], **project["optional-dependencies"]}
+    out: dict[str, set[str]] = {}
+
+    def expand(group: str) -> set[str]:
+        if group not in out:
+            names = set()
+            for req in raw[group]:
+                own = re.fullmatch(r"\s*mrl\[([^\]]+)\]\s*", req)
+                if own:
+                    names |= {n for g in own.group(1).split(",") for n in expand(g.strip())}
+                else:
+                    names.add(requirement_name(req))
+            out[group] = names
+        return out[group]
+
+    for group in raw:
+        expand(group)
+    return out
+
+
+@functools.cache
+def _top_level_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def distributions_of(module: str) -> set[str]:
+    """The installed distributions that provide top-level `module`, normalised."""
+    found = _top_level_distributions().get(module.partition(".")[0], [])
+    return {requirement_name(d) for d in found}
+
+
+def test_the_core_dependencies_are_small_and_the_extras_hold_the_rest():
+    groups = declared()
+    assert groups["core"] == {"torch", "numpy", "pyyaml"}
+    assert {"lightning", "faiss-cpu", "wandb", "matplotlib"}.isdisjoint(groups["core"])
+    extras_only = {g: n for g, n in groups.items() if g not in ("core", "all", "dev")}
+    assert groups["all"] == set().union(*extras_only.values())
+    assert groups["dev"] >= groups["all"] | {"pytest", "ruff", "nbconvert"}
+
+
+def test_every_third_party_import_of_the_package_is_declared():
+    groups = declared()
+    everything = set().union(*groups.values())
+    stdlib = set(sys.stdlib_module_names)
+    undeclared = {}
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = {a.name.partition(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                tops = {node.module.partition(".")[0]}
+            else:
+                continue
+            for top in tops - stdlib - {"mrl"}:
+                if not distributions_of(top) & everything:
+                    undeclared.setdefault(top, module_name(path))
+    assert undeclared == {}
+
+
+def test_the_extras_table_matches_pyproject():
+    groups = declared()
+    assert set(extras.EXTRAS) == set(groups) - {"core", "all", "dev"}
+    for extra, modules in extras.EXTRAS.items():
+        for module in modules:
+            assert distributions_of(module) & groups[extra], f"{module} is not in [{extra}]"
+    scripts = pyproject()["project"]["scripts"]
+    assert set(extras.COMMANDS) == set(scripts)
+    assert all(set(needs) <= set(extras.EXTRAS) for needs in extras.COMMANDS.values())
+
+
+def test_require_is_silent_when_the_extras_are_installed(capsys):
+    for command in extras.COMMANDS:
+        extras.require(command)
+    assert extras.missing_message("mrl.load", "train") is None
+    assert capsys.readouterr().err == ""
+
+
+def test_require_names_the_extra_to_install_and_exits_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "lightning", None)  # as if not installed
+    with pytest.raises(SystemExit) as exit_:
+        extras.require("mrl-train")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "mrl-train needs the 'train' extra (missing: lightning): pip install 'mrl[train]'\n"
+    )
+    # Several extras are all named, a module under a missing package counts as missing too.
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    monkeypatch.setitem(sys.modules, "hydra_plugins", None)
+    assert extras.missing_message("mrl-train-text", "train", "text", "slurm") == (
+        "mrl-train-text needs the 'train', 'text' and 'slurm' extras (missing: lightning, "
+        "transformers, hydra_plugins.hydra_submitit_launcher): "
+        "pip install 'mrl[train,text,slurm]'"
+    )
+    with pytest.raises(KeyError, match="unknown extra 'gpu'"):
+        extras.require("mrl-train", "gpu")
+
+
+def test_require_names_only_the_extras_that_are_missing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(SystemExit):
+        extras.require("mrl-export")
+    assert capsys.readouterr().err == (
+        "mrl-export needs the 'export' extra (missing: onnxruntime): pip install 'mrl[export]'\n"
+    )
+
+
+def test_mrl_load_without_the_train_extra_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "hydra", None)
+    with pytest.raises(ModuleNotFoundError, match=re.escape("pip install 'mrl[train]'")):
+        mrl.load  # noqa: B018

@@ -26,8 +26,8 @@ def _run(*args: str | Path, cwd: Path, env: dict | None = None) -> subprocess.Co
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """A fresh virtual environment with the wheel installed; returns its `bin` folder."""
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from a copy of the repository."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"  # a copy, so that building writes nothing into the checkout
     keep = {"mrl", "pyproject.toml", "README.md"}
@@ -42,8 +42,14 @@ def installed(tmp_path_factory) -> Path:
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mrl" / "conf").rglob("*.yaml")}
     assert shipped and shipped <= names, sorted(shipped - names)[:5]
-    assert {"mrl/py.typed", "mrl/conf/__init__.py", "mrl/cli/train.py"} <= names
+    assert {"mrl/py.typed", "mrl/conf/__init__.py", "mrl/cli/train.py", "mrl/extras.py"} <= names
+    return wheel
 
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path) -> Path:
+    """A fresh virtual environment with the wheel installed; returns its `bin` folder."""
+    tmp = wheel.parents[1]
     env = tmp / "env"
     _run(sys.executable, "-m", "venv", env, cwd=tmp)
     (site,) = (env / "lib").glob("python*/site-packages")
@@ -53,6 +59,29 @@ def installed(tmp_path_factory) -> Path:
     _run(env / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel,
          cwd=tmp)  # fmt: skip
     return env / "bin"
+
+
+def test_the_wheel_declares_a_small_core_and_the_extras(wheel: Path):
+    with zipfile.ZipFile(wheel) as zf:
+        (meta,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = zf.read(meta).decode().splitlines()
+    requires = [line.removeprefix("Requires-Dist: ") for line in lines
+                if line.startswith("Requires-Dist: ")]  # fmt: skip
+    core = {r.split(">")[0].split("<")[0].strip().lower() for r in requires if "extra ==" not in r}
+    assert core == {"torch", "numpy", "pyyaml"}
+    provided = {line.removeprefix("Provides-Extra: ") for line in lines
+                if line.startswith("Provides-Extra: ")}  # fmt: skip
+    assert provided == {"train", "eval", "tracking", "figures", "text", "slurm", "export", "all",
+                        "dev"}  # fmt: skip
+    for req, extra in [
+        ("faiss-cpu", "eval"),
+        ("lightning", "train"),
+        ("wandb", "tracking"),
+        ("matplotlib", "figures"),
+        ("nbconvert", "figures"),
+        ("onnx", "export"),
+    ]:
+        assert any(r.startswith(req + ">") and f'extra == "{extra}"' in r for r in requires), req
 
 
 def _outside_env(tmp_path: Path) -> dict:
