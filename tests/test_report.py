@@ -579,3 +579,189 @@ def test_retrieval_time_figure_and_table() -> None:
     # Without measured times there is nothing to draw, and the note says so.
     empty = plot_retrieval_time(frame.drop(columns=["ms_per_query"]))
     assert empty.figure is None and "times" in empty.missing[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+
+class _Sections(HTMLParser):
+    """Per `<section>` of the page: its `<h2>` count, and whether a table lies in `<details>`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.h2: dict[str, int] = {}
+        self.folded_tables: dict[str, int] = {}
+        self.footers = 0
+        self._section = ""
+        self._details = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self._section = attrs.get("id", "")
+        elif tag == "h2":
+            self.h2[self._section] = self.h2.get(self._section, 0) + 1
+        elif tag == "details":
+            self._details += 1
+        elif tag == "table" and self._details:
+            self.folded_tables[self._section] = self.folded_tables.get(self._section, 0) + 1
+        elif tag == "footer" or (tag == "p" and attrs.get("class") == "footer"):
+            self.footers += 1
+
+    def handle_endtag(self, tag):
+        if tag == "details":
+            self._details -= 1
+
+
+def _page(results: Path, reference: Path, tmp_path: Path) -> str:
+    out = tmp_path / "page"
+    cli.main([str(results), "--out", str(out), "--reference", str(reference), "--formats", "png"])
+    return (out / "index.html").read_text()
+
+
+def test_page_has_one_heading_per_section_one_footer_and_readable_contents(
+    results: Path, reference: Path, tmp_path: Path
+) -> None:
+    page = _page(results, reference, tmp_path)
+    parser = _Sections()
+    parser.feed(page)
+    assert parser.h2 and set(parser.h2.values()) == {1}
+    assert parser.footers == 1
+    assert "Classification — toy_table1" in page and "Adaptive classification" in page
+    assert ">classification__toy<" not in page
+
+
+def test_page_image_leaves_out_the_figure_title_and_footer(results: Path) -> None:
+    (drawn, *_) = plots.classification_figures(load.load_results(results), None)
+    import io
+
+    from PIL import Image
+
+    full = Image.open(io.BytesIO(drawn.png()))
+    bare = Image.open(io.BytesIO(drawn.png(bare=True)))
+    assert bare.height < full.height  # title and footer gone
+    assert drawn.figure.get_suptitle()  # the file keeps them
+    assert drawn.png() == drawn.png()  # and the cache still returns the titled one
+
+
+def test_long_tables_are_folded_behind_their_key_rows() -> None:
+    from mrl.report.figure import LONG_TABLE_ROWS, table_html
+
+    long = pd.DataFrame({"x": range(LONG_TABLE_ROWS + 1)})
+    folded = table_html(long, long.head(2))
+    assert folded.index("<details>") > folded.index("<table")  # key rows shown first
+    assert "<details>" not in table_html(long.head(LONG_TABLE_ROWS))
+    from mrl.report.figure import Drawn, figure_block
+
+    block = figure_block(Drawn("toy", "toy", None, long, summary=long.head(2)))
+    parser = _Sections()
+    parser.feed(block)
+    assert parser.folded_tables == {"toy": 1}
+
+
+def test_adaptive_retrieval_dims_in_numeric_order_and_measured_speedup() -> None:
+    rows = [
+        {"method": "exact", "dims": "256", "shortlists": "10", "map@10": 0.9,
+         "mflops_per_query": 14.0, "ms_per_query": 0.4},
+    ] + [
+        {"method": "adaptive", "dims": f"{d}>256", "shortlists": "200>10", "map@10": 0.85,
+         "mflops_per_query": d / 10, "ms_per_query": 0.1}
+        for d in (128, 16, 2, 32)
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows).assign(study="toy", dataset="Toy", run="r0", seed=0)
+    drawn = plots.plot_adaptive_retrieval(frame)
+    assert list(drawn.table["dims"]) == ["256", "2>256", "16>256", "32>256", "128>256"]
+    assert list(drawn.table["measured speed-up"]) == [1.0, 4.0, 4.0, 4.0, 4.0]
+    assert len(drawn.figure.axes) == 3  # the measured speed-up panel
+    # Without times: no third panel.
+    bare = plots.plot_adaptive_retrieval(frame.drop(columns=["ms_per_query"]))
+    assert len([ax for ax in bare.figure.axes if ax.get_visible()]) == 2
+
+
+def test_absent_methods_flagged_only_where_declared(tmp_path: Path) -> None:
+    single = write_run(tmp_path / "single")
+    (drawn,) = plots.classification_figures(load.load_results(single), None)
+    assert not any(n.startswith("no ") and "rows" in n for n in drawn.missing)
+    declared = write_run(tmp_path / "declared")
+    write_sweep_file(declared / ".hydra" / "hydra.yaml", "mrl,mrl_e")
+    (drawn,) = plots.classification_figures(load.load_results(declared), None)
+    assert any(n.startswith("no MRL-E rows") for n in drawn.missing)
+    assert not any(n.startswith("no FF rows") for n in drawn.missing)
+
+
+def test_adaptive_classification_labels_each_marker(results: Path) -> None:
+    tables = load.load_results(results)
+    (drawn,) = plots.adaptive_classification_figures(tables, None)
+    texts = [t.get_text() for t in drawn.figure.axes[0].texts]
+    assert any("oracle: 3.1 dims" in t for t in texts)
+    assert any("27.0 dims" in t for t in texts)
+    assert set(drawn.summary["point"]) >= {"oracle", "matches the largest head"}
+
+
+def test_robustness_panels_share_the_y_axis(results: Path) -> None:
+    tables = load.load_results(results)
+    drawn = plots.robustness_figures(tables, None)[0]
+    visible = [ax for ax in drawn.figure.axes if ax.get_visible()]
+    first, second = visible[:2]  # two corruptions of the first metric
+    assert first.get_shared_y_axes().joined(first, second)
+    assert first.get_ylim() == second.get_ylim()
+    assert not any(t.get_visible() and t.get_text() for t in second.get_yticklabels())
+
+
+def test_provenance_shown_for_recorded_runs_one_line_for_others(tmp_path: Path) -> None:
+    from mrl.report.html import provenance_html
+
+    run = write_run(tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    results["provenance"].update(
+        mrl_version="0.1.0", command="mrl-train seed=0", date="2026-12-04T10:00:00+00:00"
+    )
+    (run / "results.json").write_text(json.dumps(results))
+    old = tmp_path / "old"
+    (old / ".hydra").mkdir(parents=True)
+    (old / ".hydra" / "overrides.yaml").write_text("- seed=3\n- method=mrl\n")
+    recorded = provenance.collect_provenance(run)
+    legacy = provenance.collect_provenance(old)
+    assert legacy["command"] == "mrl-train seed=3 method=mrl"
+    assert provenance.is_recorded(recorded) and not provenance.is_recorded(legacy)
+    text = provenance_html({"run": recorded, "old": legacy})
+    assert "abc1234" in text and "mrl-train seed=0" in text and "2026-12-04" in text
+    assert "not recorded for this run: old" in text
+    assert "unknown" not in text
+    now = provenance.current_provenance()
+    assert now["mrl_version"] and now["date"] and now["command"]
+
+
+def _screenshot_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "report_screenshot", REPO / "experiments" / "report_screenshot.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_screenshot_without_chromium_says_so_and_exits_2(tmp_path: Path, capsys, monkeypatch):
+    shot = _screenshot_module()
+    (tmp_path / "index.html").write_text("<html><body>x</body></html>")
+    monkeypatch.setattr(shot.shutil, "which", lambda name: None)
+    assert shot.main([str(tmp_path)]) == 2
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "no Chromium" in printed[0]
+
+
+@pytest.mark.skipif(
+    _screenshot_module().find_browser() is None, reason="no Chromium installed to render with"
+)
+def test_screenshot_renders_the_whole_page(tmp_path: Path) -> None:
+    from PIL import Image
+
+    shot = _screenshot_module()
+    page = tmp_path / "index.html"
+    page.write_text("<html><body style='margin:0'>" + "<p>row</p>" * 60 + "</body></html>")
+    assert shot.main([str(page), "--out", str(tmp_path / "s.png"), "--width", "640"]) == 0
+    with Image.open(tmp_path / "s.png") as image:
+        assert image.width == 640 and image.height > 60 * 16
