@@ -8,7 +8,9 @@ retrieval maths. Each command needs one or more extras on top (`pip install 'mrl
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
+from typing import Any
 
 # What `import` finds once an extra is installed: the modules that tell whether it is there.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -71,3 +73,39 @@ def require(command: str, *extras: str) -> None:
     if message is not None:
         print(message, file=sys.stderr)
         raise SystemExit(2)
+
+
+def import_faiss() -> Any:
+    """The `faiss` module, or None when it cannot be imported.
+
+    FAISS's loader tries its AVX512 and AVX2 builds first and logs, through the `faiss.loader`
+    logger, each one this wheel lacks ("Could not load library with AVX512 support ...") before
+    it loads the generic build fine. Those records are held back during the import and replayed
+    only if the import fails, where they explain the failure."""
+    loader = logging.getLogger("faiss.loader")
+    held = _HeldRecords()
+    saved = loader.level, loader.propagate
+    loader.addHandler(held)
+    loader.setLevel(logging.DEBUG)
+    loader.propagate = False
+    faiss = None
+    try:
+        import faiss
+    except ImportError:
+        pass
+    finally:
+        loader.removeHandler(held)
+        loader.level, loader.propagate = saved
+        if faiss is None:  # failed, or exiting (the loader calls sys.exit without any build)
+            for record in held.records:
+                loader.handle(record)
+    return faiss
+
+
+class _HeldRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

@@ -389,3 +389,25 @@ def test_mrl_load_without_the_train_extra_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "hydra", None)
     with pytest.raises(ModuleNotFoundError, match=re.escape("pip install 'mrl[train]'")):
         mrl.load  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "command, module, hidden, expected",
+    [("mrl-train", "mrl.cli.train", ("lightning",), "'train' extra (missing: lightning)"),
+     ("mrl-report", "mrl.cli.report", ("matplotlib",), "'figures' extra (missing: matplotlib)"),
+     ("mrl-export", "mrl.cli.export", ("onnx", "onnxruntime"), "pip install 'mrl[export]'")],
+)  # fmt: skip
+def test_a_console_command_without_its_extra_is_one_line_and_exit_2(
+    command, module, hidden, expected
+):
+    # As the console script starts it: argv[0] is the command, then its module is imported.
+    probe = f"import sys\nsys.argv = ['/venv/bin/{command}']\nimport {module}"
+    done = subprocess.run(
+        [sys.executable, "-c", HARNESS, json.dumps(list(hidden)), probe],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["error"] and "SystemExit: 2" in out["error"], out
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{command} needs the ") and expected in lines[0]
+    assert out["loaded"] == []  # refused before importing anything it lacks

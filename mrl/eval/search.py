@@ -12,7 +12,6 @@ included); the FAISS backends guarantee it within the rows they return.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -25,6 +24,7 @@ import numpy as np
 
 from mrl.core.validate import is_positive_int, positive_int
 from mrl.eval.quantize import binary_codes
+from mrl.extras import import_faiss
 
 BACKENDS = ("exact", "hnsw", "ivf", "binary", "numpy")
 
@@ -34,42 +34,6 @@ _GPU_MAX_K = 2048
 _NUMPY_BLOCK_BYTES = 256 << 20
 # Largest full-width chunk `normalize_prefix` reads at once.
 _CHUNK_BYTES = 64 << 20
-
-
-def import_faiss() -> Any:
-    """The `faiss` module, or None when it cannot be imported.
-
-    FAISS's loader tries its AVX512 and AVX2 builds first and logs, through the `faiss.loader`
-    logger, each one this wheel lacks ("Could not load library with AVX512 support ...") before
-    it loads the generic build fine. Those records are held back during the import and replayed
-    only if the import fails, where they explain the failure."""
-    loader = logging.getLogger("faiss.loader")
-    held = _HeldRecords()
-    saved = loader.level, loader.propagate
-    loader.addHandler(held)
-    loader.setLevel(logging.DEBUG)
-    loader.propagate = False
-    faiss = None
-    try:
-        import faiss
-    except ImportError:
-        pass
-    finally:
-        loader.removeHandler(held)
-        loader.level, loader.propagate = saved
-        if faiss is None:  # failed, or exiting (the loader calls sys.exit without any build)
-            for record in held.records:
-                loader.handle(record)
-    return faiss
-
-
-class _HeldRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 # The name the searchers call, so that a test can stand in for a machine without FAISS.

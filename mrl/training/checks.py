@@ -141,9 +141,10 @@ EVAL_DTYPES = ("float32", "float16")
 
 def faiss_gpus() -> int:
     """GPUs FAISS can use (0 without FAISS or with its CPU build)."""
-    try:
-        import faiss
-    except ImportError:
+    from mrl.extras import import_faiss
+
+    faiss = import_faiss()
+    if faiss is None:
         return 0
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
