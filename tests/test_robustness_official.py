@@ -21,6 +21,7 @@ from mrl.data import FashionMNISTDataModule, SyntheticDataModule
 from mrl.data.base import TEST_STREAM
 from mrl.encoders.resnet import resnet
 from mrl.eval.corruptions import (
+    CORRUPTION_PARAMS,
     CORRUPTIONS,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
@@ -589,3 +590,29 @@ def test_paper_recipes_train_with_blurpool(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, "experiment=paper/resnet50_imagenet_mrl")
     assert cfg.encoder.blurpool is True
     assert compose_train(tmp_path).get("encoder", {}).get("blurpool") in (None, False)
+
+
+def test_the_corruptions_agree_with_torchvision_where_they_share_a_definition() -> None:
+    """torchvision's functionals as the independent reference, where they compute the same
+    thing: contrast on one channel (its grayscale mean is the channel's mean) and the blur away
+    from the border (torchvision pads by reflection, ImageNet-C's skimage repeats the edge)."""
+    import torchvision.transforms.v2.functional as TF
+
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for severity in SEVERITIES:
+        factor = CORRUPTION_PARAMS["contrast"][severity - 1]
+        torch.testing.assert_close(
+            corrupt(x, "contrast", severity), TF.adjust_contrast(x, factor), atol=1e-6, rtol=0
+        )
+        sigma = CORRUPTION_PARAMS["gaussian_blur"][severity - 1]
+        radius = max(1, int(4.0 * sigma + 0.5))
+        theirs = TF.gaussian_blur(x, [2 * radius + 1] * 2, [sigma, sigma])
+        ours = corrupt(x, "gaussian_blur", severity)
+        inner = (..., slice(radius, -radius), slice(radius, -radius))
+        torch.testing.assert_close(ours[inner], theirs[inner], atol=1e-6, rtol=0)
+        assert not torch.allclose(ours[..., 0, :], theirs[..., 0, :], atol=1e-4)  # the border
+    rgb = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    # In colour they differ on purpose: ImageNet-C blends each channel towards its own mean.
+    means = rgb.mean(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(corrupt(rgb, "contrast", 1), (rgb - means) * 0.4 + means)
+    assert not torch.allclose(corrupt(rgb, "contrast", 1), TF.adjust_contrast(rgb, 0.4), atol=1e-3)

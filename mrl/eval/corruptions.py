@@ -6,6 +6,14 @@ parameter table ``CORRUPTION_PARAMS`` behind it (ImageNet-C-like, adapted to 28-
 ``fashion_mnist_test_images01`` (the raw Fashion-MNIST test split in [0, 1]) and
 ``corrupted_test_sets`` (the same for an in-memory data module such as Fashion-MNIST,
 MNIST or CIFAR). Everything runs on CPU with torch alone.
+
+Why not torchvision's `v2` functionals: they agree where they share a definition (contrast on
+one channel, the blur away from the border; tests/test_robustness_official.py checks both) but
+differ where ImageNet-C's definition is followed here: `adjust_contrast` blends colour images
+towards their grayscale mean, ImageNet-C towards each channel's mean; `gaussian_blur` pads by
+reflection, ImageNet-C's skimage repeats the edge pixel; `gaussian_noise` draws from the global
+generator, while every corruption here draws from its own seeded generator; salt-and-pepper
+and pixelate have no torchvision counterpart. Swapping them in would change recorded results.
 """
 
 from __future__ import annotations
