@@ -765,3 +765,14 @@ def test_screenshot_renders_the_whole_page(tmp_path: Path) -> None:
     assert shot.main([str(page), "--out", str(tmp_path / "s.png"), "--width", "640"]) == 0
     with Image.open(tmp_path / "s.png") as image:
         assert image.width == 640 and image.height > 60 * 16
+
+
+def test_page_tables_drop_a_bare_row_counter_but_keep_a_named_index() -> None:
+    import pandas as pd
+
+    from mrl.report.figure import _frame_html
+
+    rows = pd.DataFrame({"method": ["MRL", "FF"], "top1": [92.5, 91.0]})
+    assert "<th>0</th>" not in _frame_html(rows) and "<td>MRL</td>" in _frame_html(rows)
+    named = rows.set_index("method")
+    assert "<th>MRL</th>" in _frame_html(named)

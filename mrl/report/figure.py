@@ -97,7 +97,10 @@ def _without_title(figure: Figure, bare: bool) -> Iterator[None]:
 
 
 def _frame_html(table: pd.DataFrame) -> str:
-    return table.to_html(classes="data", border=0, na_rep="–", float_format=lambda v: f"{v:.4g}")
+    # A plain row counter (0, 1, 2, ...) says nothing; a named index (method, dim) is a column.
+    counter = isinstance(table.index, pd.RangeIndex) and table.index.name is None
+    return table.to_html(classes="data", border=0, na_rep="–", index=not counter,
+                         float_format=lambda v: f"{v:.4g}")  # fmt: skip
 
 
 def table_html(table: pd.DataFrame, summary: pd.DataFrame | None = None) -> str:
