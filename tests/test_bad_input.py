@@ -321,3 +321,20 @@ def test_hydra_reports_are_condensed_to_one_line():
     assert condense_hydra_error(override) == (
         "Could not override 'data.x'; To append to your config use +data.x=0"
     )
+
+
+def test_the_default_wandb_logger_without_wandb_is_one_line(tmp_path, capsys, monkeypatch,
+                                                             no_heavy_work):  # fmt: skip
+    import mrl.extras
+
+    real = mrl.extras._installed
+    monkeypatch.setattr(mrl.extras, "_installed", lambda m: m != "wandb" and real(m))
+    cfg = compose_train(tmp_path / "run", *[o for o in TINY if not o.startswith("logger=")])
+    line = one_line_exit_2(lambda: train(cfg), capsys, "mrl-train", "pip install 'mrl[tracking]'",
+                           "logger=csv")  # fmt: skip
+    assert "logger.wandb needs the 'tracking' extra (missing: wandb)" in line
+    assert not (tmp_path / "run" / "results.json").exists()
+    train_csv = compose_train(tmp_path / "csv", *TINY)  # logger=csv needs no wandb
+    from mrl.training.checks import check_train_config
+
+    check_train_config(train_csv)

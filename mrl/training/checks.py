@@ -118,6 +118,18 @@ def _check_common(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt is not None and not isinstance(ckpt, str):
         raise ConfigError(f"ckpt_path={ckpt!r} must be a path to a checkpoint file (or null)")
+    check_logger_installed(cfg.get("logger"))
+
+
+def check_logger_installed(loggers: Any) -> None:
+    """A wandb logger in the config needs the `tracking` extra: one line naming it and the way
+    round (`logger=csv`), before anything is built."""
+    from mrl.extras import missing_message
+
+    for name, node in (loggers or {}).items():
+        target = str((node or {}).get("_target_", ""))
+        if "wandb" in target.lower() and (message := missing_message(f"logger.{name}", "tracking")):
+            raise ConfigError(f"{message}, or train without it: logger=csv")
 
 
 def check_train_config(cfg: DictConfig) -> None:
