@@ -367,6 +367,8 @@ def test_require_names_the_extra_to_install_and_exits_2(monkeypatch, capsys):
     # Several extras are all named, a module under a missing package counts as missing too.
     monkeypatch.setitem(sys.modules, "transformers", None)
     monkeypatch.setitem(sys.modules, "hydra_plugins", None)
+    # An earlier test may have imported the plugin itself: hide it by its own name too.
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_submitit_launcher", None)
     assert extras.missing_message("mrl-train-text", "train", "text", "slurm") == (
         "mrl-train-text needs the 'train', 'text' and 'slurm' extras (missing: lightning, "
         "transformers, hydra_plugins.hydra_submitit_launcher): "
