@@ -120,12 +120,7 @@ def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]
 
     encoder = text_encoder_of(built.model)
     if cfg.get("save_model") and encoder is not None:
-        card = MatryoshkaCard(
-            model_name_or_path=cfg.get("encoder", {}).get("model_name_or_path"),
-            nesting=list(results["nesting"]),
-            quality=list(results["per_dim"]),
-            run_name=str(cfg.name),
-        )
+        card = MatryoshkaCard.of_run(cfg, results["nesting"], results["per_dim"])
         path = export_sentence_transformer(
             encoder, built.datamodule.tokenizer, run_dir / "model", card
         )

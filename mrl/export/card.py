@@ -156,9 +156,4 @@ def st_card(source: Any, test: dict[int, dict] | None) -> MatryoshkaCard:
     """The sentence-transformers model card facts of a text `source` (an `mrl.export` source):
     its base model from the training config, its dims, and `test` (`results_quality`) as rows."""
     rows = [{"dim": dim, **metrics} for dim, metrics in sorted((test or {}).items())]
-    return MatryoshkaCard(
-        model_name_or_path=source.config.get("encoder", {}).get("model_name_or_path"),
-        nesting=list(source.nesting),
-        quality=rows,
-        run_name=str(source.config.get("name") or "") or None,
-    )
+    return MatryoshkaCard.of_run(source.config, list(source.nesting), rows)

@@ -48,6 +48,19 @@ class MatryoshkaCard:
     served_dim: int | None = None
     run_name: str | None = None
 
+    @classmethod
+    def of_run(
+        cls, config: Any, nesting: list[int], quality: list[dict[str, Any]]
+    ) -> MatryoshkaCard:
+        """The card of a run from its training `config` (encoder and study name)."""
+        encoder = config.get("encoder") or {}
+        return cls(
+            model_name_or_path=encoder.get("model_name_or_path"),
+            nesting=list(nesting),
+            quality=list(quality),
+            run_name=str(config.get("name") or "") or None,
+        )
+
     @property
     def base_model(self) -> str | None:
         return base_model_id(self.model_name_or_path)
