@@ -6,7 +6,7 @@ authors' released ResNet-50 checkpoints, converted by `mrl.eval.official`. `enco
 first `dim` coordinates of the representation, unit-normalised after the truncation (what
 sentence-transformers' `truncate_dim` would give if it normalised last); `classify` reads the
 nested head of that dim. Images go through the run's evaluation transform; the authors'
-checkpoints use the ImageNet one of `mrl/conf/data/imagenet.yaml`. Bad input is a
+checkpoints use the ImageNet one of `conf/data/imagenet.yaml`. Bad input is a
 `ConfigError` whose one line names the problem and the fix.
 """
 
@@ -275,7 +275,7 @@ class ImagePreprocess:
 
 def _official_source(state: Any, path: Path, nesting: Sequence[int] | None, method: str | None):
     """A `Source` of one of the authors' ResNet-50 checkpoints, with the ImageNet eval
-    transform of `mrl/conf/data/imagenet.yaml`."""
+    transform of `conf/data/imagenet.yaml`."""
     from omegaconf import OmegaConf
 
     from mrl.data.imagefolder import ImageFolderDataModule
@@ -322,8 +322,8 @@ def load(
     `mrl.eval.official.convert_official_state_dict`; `method="mrl_e"` for their older MRL-E
     files).
     """
+    from mrl.runs.checkpoints import load_checkpoint
     from mrl.training.builders import saved_config
-    from mrl.training.lifecycle import load_checkpoint
 
     file = checkpoint_path(path)
     raw = load_checkpoint(file, where="checkpoint", lightning=False)

@@ -15,8 +15,8 @@ import mrl.cli.evaluate
 import mrl.core.errors
 from mrl.cli.evaluate import evaluate
 from mrl.cli.train import train
+from mrl.commands import condense_hydra_error, run_command
 from mrl.training.checks import faiss_gpus
-from mrl.training.lifecycle import condense_hydra_error, run_command
 
 TINY = [*FAST, "trainer.max_steps=3", "trainer.max_epochs=1"]
 

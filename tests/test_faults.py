@@ -19,9 +19,9 @@ import torch
 from conftest import FAST, compose_train
 
 from mrl.cli.train import train
-from mrl.core.errors import ConfigError, NonFiniteError
+from mrl.core.errors import ConfigError, NonFiniteError, RunInterrupted
+from mrl.runs.directory import RunLock
 from mrl.runs.files import read_status
-from mrl.training.lifecycle import RunInterrupted, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 MRL_TRAIN = Path(sys.executable).with_name("mrl-train")
@@ -365,7 +365,7 @@ def test_read_only_output_is_one_line_before_any_work(read_only_disk: Path):
 
 
 def test_full_disk_stops_with_one_line_and_leaves_nothing_partial(small_disk: Path, capsys):
-    from mrl.training.lifecycle import run_command
+    from mrl.commands import run_command
 
     run_dir = small_disk / "run"
     with pytest.raises(SystemExit) as info:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import mrl
+import mrl.conf
 from mrl import extras
 
 try:
@@ -24,6 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(mrl.__file__).resolve().parent
+CONF = Path(mrl.conf.__file__).resolve().parent
 CORE = [
     "mrl.core.heads", "mrl.core.losses", "mrl.core.nesting", "mrl.core.contrastive",
     "mrl.core.fused", "mrl.core.naive", "mrl.core.matryoshka_2d", "mrl.core.adaptor",
@@ -34,15 +36,22 @@ FRAMEWORKS = ("lightning", "pytorch_lightning", "hydra", "omegaconf")
 
 
 def module_name(path: Path) -> str:
+    if path.parent == CONF:
+        return "mrl.conf"
     parts = path.relative_to(ROOT.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_files() -> list[Path]:
+    """The package's source files: `mrl/` and its config directory (the top-level `conf/`)."""
+    return [*ROOT.rglob("*.py"), *CONF.glob("*.py")]
 
 
 def module_imports() -> dict[str, set[str]]:
     """Module -> the absolute names it imports at module level (function-level imports are the
     package's deliberate lazy ones and are left out)."""
     graph = {}
-    for path in ROOT.rglob("*.py"):
+    for path in package_files():
         names = set()
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Import):
@@ -106,7 +115,7 @@ def test_core_maths_reach_no_lightning_or_hydra():
 # package or of a lower layer, never one beside or above it (lazy imports included).
 LAYERS = {
     "core": 0, "conf": 0, "extras": 0,
-    "runs": 1,
+    "runs": 1, "commands": 1,
     "data": 2, "encoders": 2, "reference": 2,
     "eval": 3, "training": 3,
     "text": 4, "report": 4,
@@ -125,7 +134,7 @@ def layer_of(module: str) -> str | None:
 def all_imports() -> dict[str, set[str]]:
     """Module -> the package modules it imports anywhere in its source (lazy imports too)."""
     graph = {}
-    for path in ROOT.rglob("*.py"):
+    for path in package_files():
         names = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -324,7 +333,7 @@ def test_every_third_party_import_of_the_package_is_declared():
     everything = set().union(*groups.values())
     stdlib = set(sys.stdlib_module_names)
     undeclared = {}
-    for path in ROOT.rglob("*.py"):
+    for path in package_files():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 tops = {a.name.partition(".")[0] for a in node.names}

@@ -13,8 +13,8 @@ import torch
 from conftest import FAST, compose_train
 
 from mrl.cli.train import train
+from mrl.core.errors import RunInterrupted
 from mrl.training.builders import model_from_checkpoint
-from mrl.training.lifecycle import RunInterrupted
 from mrl.training.resolvers import run_name
 
 SLURM_ENV = {

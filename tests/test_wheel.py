@@ -30,7 +30,7 @@ def wheel(tmp_path_factory) -> Path:
     """The wheel built from a copy of the repository."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"  # a copy, so that building writes nothing into the checkout
-    keep = {"mrl", "pyproject.toml", "README.md"}
+    keep = {"mrl", "conf", "pyproject.toml", "README.md"}
     shutil.copytree(
         ROOT, source,
         ignore=lambda d, names: [n for n in names if (Path(d) == ROOT and n not in keep)
@@ -40,8 +40,11 @@ def wheel(tmp_path_factory) -> Path:
          "-w", tmp / "dist", source, cwd=tmp)  # fmt: skip
     (wheel,) = (tmp / "dist").glob("mrl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mrl" / "conf").rglob("*.yaml")}
+    # The top-level `conf/` ships as the package's config directory, `mrl/conf/`.
+    shipped = {"mrl/" + p.relative_to(ROOT).as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
     assert shipped and shipped <= names, sorted(shipped - names)[:5]
+    packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "mrl").rglob("__init__.py")}
+    assert {f"{p}/__init__.py" for p in packages} <= names, "a package under mrl/ is not listed"
     assert {"mrl/py.typed", "mrl/conf/__init__.py", "mrl/cli/train.py", "mrl/extras.py"} <= names
     return wheel
 

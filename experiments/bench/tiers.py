@@ -247,8 +247,8 @@ class Workload:
 
 def run_config(card: dict[str, Any]):
     """The training config of the export's checkpoint, or the reason it cannot be read."""
+    from mrl.runs.checkpoints import load_checkpoint
     from mrl.training.builders import saved_config
-    from mrl.training.lifecycle import load_checkpoint
 
     checkpoint = Path(card["source"]["checkpoint"])
     try:

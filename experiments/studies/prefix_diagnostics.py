@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from mrl.eval.embeddings import read_split
+from mrl.runs.checkpoints import load_checkpoint
 from mrl.runs.files import write_csv
-from mrl.training.lifecycle import load_checkpoint
 
 PROG = "prefix_diagnostics"
 

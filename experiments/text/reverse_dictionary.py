@@ -100,17 +100,11 @@ def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, flo
     from omegaconf import OmegaConf
 
     from mrl.cli.train_text import build_text_model
+    from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST, load_checkpoint
+    from mrl.runs.format import config_changes
     from mrl.training.builders import build_trainer
     from mrl.training.checks import check_text_config
-    from mrl.training.lifecycle import (
-        CHECKPOINT_DIR,
-        LAST,
-        Built,
-        TrainerSpec,
-        config_changes,
-        load_checkpoint,
-        run_training,
-    )
+    from mrl.training.lifecycle import Built, TrainerSpec, run_training
 
     run_dir = Path(cfg.paths.run_dir)
     done = run_dir / "results.json"

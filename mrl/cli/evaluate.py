@@ -27,23 +27,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import mrl.training.resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
+from mrl.commands import hydra_cli, run_command
 from mrl.conf import CONFIG_DIR
 from mrl.core.errors import ConfigError, NonFiniteError
 from mrl.core.heads import MRLHead
 from mrl.core.nesting import halving_nesting
 from mrl.eval.embeddings import checkpoint_fingerprint, encode_to_disk, read_split, split_is_current
 from mrl.eval.index_cache import embeddings_fingerprint
+from mrl.runs.checkpoints import check_finite_state, load_checkpoint
+from mrl.runs.directory import check_writable
 from mrl.runs.files import atomic_write_json, write_csv
 from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS, metric_label
 from mrl.training.builders import checked_datamodule, model_from_saved, saved_config
 from mrl.training.checks import check_eval_against, check_eval_config
-from mrl.training.lifecycle import (
-    check_finite_state,
-    check_writable,
-    hydra_cli,
-    load_checkpoint,
-    run_command,
-)
 
 log = logging.getLogger("mrl.eval")
 
@@ -78,7 +74,7 @@ class EvalTarget:
 
 
 def compose_eval_config(overrides: list[str]) -> DictConfig:
-    """`mrl/conf/eval.yaml` with `overrides`, from inside another Hydra app or from plain Python."""
+    """`conf/eval.yaml` with `overrides`, from inside another Hydra app or from plain Python."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mrl.commands import run_command
 from mrl.export import INT8_MIN_COSINE, PARITY_ATOL, ExportError, export_run
-from mrl.training.lifecycle import run_command
 
 PROG = "mrl-export"
 

@@ -28,7 +28,7 @@ from mrl.runs.files import atomic_write_bytes
 from mrl.runs.format import reference_files
 
 PROG = "mrl-report"
-# Where the default output folder lies, as for runs (`mrl/conf/paths/default.yaml`).
+# Where the default output folder lies, as for runs (`conf/paths/default.yaml`).
 OUTPUT_ROOT_VAR = "MRL_OUTPUT_ROOT"
 DEFAULT_OUTPUT_ROOT = "outputs"
 FORMATS = ("png", "svg")

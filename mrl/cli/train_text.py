@@ -1,4 +1,4 @@
-"""`mrl-train-text`: train a text task from `mrl/conf/text.yaml`, test it, write `results.json`.
+"""`mrl-train-text`: train a text task from `conf/text.yaml`, test it, write `results.json`.
 
 Tasks (`text/task=...`): `contrastive` (Matryoshka contrastive fine-tuning, reverse-dictionary
 retrieval per dim), `classification` (Matryoshka heads on a text encoder, accuracy per dim) and
@@ -17,11 +17,12 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
 import mrl.training.resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
+from mrl.commands import hydra_cli, run_command
 from mrl.conf import CONFIG_DIR
 from mrl.core.errors import ConfigError
 from mrl.training.builders import _call, _instantiate, build_trainer
 from mrl.training.checks import check_text_config
-from mrl.training.lifecycle import Built, TrainerSpec, hydra_cli, run_command, run_training
+from mrl.training.lifecycle import Built, TrainerSpec, run_training
 
 log = logging.getLogger("mrl.cli.train_text")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mrl.export.source import ImageInput
+from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST
 from mrl.runs.files import read_json
 from mrl.runs.format import CLEAN_SPLIT
 from mrl.text.st_card import MatryoshkaCard
-from mrl.training.lifecycle import CHECKPOINT_DIR, LAST
 
 FORMAT = "mrl-export/1"
 # mrl-eval's timings of its own search steps sit in the same table; they are not quality.

@@ -24,8 +24,8 @@ from mrl.core.heads import MRLHead
 from mrl.data.base import InMemoryDataModule
 from mrl.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule
 from mrl.data.synthetic import SyntheticDataModule
+from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST, check_finite_state, load_checkpoint
 from mrl.training.builders import _call, _instantiate, build_model, saved_config
-from mrl.training.lifecycle import CHECKPOINT_DIR, LAST, check_finite_state, load_checkpoint
 
 # The text tasks whose encoder maps token ids to the Matryoshka representation.
 TEXT_TASKS = ("contrastive", "classification")

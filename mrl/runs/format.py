@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from mrl.core import heads
 
@@ -85,3 +86,32 @@ def stands_for(run_method: str | None, run_dims: list[int], row_method: str, dim
     """Whether a row of `(row_method, dim)` in a run of `run_method` counts: an FF-m run stands
     for FF at its own dim m only (the baselines computed from its features are kept)."""
     return not (row_method == "ff" == run_method and run_dims and dim not in run_dims)
+
+
+# A finished run's record, `<run>/results.json`.
+RESULTS_FILE = "results.json"
+# Config keys that do not change what a run computes, left out of "what changed" on resume.
+UNTRACKED_KEYS = ("paths.", "run_id", "ckpt_path", "eval_after", "if_finished",
+                  "trainer.enable_progress_bar", "logger.", "callbacks.progress_bar")  # fmt: skip
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_changes(saved: dict | None, current: dict) -> list[str]:
+    """`key: old -> new` for every setting that differs between two resolved configs."""
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flatten(saved), _flatten(current)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(UNTRACKED_KEYS) or old.get(key) == new.get(key):
+            continue
+        changes.append(f"{key}: {old.get(key, '(unset)')} -> {new.get(key, '(unset)')}")
+    return changes

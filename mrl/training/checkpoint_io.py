@@ -27,7 +27,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path) or storage_options is not None:
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        from mrl.training.lifecycle import check_finite_state
+        from mrl.runs.checkpoints import check_finite_state
 
         # A non-finite model is never written: a rerun must find only weights it can use.
         step = checkpoint.get("global_step")

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig
 from mrl.core.errors import ConfigError
 from mrl.core.nesting import validate_nesting
 from mrl.core.validate import is_non_negative_int, is_positive_int, positive_ints
-from mrl.training.lifecycle import check_run_id
+from mrl.runs.directory import check_run_id
 
 
 def _plain(value: Any) -> Any:

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from mrl.runs.files import atomic_write_text
-from mrl.training.lifecycle import UNTRACKED_KEYS
+from mrl.runs.format import UNTRACKED_KEYS
 
 
 def keep_rows_before(path: str, step: int) -> list[str]:

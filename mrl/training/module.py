@@ -31,7 +31,7 @@ def check_finite(total: Tensor, step: int, batch_idx: int) -> None:
 
 def load_encoder_weights(encoder: nn.Module, ckpt_path: str | Path) -> None:
     """Copy the encoder weights of an `mrl-train` checkpoint into `encoder` (strictly)."""
-    from mrl.training.lifecycle import load_checkpoint
+    from mrl.runs.checkpoints import load_checkpoint
 
     state = load_checkpoint(ckpt_path, where="model.encoder_init")["state_dict"]
     prefix = "encoder."

@@ -1,4 +1,4 @@
-"""OmegaConf resolvers used by the configs in `mrl/conf/`; importing this module registers them."""
+"""OmegaConf resolvers used by the configs in `conf/`; importing this module registers them."""
 
 import os
 import secrets
