@@ -322,8 +322,8 @@ def load(
     `mrl.eval.official.convert_official_state_dict`; `method="mrl_e"` for their older MRL-E
     files).
     """
+    from mrl.config import saved_config
     from mrl.runs.checkpoints import load_checkpoint
-    from mrl.training.builders import saved_config
 
     file = checkpoint_path(path)
     raw = load_checkpoint(file, where="checkpoint", lightning=False)

@@ -247,8 +247,8 @@ class Workload:
 
 def run_config(card: dict[str, Any]):
     """The training config of the export's checkpoint, or the reason it cannot be read."""
+    from mrl.config import saved_config
     from mrl.runs.checkpoints import load_checkpoint
-    from mrl.training.builders import saved_config
 
     checkpoint = Path(card["source"]["checkpoint"])
     try:
@@ -276,10 +276,10 @@ def text_workload(card: dict, export: Path, cfg, args: argparse.Namespace) -> Wo
     work = Workload("text", [], [], "")
     if cfg is not None:
         try:
+            from mrl.config import instantiate
             from mrl.text.data import retrieval_datasets
-            from mrl.training.builders import _instantiate
 
-            datamodule = _instantiate(cfg.data, "data")
+            datamodule = instantiate(cfg.data, "data")
             datamodule.check()
             queries, database = map(rd.texts_and_labels,
                                     retrieval_datasets(datamodule.split("test")))  # fmt: skip
@@ -328,16 +328,16 @@ def image_workload(card: dict, cfg, args: argparse.Namespace) -> Workload:
     transforms (mrl-eval's), or seeded random images when the data is not here."""
     import torch
 
+    from mrl.config import instantiate
     from mrl.core.errors import DataNotFoundError
     from mrl.export.source import image_input
-    from mrl.training.builders import _instantiate
 
     work = Workload("image", [], [], "", tie_aware_max_dim=8)
     shape = card["tiers"][str(card["dims"][0])]["inputs"][0]["shape"][1:]
     test = None
     if cfg is not None:
         try:
-            datamodule = _instantiate(cfg.data, "data")
+            datamodule = instantiate(cfg.data, "data")
             contract = image_input(datamodule)
             datamodule.setup("test")
             test, database = datamodule.test_set, datamodule.database_set()

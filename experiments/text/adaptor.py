@@ -151,9 +151,9 @@ def run(
     """Encode once (cached in `cache`, default `out`), fit both adaptors, score every method;
     returns the rows."""
     cache = out if cache is None else cache
+    from mrl.config import instantiate
     from mrl.text.data import SynsetPairs, retrieval_datasets
     from mrl.text.encoders import encode_texts
-    from mrl.training.builders import _instantiate
 
     limits = [
         f"data.limit_train={'null' if max_train_synsets is None else max_train_synsets}",
@@ -161,9 +161,9 @@ def run(
         f"seed={seed}",
     ]
     cfg = rd.compose_text_config(limits)
-    datamodule = _instantiate(cfg.data, "data")
+    datamodule = instantiate(cfg.data, "data")
     datamodule.check()
-    encoder = _instantiate(cfg.encoder, "encoder").eval()
+    encoder = instantiate(cfg.encoder, "encoder").eval()
 
     def embed(texts: list[str]) -> np.ndarray:
         return encode_texts(encoder, datamodule.tokenizer, texts, cfg.data.eval_batch_size,

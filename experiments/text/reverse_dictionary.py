@@ -226,8 +226,8 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run the methods, writing the CSV, Markdown and JSON outputs into `out`; returns the
     JSON summary. `overrides` are extra `conf/text.yaml` overrides (e.g. `optimizer.lr=3e-5`)."""
+    from mrl.config import instantiate
     from mrl.text.data import retrieval_datasets
-    from mrl.training.builders import _instantiate
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -244,7 +244,7 @@ def run_benchmark(
     ]
     started = time.perf_counter()
     cfg = compose_text_config(base)
-    datamodule = _instantiate(cfg.data, "data")
+    datamodule = instantiate(cfg.data, "data")
     datamodule.check()
     queries, database = map(texts_and_labels, retrieval_datasets(datamodule.split("test")))
     dataset = "wordnet-3.0-" + "+".join(POS_NAMES[p] for p in cfg.data.pos)
@@ -282,7 +282,7 @@ def run_benchmark(
         )
         info: dict[str, Any] = {}
         if method == "zero_shot":
-            encoder = _instantiate(method_cfg.encoder, "encoder")
+            encoder = instantiate(method_cfg.encoder, "encoder")
         else:
             _log(f"{method}: fine-tuning (loss dims {list(method_cfg.loss.nesting)})")
             encoder, seconds, steps = finetune(method_cfg, datamodule, log_every)

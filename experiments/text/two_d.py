@@ -184,8 +184,8 @@ def run(
     out: str | Path = DEFAULT_OUT,
 ) -> list[dict]:
     """Every (method, seed) not yet in `out`'s CSV; returns all rows."""
+    from mrl.config import instantiate
     from mrl.text.data import retrieval_datasets
-    from mrl.training.builders import _instantiate
 
     out = Path(out)
     rows = read_rows(out / f"{STEM}.csv")
@@ -206,14 +206,14 @@ def run(
             extra = METHODS[method] or []
             cfg = rd.compose_text_config([*limits, f"seed={seed}",
                                           f"paths.run_dir={out / 'runs'}", *extra])  # fmt: skip
-            datamodule = _instantiate(cfg.data, "data")
+            datamodule = instantiate(cfg.data, "data")
             datamodule.check()
             test = retrieval_datasets(datamodule.split("test"))
             queries, database = map(rd.texts_and_labels, test)
             new = []
             if METHODS[method] is None:
                 _log(f"{method}: scoring every layer of the pretrained model")
-                encoder = _instantiate(cfg.encoder, "encoder")
+                encoder = instantiate(cfg.encoder, "encoder")
             else:
                 _log(f"{method}, seed {seed}: fine-tuning")
                 encoder, times = vs.train_mrl(cfg, datamodule)

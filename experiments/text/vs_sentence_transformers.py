@@ -264,8 +264,8 @@ def run(
     out: str | Path = DEFAULT_OUT,
 ) -> list[dict]:
     """Every (trainer, seed) run not yet in `out`'s CSV; returns all rows."""
+    from mrl.config import instantiate
     from mrl.text.data import retrieval_datasets
-    from mrl.training.builders import _instantiate
 
     out = Path(out)
     path = out / f"{STEM}.csv"
@@ -289,7 +289,7 @@ def run(
 
     for seed in seeds:
         cfg = rd.compose_text_config([*limits, f"seed={seed}", f"paths.run_dir={out / 'runs'}"])
-        datamodule = _instantiate(cfg.data, "data")
+        datamodule = instantiate(cfg.data, "data")
         datamodule.check()
         queries, database = map(rd.texts_and_labels, retrieval_datasets(datamodule.split("test")))
         pairs = training_pairs(datamodule)

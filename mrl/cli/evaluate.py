@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 import mrl.training.resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
 from mrl.commands import hydra_cli, run_command
 from mrl.conf import CONFIG_DIR
+from mrl.config import saved_config
 from mrl.core.errors import ConfigError, NonFiniteError
 from mrl.core.heads import MRLHead
 from mrl.core.nesting import halving_nesting
@@ -38,7 +39,7 @@ from mrl.runs.checkpoints import check_finite_state, load_checkpoint
 from mrl.runs.directory import check_writable
 from mrl.runs.files import atomic_write_json, write_csv
 from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS, metric_label
-from mrl.training.builders import checked_datamodule, model_from_saved, saved_config
+from mrl.training.builders import checked_datamodule, model_from_saved
 from mrl.training.checks import check_eval_against, check_eval_config
 
 log = logging.getLogger("mrl.eval")

@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 import mrl.training.resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
 from mrl.commands import hydra_cli, run_command
 from mrl.conf import CONFIG_DIR
+from mrl.config import call, instantiate
 from mrl.core.errors import ConfigError
-from mrl.training.builders import _call, _instantiate, build_trainer
+from mrl.training.builders import build_trainer
 from mrl.training.checks import check_text_config
 from mrl.training.lifecycle import Built, TrainerSpec, run_training
 
@@ -31,8 +32,8 @@ TASKS = ("contrastive", "classification", "dual_encoder")
 
 def _common(cfg: DictConfig) -> dict[str, Any]:
     return {
-        "optimizer": _instantiate(cfg.optimizer, "optimizer"),
-        "scheduler": _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        "optimizer": instantiate(cfg.optimizer, "optimizer"),
+        "scheduler": instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
         "no_weight_decay_on_norm_and_bias": cfg.model.no_weight_decay_on_norm_and_bias,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -48,11 +49,11 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
         raise ConfigError(f"task={task!r} is not one of {list(TASKS)} (choose text/task=...)")
     # The modules check `nesting` and `loss.nesting` against the representation size, the head
     # its nesting, and the classifier module the loss's weights: each check once, in its owner.
-    encoder = _instantiate(cfg.encoder, "encoder")
+    encoder = instantiate(cfg.encoder, "encoder")
     nesting = list(cfg.nesting)
     if task == "dual_encoder":
-        image_encoder = _instantiate(cfg.dual.image_encoder, "dual.image_encoder")
-        model = _call(
+        image_encoder = instantiate(cfg.dual.image_encoder, "dual.image_encoder")
+        model = call(
             DualEncoder,
             "dual",
             image_encoder=image_encoder,
@@ -61,7 +62,7 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
         )
         return DualEncoderModule(
             model,
-            _instantiate(cfg.loss, "loss"),
+            instantiate(cfg.loss, "loss"),
             nesting=nesting,
             num_classes=datamodule.num_classes,
             **_common(cfg),
@@ -69,18 +70,18 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
     if task == "contrastive":
         return TextContrastiveModule(
             encoder,
-            _instantiate(cfg.loss, "loss"),
+            instantiate(cfg.loss, "loss"),
             nesting=nesting,
             **dict(cfg.get("module") or {}),
             **_common(cfg),
         )
-    head = _call(
-        _instantiate(cfg.head, "head"),
+    head = call(
+        instantiate(cfg.head, "head"),
         "head",
         in_features=encoder.num_features,
         num_classes=datamodule.num_classes,
     )
-    return TextClassifierModule(encoder, head, _instantiate(cfg.loss, "loss"), **_common(cfg))
+    return TextClassifierModule(encoder, head, instantiate(cfg.loss, "loss"), **_common(cfg))
 
 
 def text_encoder_of(model: pl.LightningModule) -> Any:
@@ -96,7 +97,7 @@ def text_encoder_of(model: pl.LightningModule) -> Any:
 
 def build(cfg: DictConfig) -> Built:
     """The data module (checked) and the Lightning module of a text run."""
-    datamodule = _instantiate(cfg.data, "data")
+    datamodule = instantiate(cfg.data, "data")
     datamodule.check()
     return Built(datamodule, build_text_model(cfg, datamodule))
 

@@ -19,13 +19,14 @@ from typing import Any, Literal
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mrl.config import call, instantiate, saved_config
 from mrl.core.errors import ConfigError, NonFiniteError
 from mrl.core.heads import MRLHead
 from mrl.data.base import InMemoryDataModule
 from mrl.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule
 from mrl.data.synthetic import SyntheticDataModule
 from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST, check_finite_state, load_checkpoint
-from mrl.training.builders import _call, _instantiate, build_model, saved_config
+from mrl.training.builders import build_model
 
 # The text tasks whose encoder maps token ids to the Matryoshka representation.
 TEXT_TASKS = ("contrastive", "classification")
@@ -135,7 +136,7 @@ def _image_source(ckpt: dict, cfg: DictConfig, path: Path) -> Source:
     # torch.compile (which the ONNX exporter cannot trace) are wanted here.
     OmegaConf.update(cfg, "model.encoder_init", None, force_add=True)
     OmegaConf.update(cfg, "model.compile", False, force_add=True)
-    datamodule = _instantiate(cfg.data, "data")
+    datamodule = instantiate(cfg.data, "data")
     model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -193,15 +194,15 @@ def _text_source(ckpt: dict, cfg: DictConfig, path: Path) -> Source:
         )
     state = ckpt["state_dict"]
     with quiet_transformers():
-        encoder = _instantiate(cfg.encoder, "encoder")
+        encoder = instantiate(cfg.encoder, "encoder")
     head = None
     if task == "contrastive":
         _load_part(encoder, state, "encoder.", path)
         nesting = tuple(int(m) for m in cfg.nesting)
     else:
         _load_part(encoder, state, "encoder.encoder.", path)
-        head = _call(
-            _instantiate(cfg.head, "head"),
+        head = call(
+            instantiate(cfg.head, "head"),
             "head",
             in_features=encoder.num_features,
             num_classes=_head_classes(state, "head."),

@@ -5,31 +5,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.core.errors import ConfigError
+from mrl.config import call, instantiate, saved_config
 from mrl.training.checkpoint_io import AtomicCheckpointIO
 from mrl.training.module import MRLClassifier
 from mrl.training.quiet import silence_library_noise
-
-
-def _instantiate(node: DictConfig, where: str, **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate`, with the underlying error surfaced as one `ConfigError` line."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__ or err
-        raise ConfigError(f"{where}: {cause}") from err
-
-
-def _call(factory: Any, where: str, **kwargs: Any) -> Any:
-    """Call a `_partial_` factory; its argument errors become one `ConfigError` line."""
-    try:
-        return factory(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from err
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
@@ -39,7 +20,7 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 def checked_datamodule(data_cfg: DictConfig) -> pl.LightningDataModule:
     """Instantiate a data config and check that its files are there (cheap, no decoding)."""
-    datamodule = _instantiate(data_cfg, "data")
+    datamodule = instantiate(data_cfg, "data")
     datamodule.check()
     return datamodule
 
@@ -51,24 +32,24 @@ _MODEL_TARGET = {"_target_": "mrl.training.module.MRLClassifier", "_partial_": T
 def build_model(cfg: DictConfig, num_classes: int, in_channels: int) -> MRLClassifier:
     """The `model:` module with its encoder, nested head and loss from the config, checked
     against each other."""
-    encoder = _call(_instantiate(cfg.encoder, "encoder"), "encoder", in_channels=in_channels)
+    encoder = call(instantiate(cfg.encoder, "encoder"), "encoder", in_channels=in_channels)
     # The head checks its nesting against the encoder's width, and the module the loss's weights
     # against the head's nesting: each check runs once, in its owner.
-    head = _call(
-        _instantiate(cfg.head, "head"),
+    head = call(
+        instantiate(cfg.head, "head"),
         "head",
         in_features=int(encoder.num_features),
         num_classes=num_classes,
     )
     node = cfg.model if "_target_" in cfg.model else OmegaConf.merge(_MODEL_TARGET, cfg.model)
-    return _call(
-        _instantiate(node, "model"),
+    return call(
+        instantiate(node, "model"),
         "model",
         encoder=encoder,
         head=head,
-        loss=_instantiate(cfg.loss, "loss"),
-        optimizer=_instantiate(cfg.optimizer, "optimizer"),
-        scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        loss=instantiate(cfg.loss, "loss"),
+        optimizer=instantiate(cfg.optimizer, "optimizer"),
+        scheduler=instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
 
@@ -77,7 +58,7 @@ def build_named(group: DictConfig | None, where: str) -> list[Any]:
     """Instantiate every entry of a name -> config mapping (loggers, callbacks), skipping nulls."""
     if not group:
         return []
-    return [_instantiate(node, f"{where}.{name}") for name, node in group.items() if node]
+    return [instantiate(node, f"{where}.{name}") for name, node in group.items() if node]
 
 
 def build_trainer(
@@ -98,21 +79,13 @@ def build_trainer(
     }
     arguments.update(overrides)
     silence_library_noise()
-    return _instantiate(cfg.trainer, "trainer", **arguments)
-
-
-def saved_config(ckpt: dict, where: str | Path = "checkpoint") -> DictConfig:
-    """The training config stored in a checkpoint written by `mrl-train`."""
-    try:
-        return OmegaConf.create(ckpt["hyper_parameters"]["config"])
-    except (KeyError, TypeError) as err:
-        raise ConfigError(f"{where} holds no mrl config: was it written by mrl-train?") from err
+    return instantiate(cfg.trainer, "trainer", **arguments)
 
 
 def model_from_saved(ckpt: dict, where: str | Path = "checkpoint") -> MRLClassifier:
     """Rebuild the model of an already loaded `mrl-train` checkpoint, in eval mode."""
     cfg = saved_config(ckpt, where)
-    datamodule = _instantiate(cfg.data, "data")
+    datamodule = instantiate(cfg.data, "data")
     model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
