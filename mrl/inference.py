@@ -1,8 +1,8 @@
 """`load`: a trained Matryoshka model behind `encode` and `classify`, for any checkpoint.
 
 `load(path)` takes a run folder or checkpoint of `mrl-train` (images) or `mrl-train-text` (the
-contrastive and classification tasks), rebuilt by `mrl.export.source.load_source`, or one of the
-authors' released ResNet-50 checkpoints, converted by `mrl.eval.official`. `encode` returns the
+contrastive and classification tasks), rebuilt by `mrl.saved.load_saved` (which also converts the
+authors' released ResNet-50 checkpoints, by `mrl.saved.official`). `encode` returns the
 first `dim` coordinates of the representation, unit-normalised after the truncation (what
 sentence-transformers' `truncate_dim` would give if it normalised last); `classify` reads the
 nested head of that dim. Images go through the run's evaluation transform; the authors'
@@ -20,24 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrl.conf import CONFIG_DIR
 from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
 from mrl.export.graphs import truncate_and_normalise
-from mrl.export.source import (
-    TEXT_TASKS,
-    Source,
-    check_dims,
-    checkpoint_path,
-    image_input,
-    load_source,
-)
+from mrl.saved import SavedModel, check_dims, load_saved
 
 # Inputs longer than one batch show a progress bar unless told otherwise.
 DEFAULT_BATCH_SIZE = 32
 # Text is encoded in chunks of this many batches, each sorted by length inside.
 TEXT_CHUNK_BATCHES = 8
-OFFICIAL_DATA = CONFIG_DIR / "data" / "imagenet.yaml"
 
 
 class MatryoshkaModel:
@@ -47,7 +38,7 @@ class MatryoshkaModel:
     `kind` is `image` or `text`; `head` is the `MRLHead` or None.
     """
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: SavedModel) -> None:
         self.source = source
         self.kind = source.kind
         self.dims: tuple[int, ...] = tuple(int(m) for m in source.nesting)
@@ -198,7 +189,7 @@ class ImagePreprocess:
     transform reads them; tensors `(N, C, H, W)` in the data's value range (uint8 = /255)
     resized and normalised the same way."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: SavedModel) -> None:
         from mrl.data.imagefolder import ImageFolderDataModule
 
         self.image = source.image
@@ -273,45 +264,6 @@ class ImagePreprocess:
         return self.tensor(torch.stack([TF.to_tensor(p) for p in pictures]))
 
 
-def _official_source(state: Any, path: Path, nesting: Sequence[int] | None, method: str | None):
-    """A `Source` of one of the authors' ResNet-50 checkpoints, with the ImageNet eval
-    transform of `conf/data/imagenet.yaml`."""
-    from omegaconf import OmegaConf
-
-    from mrl.data.imagefolder import ImageFolderDataModule
-    from mrl.eval.official import load_official_checkpoint
-    from mrl.export.source import run_dir_of
-
-    try:
-        encoder, head, info = load_official_checkpoint(state, nesting=nesting, method=method)
-    except ConfigError as err:
-        raise ConfigError(
-            f"{path} is neither a checkpoint of mrl-train or mrl-train-text nor one of the "
-            f"authors' ResNet-50 checkpoints ({err}): give one of those"
-        ) from err
-    data = OmegaConf.load(OFFICIAL_DATA)
-    datamodule = ImageFolderDataModule(
-        num_classes=info["num_classes"],
-        image_size=int(data.image_size),
-        eval_resize=int(data.eval_resize),
-        eval_crop=int(data.eval_crop),
-    )
-    return Source(
-        kind="image",
-        checkpoint=path,
-        run_dir=run_dir_of(path),
-        config=OmegaConf.create({"official": info}),
-        encoder=encoder,
-        head=head,
-        nesting=tuple(info["nesting"]),
-        width=int(encoder.num_features),
-        method=info["method"],
-        global_step=None,
-        image=image_input(datamodule),
-        datamodule=datamodule,
-    )
-
-
 def load(
     path: str | Path, nesting: Sequence[int] | None = None, method: str | None = None
 ) -> MatryoshkaModel:
@@ -319,21 +271,7 @@ def load(
     released ResNet-50), on the CPU in eval mode.
 
     `nesting` and `method` apply to the authors' checkpoints only (see
-    `mrl.eval.official.convert_official_state_dict`; `method="mrl_e"` for their older MRL-E
+    `mrl.saved.official.convert_official_state_dict`; `method="mrl_e"` for their older MRL-E
     files).
     """
-    from mrl.config import saved_config
-    from mrl.runs.checkpoints import load_checkpoint
-
-    file = checkpoint_path(path)
-    raw = load_checkpoint(file, where="checkpoint", lightning=False)
-    if isinstance(raw, dict) and "hyper_parameters" in raw:
-        task = saved_config(raw, file).get("task")
-        if task is not None and task not in TEXT_TASKS:
-            raise ConfigError(
-                f"{file} is a text run of task={task}: mrl.load takes the "
-                f"{' and '.join(TEXT_TASKS)} tasks of mrl-train-text and the runs of mrl-train"
-            )
-        del raw
-        return MatryoshkaModel(load_source(file))
-    return MatryoshkaModel(_official_source(raw, file, nesting, method))
+    return MatryoshkaModel(load_saved(path, nesting=nesting, method=method, purpose="load"))

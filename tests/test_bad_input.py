@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import FAST, compose_eval, compose_train
 
-import mrl.cli.evaluate
 import mrl.core.errors
+import mrl.eval.inputs
 from mrl.cli.evaluate import evaluate
 from mrl.cli.train import train
 from mrl.commands import condense_hydra_error, run_command
-from mrl.training.checks import faiss_gpus
+from mrl.eval.checks import faiss_gpus
 
 TINY = [*FAST, "trainer.max_steps=3", "trainer.max_epochs=1"]
 
@@ -37,7 +37,7 @@ def no_heavy_work(monkeypatch):
         raise AssertionError("expensive work started before the bad input was reported")
 
     monkeypatch.setattr(pl.Trainer, "fit", refuse)
-    monkeypatch.setattr(mrl.cli.evaluate, "encode_to_disk", refuse)
+    monkeypatch.setattr(mrl.eval.inputs, "encode_to_disk", refuse)
 
 
 def one_line_exit_2(fn, capsys, prog: str, *expected: str) -> str:

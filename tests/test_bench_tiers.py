@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from mrl.cli.train import train
 from mrl.eval.retrieval import evaluate_retrieval
 from mrl.export import export_run
-from mrl.training.builders import model_from_checkpoint
+from mrl.saved import load_saved
 
 pytest.importorskip("onnxruntime")
 
@@ -94,7 +94,7 @@ def test_quality_through_onnx_equals_the_pytorch_models(tiny, bench):
     run_dir, _ = tiny
     _, frame = bench
     assert frame["quality_source"].str.startswith("measured: ONNX Runtime").all()
-    model = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    model = load_saved(run_dir / "checkpoints" / "last.ckpt").module
     datamodule = instantiate(compose_train(run_dir, *FAST).data)
     datamodule.setup("test")
 

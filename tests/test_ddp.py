@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mrl.training.builders import model_from_checkpoint
+from mrl.saved import load_saved
 
 MRL_TRAIN = Path(sys.executable).parent / "mrl-train"
 # Odd split sizes: a padding sampler would count some examples twice.
@@ -60,7 +60,7 @@ def test_two_process_ddp_metrics_equal_single_process_evaluation(one_node_run: P
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["trainer"]["devices"] == 2
 
-    model = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    model = load_saved(run_dir / "checkpoints" / "last.ckpt").module
     dm = instantiate(OmegaConf.create(results["config"]["data"]))
     dm.setup("fit")
     dm.setup("test")
@@ -120,7 +120,7 @@ def test_two_nodes_simulated_on_one_machine_match_one_node_with_two_processes(
     ).exists()  # rank 0 only
     assert multi["config"]["trainer"]["num_nodes"] == 2
     assert multi["per_dim"] == single["per_dim"]
-    a = model_from_checkpoint(one_node_run / "checkpoints" / "last.ckpt")
-    b = model_from_checkpoint(node0 / "checkpoints" / "last.ckpt")
+    a = load_saved(one_node_run / "checkpoints" / "last.ckpt").module
+    b = load_saved(node0 / "checkpoints" / "last.ckpt").module
     for key, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[key], value, msg=key)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from conftest import compose_eval, compose_train, requires_fmnist
 
-from mrl.cli.evaluate import evaluate, format_speedup, format_summary, remove_stale_tables
+from mrl.cli.evaluate import evaluate
 from mrl.cli.train import train
 from mrl.core.errors import ConfigError
+from mrl.eval.pipeline import remove_stale_tables
+from mrl.eval.summary import format_speedup, format_summary
 
 NESTING = [4, 16, 64]
 

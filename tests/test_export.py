@@ -20,9 +20,8 @@ from mrl.cli.export import main
 from mrl.cli.train import train
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.export import INT8_MIN_COSINE, PARITY_ATOL, export_run
-from mrl.export.source import image_input, load_source
+from mrl.saved import image_input, load_saved
 from mrl.text.encoders import encode_texts, tokenize
-from mrl.training.builders import model_from_checkpoint
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -71,7 +70,7 @@ def image_export(image_run, tmp_path_factory) -> tuple[Path, dict]:
 def test_image_tiers_equal_the_trained_model(image_run, image_export):
     out, card = image_export
     assert tier_dirs(out) == ["dim_32", "dim_8"] and card["dims"] == IMAGE_DIMS
-    model = model_from_checkpoint(image_run / "checkpoints" / "last.ckpt")
+    model = load_saved(image_run / "checkpoints" / "last.ckpt").module
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         z = model(x)
@@ -362,7 +361,7 @@ def test_a_text_classifiers_head_is_rebuilt_from_its_checkpoint(tmp_path: Path):
                                   config=OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
     path = tmp_path / "c.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    source = load_source(path)
+    source = load_saved(path)
     assert source.kind == "text" and source.nesting == tuple(cfg.nesting)
     assert source.head.tied and source.method == "mrl_e"
     torch.testing.assert_close(source.head.linear.weight, head.linear.weight, rtol=0, atol=0)

@@ -15,7 +15,7 @@ from mrl.cli.train import train
 from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
 from mrl.encoders.resnet import resnet
-from mrl.training.builders import model_from_checkpoint
+from mrl.saved import load_saved
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def image_run(tmp_path_factory) -> Path:
 def test_image_encode_and_classify_equal_the_model(image_run):
     model = mrl.load(image_run)
     assert model.dims == (2, 4, 8, 16, 32) and model.kind == "image"
-    reference = model_from_checkpoint(image_run / "checkpoints" / "last.ckpt")
+    reference = load_saved(image_run / "checkpoints" / "last.ckpt").module
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         z = reference(x)
@@ -65,7 +65,7 @@ def test_bad_input_is_one_clear_error(image_run, tmp_path):
 
 @pytest.mark.slow
 def test_an_authors_checkpoint_loads_and_encodes_like_its_encoder(tmp_path):
-    from mrl.eval.official import PAPER_NESTING, to_official_state_dict
+    from mrl.saved.official import PAPER_NESTING, to_official_state_dict
 
     torch.manual_seed(0)
     encoder, head = resnet(depth=50, blurpool=True).eval(), MRLHead(2048, 3, PAPER_NESTING).eval()

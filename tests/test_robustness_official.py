@@ -1,4 +1,4 @@
-"""Tests for mrl.eval.corruptions, mrl.eval.robust_sets and mrl.eval.official."""
+"""Tests for mrl.eval.corruptions, mrl.eval.robust_sets and mrl.saved.official."""
 
 from __future__ import annotations
 
@@ -31,12 +31,6 @@ from mrl.eval.corruptions import (
     corrupted_test_sets,
     fashion_mnist_test_images01,
 )
-from mrl.eval.official import (
-    PAPER_NESTING,
-    convert_official_state_dict,
-    detect_official_layout,
-    load_official_checkpoint,
-)
 from mrl.eval.robust_sets import (
     ImageFolderTestSet,
     check_subset,
@@ -44,6 +38,12 @@ from mrl.eval.robust_sets import (
     restrict_logits,
     subset_accuracy,
     subset_targets,
+)
+from mrl.saved.official import (
+    PAPER_NESTING,
+    convert_official_state_dict,
+    detect_official_layout,
+    load_official_checkpoint,
 )
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -555,7 +555,7 @@ def test_missing_num_batches_tracked_is_tolerated(plain_backbone_state: dict[str
 @pytest.mark.slow
 @pytest.mark.parametrize("tied", [False, True])
 def test_a_trained_blurpool_model_round_trips_through_the_official_layout(tied: bool) -> None:
-    from mrl.eval.official import PAPER_NESTING, to_official_state_dict
+    from mrl.saved.official import PAPER_NESTING, to_official_state_dict
 
     torch.manual_seed(0)
     encoder = resnet(depth=50, blurpool=True)

@@ -4,24 +4,25 @@ from pathlib import Path
 
 from test_aggregate import STUDY, write_hydra, write_metrics, write_results
 
-import mrl.cli.aggregate
-import mrl.cli.evaluate
+import mrl.eval.pipeline
+import mrl.report.aggregate
+import mrl.report.aggregate_tables
 import mrl.report.load
-import mrl.report.plots
+import mrl.report.plots.tables
 from mrl.runs import format as run_format
 from mrl.runs import reader
 
 
 def test_every_tool_uses_the_one_vocabulary():
-    assert mrl.cli.evaluate.METRIC_COLUMNS is run_format.EVAL_METRIC_COLUMNS
+    assert mrl.eval.pipeline.METRIC_COLUMNS is run_format.EVAL_METRIC_COLUMNS
     assert set(reader.EVAL_REQUIRED) <= set(run_format.EVAL_METRIC_COLUMNS)
-    assert mrl.cli.aggregate.COLUMNS is run_format.AGGREGATE_COLUMNS
+    assert mrl.report.aggregate.COLUMNS is run_format.AGGREGATE_COLUMNS
     assert mrl.report.load.AGGREGATE_COLUMNS is run_format.AGGREGATE_COLUMNS
     methods = ["random", "zeta", "ff", "svd_classifier", "mrl_e", "alpha", "mrl", "svd"]
     expected = ["mrl", "mrl_e", "ff", "svd", "svd_classifier", "random", "alpha", "zeta"]
     # mrl-aggregate's tables and mrl-report's legends list methods in the same order.
-    assert sorted(methods, key=mrl.cli.aggregate.method_sort_key) == expected
-    assert sorted(methods, key=mrl.report.plots.method_key) == expected
+    assert sorted(methods, key=mrl.report.aggregate_tables.method_sort_key) == expected
+    assert sorted(methods, key=mrl.report.plots.tables.method_key) == expected
 
 
 def test_reference_is_the_folder_or_one_of_its_files(tmp_path):

@@ -330,7 +330,7 @@ def image_workload(card: dict, cfg, args: argparse.Namespace) -> Workload:
 
     from mrl.config import instantiate
     from mrl.core.errors import DataNotFoundError
-    from mrl.export.source import image_input
+    from mrl.saved import image_input
 
     work = Workload("image", [], [], "", tie_aware_max_dim=8)
     shape = card["tiers"][str(card["dims"][0])]["inputs"][0]["shape"][1:]

@@ -17,10 +17,11 @@ import mrl.training.resolvers  # noqa: F401  (registers the config resolvers bef
 from mrl.commands import condense_hydra_error, hydra_cli, run_command
 from mrl.conf import CONFIG_DIR
 from mrl.core.errors import ConfigError
+from mrl.eval.checks import check_eval_config
 from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST
 from mrl.runs.files import format_table, per_dim_results
 from mrl.training.builders import build_datamodule, build_model, build_trainer
-from mrl.training.checks import check_eval_config, check_train_config
+from mrl.training.checks import check_train_config
 from mrl.training.lifecycle import Built, TrainerSpec, run_training
 
 log = logging.getLogger("mrl.cli.train")

@@ -2,7 +2,7 @@
 
 Every strided convolution with at least 16 input channels blurs its input with a fixed 3x3
 binomial filter first. The module layout (`conv`, `blur_filter`) is that of the authors'
-`BlurPoolConv2d`, so their checkpoints' keys load unchanged (see `mrl.eval.official`).
+`BlurPoolConv2d`, so their checkpoints' keys load unchanged (see `mrl.saved.official`).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from mrl.export.source import ImageInput
 from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST
 from mrl.runs.files import read_json
 from mrl.runs.format import CLEAN_SPLIT
+from mrl.saved import ImageInput
 from mrl.text.st_card import MatryoshkaCard
 
 FORMAT = "mrl-export/1"

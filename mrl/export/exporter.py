@@ -31,6 +31,7 @@ import torch
 
 import mrl.export.card as cards
 from mrl.core.errors import ConfigError, DataNotFoundError
+from mrl.export.checks import check_head, check_out_dir
 from mrl.export.graphs import (
     EMBEDDING,
     IMAGES,
@@ -45,14 +46,6 @@ from mrl.export.graphs import (
     export_text_embedding,
     truncate_and_normalise,
 )
-from mrl.export.source import (
-    Source,
-    check_dims,
-    check_head,
-    check_out_dir,
-    load_source,
-    quiet_transformers,
-)
 from mrl.export.verify import (
     INT8_MIN_COSINE,
     PARITY_ATOL,
@@ -65,6 +58,7 @@ from mrl.export.verify import (
     session,
 )
 from mrl.runs.files import atomic_write_json
+from mrl.saved import SavedModel, check_dims, load_saved, quiet_transformers
 from mrl.text.encoders import encode_texts, tokenize
 
 log = logging.getLogger("mrl.export")
@@ -95,7 +89,7 @@ def tier_dir_name(dim: int) -> str:
     return f"dim_{int(dim)}"
 
 
-def parity_images(source: Source, n: int = PARITY_IMAGES) -> tuple[torch.Tensor, str]:
+def parity_images(source: SavedModel, n: int = PARITY_IMAGES) -> tuple[torch.Tensor, str]:
     """`n` images in the model's input range: the first ones of the test split (normalisation
     undone) when its files are here, else seeded uniform-random images; and a note saying
     which."""
@@ -116,7 +110,7 @@ def parity_images(source: Source, n: int = PARITY_IMAGES) -> tuple[torch.Tensor,
     return x, f"{n} seeded uniform-random images in [0, 1] (the data set's files are not here)"
 
 
-def _reference_image(source: Source, images: torch.Tensor) -> torch.Tensor:
+def _reference_image(source: SavedModel, images: torch.Tensor) -> torch.Tensor:
     """The PyTorch representation `z` of images in the input range, normalised as the data
     module does."""
     image = source.image
@@ -129,7 +123,7 @@ def _reference_image(source: Source, images: torch.Tensor) -> torch.Tensor:
 
 
 def _head_figures(
-    source: Source, dim: int, z: torch.Tensor, prefix: np.ndarray, path: Path, atol: float
+    source: SavedModel, dim: int, z: torch.Tensor, prefix: np.ndarray, path: Path, atol: float
 ) -> dict[str, Any]:
     """Export the head of `dim` and check ONNX Runtime's logits on the exported model's prefix
     against PyTorch's nested head on the representation."""
@@ -173,7 +167,7 @@ def _st_figures(tiers, dim: int, path: Path, texts: list[str], want: np.ndarray,
 
 
 def _tier(
-    source: Source,
+    source: SavedModel,
     dim: int,
     tier: Path,
     feeds: dict[str, np.ndarray],
@@ -211,7 +205,7 @@ def _tier(
     return out
 
 
-def _encoder_steps(source: Source) -> list[str]:
+def _encoder_steps(source: SavedModel) -> list[str]:
     """The steps of a tier's graph before the truncation."""
     if source.kind == "image":
         image = source.image
@@ -226,7 +220,7 @@ def _encoder_steps(source: Source) -> list[str]:
 
 
 def _tier_card(
-    source: Source,
+    source: SavedModel,
     dim: int,
     contract: dict[str, Any],
     inputs_note: str,
@@ -261,7 +255,7 @@ def _tier_card(
     }
 
 
-def _source_entry(source: Source) -> dict[str, Any]:
+def _source_entry(source: SavedModel) -> dict[str, Any]:
     return {
         "checkpoint": str(source.checkpoint.resolve()),
         "run_dir": str(source.run_dir.resolve()),
@@ -305,7 +299,7 @@ def export_run(
     checks raises `ExportError` and leaves nothing behind.
     """
     out = check_out_dir(out_dir)
-    source = load_source(checkpoint_or_run_dir)
+    source = load_saved(checkpoint_or_run_dir, formats=("mrl",), purpose="export")
     dims = check_dims(source, dims)
     check_head(source, head)
 

@@ -86,3 +86,28 @@ def check_compatible(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -
             f"resume with the nesting, head, classes and encoder it was trained with, or start "
             f"a new run (another run_id=)"
         )
+
+
+def checkpoint_path(source: str | Path, where: str = "checkpoint") -> Path:
+    """The checkpoint file of `source`: itself, or a run directory's `checkpoints/last.ckpt`."""
+    path = Path(source)
+    if path.is_dir():
+        last = path / CHECKPOINT_DIR / LAST
+        if not last.is_file():
+            raise ConfigError(
+                f"{path} is a folder without {CHECKPOINT_DIR}/{LAST}: give a run directory of "
+                f"mrl-train or mrl-train-text, or the checkpoint file itself"
+            )
+        return last
+    if not path.is_file():
+        raise ConfigError(
+            f"{where} {path} does not exist: give a run directory or a .ckpt file"
+        )
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (where its results files are)."""
+    return (
+        checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+    )

@@ -4,10 +4,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.config import call, instantiate, saved_config
+from mrl.config import call, instantiate
 from mrl.training.checkpoint_io import AtomicCheckpointIO
 from mrl.training.module import MRLClassifier
 from mrl.training.quiet import silence_library_noise
@@ -80,17 +79,3 @@ def build_trainer(
     arguments.update(overrides)
     silence_library_noise()
     return instantiate(cfg.trainer, "trainer", **arguments)
-
-
-def model_from_saved(ckpt: dict, where: str | Path = "checkpoint") -> MRLClassifier:
-    """Rebuild the model of an already loaded `mrl-train` checkpoint, in eval mode."""
-    cfg = saved_config(ckpt, where)
-    datamodule = instantiate(cfg.data, "data")
-    model = build_model(cfg, datamodule.num_classes, datamodule.in_channels)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
-
-
-def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> MRLClassifier:
-    """Rebuild a trained model from an `mrl-train` checkpoint (its config travels inside)."""
-    return model_from_saved(torch.load(path, map_location=map_location, weights_only=False), path)
