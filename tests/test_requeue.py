@@ -14,7 +14,7 @@ from conftest import FAST, compose_train
 
 from mrl.cli.train import train
 from mrl.core.errors import RunInterrupted
-from mrl.training.builders import model_from_checkpoint
+from mrl.saved import load_saved
 from mrl.training.resolvers import run_name
 
 SLURM_ENV = {
@@ -87,8 +87,8 @@ def test_preempted_job_resumes_from_its_hpc_checkpoint(tmp_path: Path, monkeypat
 
     resumed = train(compose_train(run_dir, *common))  # the requeued job: same directory
     assert resumed["per_dim"] == expected["per_dim"]
-    a = model_from_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt").state_dict()
-    b = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").state_dict()
+    a = load_saved(tmp_path / "whole" / "checkpoints" / "last.ckpt").module.state_dict()
+    b = load_saved(run_dir / "checkpoints" / "last.ckpt").module.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # no longer needed once the run is done
