@@ -423,3 +423,31 @@ def test_a_console_command_without_its_extra_is_one_line_and_exit_2(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{command} needs the ") and expected in lines[0]
     assert out["loaded"] == []  # refused before importing anything it lacks
+
+
+def private_imports_across_packages(sources: list[tuple[str, Path]]) -> list[str]:
+    """`importer -> module._name` for every private name imported from another package of
+    `mrl` (a module's own package may share its private helpers)."""
+    found = []
+    for importer, path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+                continue
+            if node.module.split(".")[0] != "mrl" or layer_of(node.module) == layer_of(importer):
+                continue
+            found += [f"{importer} -> {node.module}.{a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]  # fmt: skip
+    return found
+
+
+def test_no_private_helper_is_imported_across_packages(tmp_path: Path):
+    sources = [(module_name(p), p) for p in package_files()]
+    sources += [(f"experiments.{p.stem}", p) for p in (ROOT.parent / "experiments").rglob("*.py")]
+    assert private_imports_across_packages(sources) == []
+    # The check does catch one, and lets a package share its own private helpers.
+    script = tmp_path / "script.py"
+    script.write_text("from mrl.eval.search import _topk_rows, build_index\n")
+    assert private_imports_across_packages([("experiments.script", script)]) == [
+        "experiments.script -> mrl.eval.search._topk_rows"
+    ]
+    assert private_imports_across_packages([("mrl.eval.funnel", script)]) == []

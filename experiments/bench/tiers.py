@@ -436,9 +436,10 @@ def search_costs(
     batch of `args.search_queries` through FAISS's matrix-product (BLAS) path (the median of
     `args.search_repeats` batches), and (`single`) the p50 of one query at a time (FAISS's
     scan)."""
-    from mrl.eval.search import _faiss, build_index, normalize_prefix
+    from mrl.eval.search import build_index, normalize_prefix
+    from mrl.extras import import_faiss
 
-    faiss = _faiss()
+    faiss = import_faiss()
     rng = np.random.default_rng(args.seed)
     width = max(dims)
     database = np.empty((rows, width), dtype=np.float32)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mrl.eval.embeddings import read_split
-from mrl.eval.funnel import _rerank
+from mrl.eval.funnel import rerank
 from mrl.eval.metrics import neighbor_labels_of, retrieval_metrics
 from mrl.eval.quantize import (
     PRECISIONS,
@@ -81,7 +81,7 @@ q_codes_as_rows = db_codes_as_rows
 def rescore_with(values: np.ndarray, q: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Candidates re-ranked by the inner product of the float query with `values` rows."""
     ones = np.ones(values.shape[0], dtype=np.float32)  # plain inner product: no norm division
-    return _rerank(values, ones, q, candidates, K)[1]
+    return rerank(values, ones, q, candidates, K)[1]
 
 
 def pareto(frame: pd.DataFrame) -> pd.DataFrame:
@@ -174,7 +174,7 @@ def main(argv: list[str]) -> None:
                 theirs = quantize_embeddings(q, kind, calibration_embeddings=db)
                 st_equal = float(np.mean(theirs == q_codes))
             cand = shortlist(precision, db_codes, q_codes, args.rescore_k)
-            ranked = {"none": cand[:, :K], "full": _rerank(db_full, full_norms, q_full, cand, K)[1]}
+            ranked = {"none": cand[:, :K], "full": rerank(db_full, full_norms, q_full, cand, K)[1]}
             if precision == "int8":
                 ranked["prefix"] = rescore_with(dequantize_int8(db_codes, ranges), q, cand)
             elif precision == "binary":

@@ -95,7 +95,7 @@ def default_funnel(
     return dims, shortlists
 
 
-def _rerank(
+def rerank(
     database: np.ndarray,
     norms: np.ndarray,
     q_m: np.ndarray,
@@ -216,7 +216,7 @@ class FunnelIndex:
             for i in range(1, len(self.dims)):
                 t = time.perf_counter()
                 m = self.dims[i]
-                s, idx = _rerank(self.database, self.norms[m], queries[m][start:stop], idx, keep[i])
+                s, idx = rerank(self.database, self.norms[m], queries[m][start:stop], idx, keep[i])
                 step_seconds[i] += time.perf_counter() - t
             indices[start:stop], scores[start:stop] = idx, s
         return indices, scores, step_seconds

@@ -6,7 +6,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def _warmup_steps(total_steps: int, steps_per_epoch: float, warmup_epochs: float) -> int:
+def warmup_steps_of(total_steps: int, steps_per_epoch: float, warmup_epochs: float) -> int:
+    """The number of warm-up steps of a schedule: `warmup_epochs` epochs of `steps_per_epoch`
+    steps, rounded, and fewer than `total_steps`."""
     if total_steps < 1:
         raise ValueError(f"a schedule needs at least one step, got total_steps={total_steps}")
     if warmup_epochs < 0:
@@ -25,7 +27,7 @@ def warmup_linear(
 
     The paper's ImageNet recipe peaks at epoch 2 of 40 (`warmup_epochs=2`).
     """
-    warmup = _warmup_steps(total_steps, steps_per_epoch, warmup_epochs)
+    warmup = warmup_steps_of(total_steps, steps_per_epoch, warmup_epochs)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -43,7 +45,7 @@ def warmup_cosine(
     final_factor: float = 0.0,
 ) -> LambdaLR:
     """Linear warm-up to the peak lr, then cosine decay to `final_factor * lr`."""
-    warmup = _warmup_steps(total_steps, steps_per_epoch, warmup_epochs)
+    warmup = warmup_steps_of(total_steps, steps_per_epoch, warmup_epochs)
 
     def factor(step: int) -> float:
         if step < warmup:
