@@ -451,3 +451,15 @@ def test_no_private_helper_is_imported_across_packages(tmp_path: Path):
         "experiments.script -> mrl.eval.search._topk_rows"
     ]
     assert private_imports_across_packages([("mrl.eval.funnel", script)]) == []
+
+
+def test_the_readme_draws_the_layers_this_test_enforces():
+    text = (ROOT.parent / "README.md").read_text()
+    diagram = text.split("## Architecture", 1)[1].split("```", 2)[1]
+    drawn, layer = {}, None
+    for line in diagram.splitlines():
+        if match := re.match(r"\s*(\d+)\s", line):
+            layer = int(match.group(1))
+        for name in re.findall(r"\b([a-z_]+)(?:/|\.py)(?=\s|$)", line):
+            drawn[name] = layer
+    assert drawn == LAYERS

@@ -1,3 +1,4 @@
 """Training on top of the core: the Lightning modules, their builders from a Hydra config, the
-callbacks, loggers and schedules, the config checks and resolvers, and the run lifecycle (seed,
-lock, resume, results) shared by every trainer."""
+callbacks (the resumable checkpoints and signals among them), loggers and schedules, the
+trainers' config checks and resolvers, and the run lifecycle (seed, lock, resume, results)
+shared by every trainer."""
