@@ -56,7 +56,6 @@ import argparse
 import csv
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -73,13 +72,16 @@ sys.path.insert(0, str(ROOT / "experiments" / "text"))
 import reverse_dictionary as rd  # noqa: E402  (the reverse-dictionary benchmark's helpers)
 
 from mrl.core.errors import ConfigError  # noqa: E402
+from mrl.export.card import recorded_retrieval  # noqa: E402
+from mrl.export.exporter import CARD, tier_dir_name  # noqa: E402
+from mrl.export.folder import PRECISIONS, Tier, load_export  # noqa: E402
+from mrl.export.runtime import embed, open_session, time_calls  # noqa: E402
 from mrl.runs.files import atomic_write_json, atomic_write_text, read_json, write_csv  # noqa: E402
+from mrl.runs.provenance import cpu_name  # noqa: E402
 
 DEFAULT_OUT = ROOT / "experiments" / "results" / "bench" / "tiers.csv"
 DEFAULT_WORK = ROOT / "outputs" / "bench_tiers"
 DEFAULT_DIMS = (32, 64, 128, 384)
-# The tier card's `files` entry of each model precision.
-PRECISIONS = {"float32": "model", "int8": "model_int8"}
 # Settings that make two rows comparable: a rerun refuses rows measured otherwise.
 SETTING_COLUMNS = ("export", "threads", "batch", "latency_calls", "search_rows")
 # The environment the recorded commands ran under.
@@ -149,8 +151,8 @@ def make_subject(work: Path, dims: Sequence[int], train_synsets: int, test_synse
         f"{env}.venv/bin/mrl-export {relative(run_dir)} --dims {dims_text} "
         f"--out {relative(export)} --int8",
     ]
-    if (export / "card.json").is_file():
-        card = read_json(export / "card.json") or {}
+    if (export / CARD).is_file():
+        card = read_json(export / CARD) or {}
         if card.get("dims") != sorted(dims):
             raise ConfigError(
                 f"{export} holds dims {card.get('dims')}, not {sorted(dims)}: remove it or pass "
@@ -169,59 +171,6 @@ def make_subject(work: Path, dims: Sequence[int], train_synsets: int, test_synse
     export_run(run_dir, list(dims), export, int8=True)
     log(f"exported in {time.perf_counter() - started:.0f} s")
     return export, commands
-
-
-# -- the export's tiers -------------------------------------------------------------------------
-
-
-@dataclass
-class Tier:
-    """One ONNX model of an export: its dim, precision, file and tier card."""
-
-    dim: int
-    precision: str
-    path: Path
-    card: dict[str, Any]
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.dim, self.precision)
-
-
-def load_export(export: Path) -> tuple[dict[str, Any], list[Tier]]:
-    """The export's card and its tiers, float32 then int8 per dim, dims ascending."""
-    card = read_json(Path(export) / "card.json")
-    if not card or "tiers" not in card:
-        raise ConfigError(f"{export} has no card.json: give a folder written by mrl-export")
-    tiers = []
-    for dim in card["dims"]:
-        entry = card["tiers"][str(dim)]
-        folder = Path(export) / f"dim_{dim}"
-        for precision, name in PRECISIONS.items():
-            file = entry["files"].get(name)
-            if file is not None:
-                if not (folder / file).is_file():
-                    raise ConfigError(f"{folder / file} is missing: the export is incomplete")
-                tiers.append(Tier(int(dim), precision, folder / file, entry))
-    return card, tiers
-
-
-def session(path: Path, threads: int):  # -> onnxruntime.InferenceSession
-    """An ONNX Runtime CPU session of `path` with `threads` intra-op threads and one inter-op
-    thread, operators run one after another."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def embed(sess, batches: Callable[[], Iterator[dict[str, np.ndarray]]]) -> np.ndarray:
-    """The `embedding` output of `sess` over every batch, stacked."""
-    return np.concatenate([sess.run(["embedding"], feeds)[0] for feeds in batches()])
 
 
 # -- what the tiers are fed ---------------------------------------------------------------------
@@ -263,8 +212,8 @@ def text_workload(card: dict, export: Path, cfg, args: argparse.Namespace) -> Wo
     from transformers import AutoTokenizer
 
     first = card["tiers"][str(card["dims"][0])]
-    tokenizer = AutoTokenizer.from_pretrained(str(export / f"dim_{card['dims'][0]}" /
-                                                  first["tokenizer"]))  # fmt: skip
+    folder = export / tier_dir_name(card["dims"][0])
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / first["tokenizer"]))
     max_length = int(first["max_length"])
 
     def tokens(texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -394,11 +343,10 @@ def image_workload(card: dict, cfg, args: argparse.Namespace) -> Workload:
 def time_tiers(tiers: list[Tier], work: Workload, args: argparse.Namespace) -> dict[tuple, dict]:
     """Latency at batch 1 (p50, p99) and throughput at `args.batch` of each tier, their calls
     interleaved in rounds whose order rotates."""
-    sessions = {t.key: session(t.path, args.threads) for t in tiers}
+    sessions = {t.key: open_session(t.path, args.threads) for t in tiers}
     for sess in sessions.values():
-        for i in range(args.warmup):
-            sess.run(["embedding"], work.singles[i % len(work.singles)])
-        sess.run(["embedding"], work.batches[0])
+        time_calls(sess, work.singles, args.warmup)
+        time_calls(sess, work.batches, 1)
     single: dict[tuple, list[float]] = {k: [] for k in sessions}
     batched: dict[tuple, list[float]] = {k: [] for k in sessions}
     calls = math.ceil(args.calls / args.rounds)
@@ -407,16 +355,9 @@ def time_tiers(tiers: list[Tier], work: Workload, args: argparse.Namespace) -> d
     for r in range(args.rounds):
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
             sess = sessions[key]
-            for i in range(calls):
-                feeds = work.singles[(r * calls + i) % len(work.singles)]
-                start = time.perf_counter()
-                sess.run(["embedding"], feeds)
-                single[key].append(1e3 * (time.perf_counter() - start))
-            for i in range(batch_calls):
-                feeds = work.batches[(r * batch_calls + i) % len(work.batches)]
-                start = time.perf_counter()
-                sess.run(["embedding"], feeds)
-                batched[key].append(time.perf_counter() - start)
+            seconds = time_calls(sess, work.singles, calls, start=r * calls)
+            single[key] += [1e3 * t for t in seconds]
+            batched[key] += time_calls(sess, work.batches, batch_calls, start=r * batch_calls)
         log(f"timing round {r + 1}/{args.rounds}")
     return {
         key: {
@@ -436,10 +377,8 @@ def search_costs(
     batch of `args.search_queries` through FAISS's matrix-product (BLAS) path (the median of
     `args.search_repeats` batches), and (`single`) the p50 of one query at a time (FAISS's
     scan)."""
-    from mrl.eval.search import build_index, normalize_prefix
-    from mrl.extras import import_faiss
+    from mrl.eval.search import build_index, matrix_product_search, normalize_prefix
 
-    faiss = import_faiss()
     rng = np.random.default_rng(args.seed)
     width = max(dims)
     database = np.empty((rows, width), dtype=np.float32)
@@ -453,12 +392,7 @@ def search_costs(
         index = build_index(database, "exact", dim=dim, use_gpu=False)
         q = normalize_prefix(queries, dim)
         index.search(q[:1], k)  # warm-up of the scan
-        # FAISS takes the BLAS path by itself only above queries x dim of its threshold
-        # (128000 in 1.15), so a batch's cost would jump between dims: it is taken for all.
-        threshold = faiss.cvar.distance_compute_blas_threshold if faiss else None
-        try:
-            if faiss:
-                faiss.cvar.distance_compute_blas_threshold = 0
+        with matrix_product_search():  # every dim's batch on the same path
             index.search(q[: min(8, len(q))], k)  # warm-up of the BLAS path
             times = []
             for _ in range(args.search_repeats):
@@ -466,9 +400,6 @@ def search_costs(
                 index.search(q, k)
                 times.append(1e3 * (time.perf_counter() - start) / len(q))
             cost = {"batch_ms": float(np.median(times))}
-        finally:
-            if faiss:
-                faiss.cvar.distance_compute_blas_threshold = threshold
         if single:
             times = []
             for i in range(args.search_single):
@@ -481,26 +412,13 @@ def search_costs(
     return out
 
 
-def card_quality(tier: Tier, k: int) -> tuple[dict[str, float] | None, str]:
-    """recall@k and mAP@k of the float model from the card (mrl-eval's table first, then
-    results.json), with where they come from; None when the card has neither."""
-    quality = tier.card.get("quality") or {}
-    evaluation, test = quality.get("eval") or {}, quality.get("test") or {}
-    names = [(evaluation, f"recall@{k}", f"map@{k}", quality.get("eval_source")),
-             (test, f"recall{k}", f"map{k}", quality.get("test_source"))]  # fmt: skip
-    for values, recall, ap, source in names:
-        if values.get(recall) is not None and values.get(ap) is not None:
-            return {"recall": float(values[recall]), "map": float(values[ap])}, f"card: {source}"
-    return None, ""
-
-
 def measure_quality(tier: Tier, work: Workload, args: argparse.Namespace) -> dict[str, float]:
     """recall@k and mAP@k of the tier's own ONNX embeddings of the run's queries and database."""
     from mrl.eval.retrieval import evaluate_retrieval
 
-    sess = session(tier.path, args.threads)
-    database = embed(sess, work.db_batches)
-    queries = embed(sess, work.query_batches)
+    sess = open_session(tier.path, args.threads)
+    database = embed(sess, work.db_batches())
+    queries = embed(sess, work.query_batches())
     rows = evaluate_retrieval(
         database, work.db_labels, queries, work.query_labels, dims=[tier.dim], ks=(args.k,),
         knn_ks=(1,), backend=work.backend, tie_aware_max_dim=work.tie_aware_max_dim,
@@ -749,16 +667,8 @@ def machine(threads: int) -> dict[str, Any]:
     import faiss
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": len(os.sched_getaffinity(0)),
         "threads": threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
@@ -878,7 +788,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dic
     for tier in pending:
         quality, source_note = (None, "")
         if tier.precision == "float32":
-            quality, source_note = card_quality(tier, k)
+            quality, where = recorded_retrieval(tier.card.get("quality"), k)
+            source_note = f"card: {where}" if quality is not None else ""
         measure = work.db_batches is not None and (
             quality is None or args.measure_float or tier.dim == largest
         )

@@ -12,11 +12,12 @@ included); the FAISS backends guarantee it within the rows they return.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +420,21 @@ def search(
     product: `(scores, indices)`, each `(N_q, min(k, N_db))`, rows by descending score (ties:
     ascending database index), indices int64. See `Searcher` for the backends and `options`."""
     return build_index(database, backend=backend, **options).search(queries, k, progress=progress)
+
+
+@contextlib.contextmanager
+def matrix_product_search() -> Iterator[None]:
+    """Within the block, FAISS's exact search answers a batch of any size through its
+    matrix-product (BLAS) path; nothing changes without FAISS."""
+    # FAISS takes that path by itself only above queries x dim of its threshold (128000 in
+    # 1.15), so a batch's cost per query would jump between dims.
+    faiss = _faiss()
+    if faiss is None:
+        yield
+        return
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    try:
+        faiss.cvar.distance_compute_blas_threshold = 0
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold

@@ -157,3 +157,19 @@ def st_card(source: Any, test: dict[int, dict] | None) -> MatryoshkaCard:
     its base model from the training config, its dims, and `test` (`results_quality`) as rows."""
     rows = [{"dim": dim, **metrics} for dim, metrics in sorted((test or {}).items())]
     return MatryoshkaCard.of_run(source.config, list(source.nesting), rows)
+
+
+def recorded_retrieval(
+    quality: dict[str, Any] | None, k: int
+) -> tuple[dict[str, float] | None, str]:
+    """recall@k and mAP@k (`{"recall", "map"}`) that a tier card's `quality` entry records,
+    mrl-eval's table first, then results.json, with the file they come from; `(None, "")` when
+    it records neither."""
+    quality = quality or {}
+    evaluation, test = quality.get("eval") or {}, quality.get("test") or {}
+    names = [(evaluation, f"recall@{k}", f"map@{k}", quality.get("eval_source")),
+             (test, f"recall{k}", f"map{k}", quality.get("test_source"))]  # fmt: skip
+    for values, recall, ap, source in names:
+        if values.get(recall) is not None and values.get(ap) is not None:
+            return {"recall": float(values[recall]), "map": float(values[ap])}, source
+    return None, ""

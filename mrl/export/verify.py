@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrl.export.runtime import open_session
+
 # Float ONNX against PyTorch: both compute the same float32 operations in another order.
 PARITY_ATOL = 1e-4
 # Dynamic int8 quantisation perturbs every weight; below this cosine a tier's neighbours change.
@@ -27,12 +29,7 @@ class ExportError(Exception):
 
 def session(path: str | Path):  # -> onnxruntime.InferenceSession
     """An ONNX Runtime CPU session of `path`, with as many threads as PyTorch uses."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3  # warnings about unused initialisers are not the user's
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return open_session(path, torch.get_num_threads())
 
 
 def run_session(sess, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:

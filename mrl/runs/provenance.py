@@ -4,7 +4,8 @@
   store under `results.json["provenance"]`;
 - `collect_provenance(run_dir)`: read back what travels with a finished run;
 - `summarize(provenances)`: the one-line figure footer, "made from N runs, git <rev>, <hardware>";
-- `is_recorded(provenance)`: whether a run stored any of it (runs older than the record do not).
+- `is_recorded(provenance)`: whether a run stored any of it (runs older than the record do not);
+- `cpu_name()`: the CPU model of this machine, for benchmarks that state where they ran.
 """
 
 from __future__ import annotations
@@ -84,6 +85,17 @@ def current_provenance() -> dict[str, Any]:
         "torch": _version("torch"),
         "cuda_device": _gpu_name(),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name as `/proc/cpuinfo` gives it, else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:

@@ -1,0 +1,44 @@
+"""Exported tiers under ONNX Runtime: a CPU session with a set number of threads, a tier's
+embeddings over batches of inputs, and the wall time of a session's calls."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mrl.export.graphs import EMBEDDING
+
+
+def open_session(path: str | Path, threads: int):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime CPU session of `path` with `threads` intra-op threads and one inter-op
+    thread, operators run one after another."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # warnings about unused initialisers are not the user's
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def embed(sess, batches: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
+    """The `embedding` output of `sess` over every batch of feeds, stacked."""
+    return np.concatenate([sess.run([EMBEDDING], feeds)[0] for feeds in batches])
+
+
+def time_calls(
+    sess, feeds: Sequence[dict[str, np.ndarray]], calls: int, start: int = 0
+) -> list[float]:
+    """The wall seconds of `calls` calls of `sess` for its `embedding` output, on `feeds` in
+    turn from the `start`-th (wrapping around)."""
+    seconds = []
+    for i in range(calls):
+        inputs = feeds[(start + i) % len(feeds)]
+        began = time.perf_counter()
+        sess.run([EMBEDDING], inputs)
+        seconds.append(time.perf_counter() - began)
+    return seconds
