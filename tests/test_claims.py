@@ -175,3 +175,20 @@ def test_adaptive_retrieval_claim_reads_benchmark_tables_and_says_where_it_is_fa
     )
     assert "fastest measured: adaptive 64>2048 on hnsw 31.0x at mAP@10 87.90" in claim["measured"]
     assert "0.8x measured (N_db 55,000)" in claim["measured"]
+
+
+def test_claims_default_to_the_output_root(study: Path, tmp_path: Path, monkeypatch, capsys):
+    """Without --out and --text the claims go under $MRL_OUTPUT_ROOT, and the text benchmark is
+    read from there (never from experiments/results)."""
+    root = tmp_path / "outputs"
+    monkeypatch.setenv("MRL_OUTPUT_ROOT", str(root))
+    (root / "text").mkdir(parents=True)
+    (root / "text" / "reverse_dictionary.csv").write_text(
+        "dataset,split,method,dim,metric,value\n"
+        "wn,query,mrl,32,map@10,0.40\nwn,query,zero_shot,32,map@10,0.30\n"
+    )
+    main(["--claims", str(study), "--reference", str(tmp_path)])
+    rows = {r["claim"]: r for r in csv.DictReader((root / "claims" / "claims.csv").open())}
+    text = next(r for c, r in rows.items() if c.startswith("Matryoshka text fine-tuning"))
+    assert text["measured"].startswith("32: +10.00 pt mAP")
+    assert f"wrote {root / 'claims' / 'claims.md'}" in capsys.readouterr().out

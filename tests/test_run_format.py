@@ -68,3 +68,12 @@ def test_aggregate_and_report_read_the_same_values_from_the_same_runs(tmp_path: 
         ("1", "ff", 4): 0.86, ("1", "svd", 2): 0.6, ("2", "ff", 8): 0.88, ("2", "svd", 8): 0.7,
     }  # fmt: skip
     assert {run.study for run in runs} == {STUDY}
+
+
+def test_the_commands_default_to_no_committed_results_folder():
+    """`mrl-report` and `mrl-aggregate` take result paths as arguments: no default (or any path)
+    under experiments/results in their source."""
+    package = Path(mrl.report.load.__file__).parents[1]
+    sources = [*(package / "report").rglob("*.py"), package / "cli" / "report.py",
+               package / "cli" / "aggregate.py"]  # fmt: skip
+    assert [str(p) for p in sources if "experiments/results" in p.read_text()] == []

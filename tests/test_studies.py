@@ -1,4 +1,5 @@
-"""The study table from fabricated runs: means, standard deviations and paired differences."""
+"""The study table (`mrl-aggregate --by`) from fabricated runs: means, standard deviations and
+paired differences; its figure (`mrl-report --studies`); the prefix diagnostics."""
 
 import csv
 import importlib.util
@@ -9,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
+import mrl.cli.aggregate
+from mrl.cli.report import main as report_main
+from mrl.report.study_table import read_study_csvs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location(
-        "study_table", ROOT / "experiments" / "studies" / "study_table.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The study table is `mrl-aggregate --by`: `main` of that command."""
+    return mrl.cli.aggregate
 
 
 def _run(root: Path, name: str, seed: int, top1: dict[int, float], config: dict, method="mrl"):
@@ -151,20 +152,48 @@ def test_prefix_diagnostics_against_a_hand_made_model(tmp_path: Path):
 
 
 def test_ablation_figure_from_a_study_table(tmp_path: Path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "ablation_figure", ROOT / "experiments" / "studies" / "ablation_figure.py"
-    )
-    figure = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figure)
     table = tmp_path / "ls.csv"
     table.write_text("loss.label_smoothing,dim,seed,top1\n0,2,0,88.0\n0,2,1,88.2\n0.1,2,0,86.5\n")
-    (name, keys, metric, lines) = figure.panels([table])[0]
+    (name, keys, metric, lines) = read_study_csvs([table])[0]
     assert (name, keys, metric) == ("ls", "loss.label_smoothing", "top1")
     assert lines["0"][2] == [88.0, 88.2] and lines["0.1"][2] == [86.5]
-    figure.main([str(table), "--out", str(tmp_path / "f.png")])
+    report_main(["--studies", str(table), "--out", str(tmp_path), "--name", "f"])
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit) as info:
-        figure.main([str(tmp_path / "bad.csv"), "--out", str(tmp_path / "g.png")])
+        report_main(["--studies", str(tmp_path / "bad.csv"), "--out", str(tmp_path), "--name", "g"])
     assert info.value.code == 2 and "not a study_table CSV" in capsys.readouterr().err
     assert not (tmp_path / "g.png").exists()
+
+
+def test_study_table_and_figure_default_to_the_output_root(tmp_path: Path, monkeypatch):
+    """`--by` without --out and --name writes `$MRL_OUTPUT_ROOT/studies/<keys>.{csv,md}`, and
+    `mrl-report --studies` draws it into the same folder."""
+    monkeypatch.setenv("MRL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    for seed, top1 in ((0, 0.80), (1, 0.84)):
+        _run(tmp_path / "s", f"r{seed}", seed, {2: top1}, {"loss": {"label_smoothing": 0.1}})
+    _module().main([str(tmp_path / "s"), "--by", "loss.label_smoothing", "--dims", "2"])
+    studies = tmp_path / "outputs" / "studies"
+    assert "| 0.1 | 82.00 ± 2.83 | 2 |" in (studies / "loss.label_smoothing.md").read_text()
+    report_main(["--studies", str(studies / "loss.label_smoothing.csv")])
+    assert (studies / "studies.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["mrl-aggregate", "a", "b"], "several only with --by"),
+        (["mrl-report", "a", "b"], "several only with --claims or --studies"),
+        (["mrl-report", "--claims", "--studies", "a"], "not allowed with argument"),
+    ],
+)
+def test_several_folders_need_their_mode(tmp_path: Path, capsys, argv, message):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    main = mrl.cli.aggregate.main if argv[0] == "mrl-aggregate" else report_main
+    args = [str(tmp_path / a) if a in ("a", "b") else a for a in argv[1:]]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"{argv[0]}: error: ") and message in err[-1]

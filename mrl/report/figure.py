@@ -128,8 +128,13 @@ def image_html(drawn: Drawn, image: str = "png", bare: bool = False) -> str:
     alt = html.escape(drawn.title.splitlines()[0] if drawn.title else drawn.name)
     if image == "svg":
         return _XML_PROLOGUE.sub("", drawn.svg(bare=bare), count=1)
-    data = base64.b64encode(drawn.png(bare=bare)).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+    return f'<img src="{png_data_uri(drawn, bare)}" alt="{alt}">'
+
+
+def png_data_uri(drawn: Drawn, bare: bool = False) -> str:
+    """`data:image/png;base64,...` of a drawn figure, for self-contained HTML; `bare`: without
+    its title and footer."""
+    return "data:image/png;base64," + base64.b64encode(drawn.png(bare=bare)).decode("ascii")
 
 
 def figure_block(

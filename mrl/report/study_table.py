@@ -1,9 +1,6 @@
-"""A study's table: test top-1 per setting and dim, mean ± std over seeds, and each setting's
-difference to a baseline setting, paired by seed, with its 95% interval.
-
-    python experiments/studies/study_table.py <study dir> [<more dirs>] --by KEY[,KEY...] \
-        [--where KEY=VALUE[|VALUE...] ...] [--baseline VALUE[,VALUE...]] [--dims 2,4,8,256] \
-        --out experiments/results/<folder> --name <table name>
+"""A study's table (`mrl-aggregate DIR... --by KEY`): test top-1 per setting and dim, mean ± std
+over seeds, and each setting's difference to a baseline setting, paired by seed, with its 95%
+interval; and the reader of the tidy CSV it writes, for the figure of several studies.
 
 A setting is the value of each `--by` key in a run's recorded config (`results.json`): a dotted
 key (`loss.label_smoothing`, `optimizer.lr`, `trainer.max_epochs`), `method` (mrl, mrl_e, or ff:
@@ -11,27 +8,30 @@ FF-m at its own dim m) or a config group such as `optimizer` (its class name). A
 config lacks reads `default`: a run of the default job stands for the default of an ablated
 setting, so the ablations' baseline runs can come from another study (e.g. the MRL runs of
 `fmnist_table1`, selected with `--where method=mrl`). Top-1 is the run's trained head on the
-clean test queries (its evaluation's, else the one `mrl-train` recorded), or `--metric` from the
-runs' evaluations. Writes `<name>.csv` (tidy: the keys, dim, seed, the metric in percent) and
-`<name>.md`.
+clean test queries (its evaluation's, else the one `mrl-train` recorded), or another metric of
+the runs' evaluations. The table is written as `<name>.csv` (tidy: the keys, dim, seed, the
+metric in percent) and `<name>.md`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import pandas as pd
 
 from mrl.report.claims import paired_interval
+from mrl.report.errors import InputError
 from mrl.runs.files import atomic_write_text, write_csv
 from mrl.runs.format import CLEAN_SPLIT
 from mrl.runs.reader import find_runs, load_run, run_values
 
-PROG = "study_table"
 DEFAULT = "default"
+DEFAULT_DIMS = "2,4,8,256"
 
 
 def setting_value(results: dict[str, Any], key: str) -> str:
@@ -83,6 +83,16 @@ def _cells(rows: list[dict], keys: list[str]) -> dict[tuple, dict[Any, float]]:
     return cells
 
 
+def _sort_key(value: str) -> tuple:
+    """`default` first, then numbers by value, then names."""
+    if value == DEFAULT:
+        return (0, 0.0, "")
+    try:
+        return (1, float(value.split(",")[0]), value)
+    except ValueError:
+        return (2, 0.0, value)
+
+
 def markdown(
     rows: list[dict],
     keys: list[str],
@@ -126,76 +136,109 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def _sort_key(value: str) -> tuple:
-    """`default` first, then numbers by value, then names."""
-    if value == DEFAULT:
-        return (0, 0.0, "")
-    try:
-        return (1, float(value.split(",")[0]), value)
-    except ValueError:
-        return (2, 0.0, value)
+@dataclass
+class StudyTable:
+    """One study's rows (`read_rows`) and how they are tabled."""
+
+    keys: list[str]
+    dims: list[int]
+    baseline: list[str] | None
+    metric: str
+    rows: list[dict[str, Any]]
+
+    def markdown(self) -> str:
+        """The Markdown table (`markdown`)."""
+        return markdown(self.rows, self.keys, self.dims, self.baseline, self.metric)
+
+    def write(self, out: Path, name: str) -> list[Path]:
+        """Write `out/<name>.csv` (the metric's column named after it) and `out/<name>.md`."""
+        paths = [out / f"{name}.csv", out / f"{name}.md"]
+        write_csv(paths[0], [
+            {**{k: v for k, v in r.items() if k != "value"}, self.metric: r["value"]}
+            for r in self.rows
+        ])  # fmt: skip
+        atomic_write_text(paths[1], self.markdown())
+        return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("roots", type=Path, nargs="+")
-    p.add_argument("--by", required=True, help="comma-separated setting keys")
-    p.add_argument(
-        "--where",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE[|VALUE...]",
-        help="keep only runs with one of these values (repeat for several keys)",
-    )
-    p.add_argument("--baseline", help="the baseline setting's values, comma-separated in --by "
-                   "order (a list value: quote it and separate keys with ';')")  # fmt: skip
-    p.add_argument("--dims", default="2,4,8,256")
-    p.add_argument("--metric", default="top1", help="top1 (trained heads; default), probe_top1 "
-                   "(linear probes: any dim, nested or not), 1nn, map@10, ...")  # fmt: skip
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--name", required=True)
-    args = p.parse_args(argv)
+def read_study(
+    roots: list[Path],
+    by: str,
+    where: list[str] | tuple[str, ...] = (),
+    baseline: str | None = None,
+    dims: str = DEFAULT_DIMS,
+    metric: str = "top1",
+) -> StudyTable:
+    """The study table of the runs under `roots`, from the command's option texts: `by`
+    (comma-separated keys), `where` (`KEY=VALUE[|VALUE...]` each), `baseline` (the baseline
+    setting's values in `by` order: comma-separated, or `;`-separated where a value is a list),
+    `dims` (comma-separated).
 
-    def fail(message: str) -> None:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    keys = args.by.split(",")
-    where = {}
-    for item in args.where:
+    Raises `InputError` for a malformed option, a missing folder, no matching run, or a baseline
+    no run has.
+    """
+    keys = by.split(",")
+    chosen = {}
+    for item in where:
         if "=" not in item:
-            fail(f"--where {item!r} is not KEY=VALUE")
+            raise InputError(f"--where {item!r} is not KEY=VALUE")
         k, v = item.split("=", 1)
-        where[k] = v
+        chosen[k] = v
     try:
-        dims = [int(d) for d in args.dims.split(",")]
+        dim_list = [int(d) for d in dims.split(",")]
     except ValueError:
-        fail(f"--dims {args.dims!r} is not a comma-separated list of integers")
-    missing = [str(r) for r in args.roots if not r.is_dir()]
+        raise InputError(f"--dims {dims!r} is not a comma-separated list of integers") from None
+    missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
-        fail(f"no such study folder: {', '.join(missing)}")
-    baseline = None
-    if args.baseline is not None:
-        baseline = (
-            args.baseline.split(";")
-            if ";" in args.baseline or len(keys) == 1
-            else (args.baseline.split(","))
-        )
-        if len(baseline) != len(keys):
-            fail(f"--baseline {args.baseline!r} gives {len(baseline)} values for {len(keys)} keys")
-    rows = read_rows(args.roots, keys, where, args.metric)
+        raise InputError(f"no such study folder: {', '.join(missing)}")
+    base = None
+    if baseline is not None:
+        base = baseline.split(";") if ";" in baseline or len(keys) == 1 else baseline.split(",")
+        if len(base) != len(keys):
+            raise InputError(
+                f"--baseline {baseline!r} gives {len(base)} values for {len(keys)} keys"
+            )
+    rows = read_rows(roots, keys, chosen, metric)
     if not rows:
-        fail(f"no finished run under {', '.join(map(str, args.roots))} matches {where or 'any'}")
-    if baseline is not None and not any([r[k] for k in keys] == baseline for r in rows):
-        fail(f"no run has the baseline setting {baseline}; the settings are "
-             f"{sorted({tuple(r[k] for k in keys) for r in rows})}")  # fmt: skip
-    text = markdown(rows, keys, dims, baseline, args.metric)
-    write_csv(args.out / f"{args.name}.csv", [
-        {**{k: v for k, v in r.items() if k != "value"}, args.metric: r["value"]} for r in rows
-    ])  # fmt: skip
-    atomic_write_text(args.out / f"{args.name}.md", text)
-    print(text)
+        raise InputError(
+            f"no finished run under {', '.join(map(str, roots))} matches {chosen or 'any'}"
+        )
+    if base is not None and not any([r[k] for k in keys] == base for r in rows):
+        raise InputError(f"no run has the baseline setting {base}; the settings are "
+                         f"{sorted({tuple(r[k] for k in keys) for r in rows})}")  # fmt: skip
+    return StudyTable(keys, dim_list, base, metric, rows)
 
 
-if __name__ == "__main__":
-    main()
+class StudyPanel(NamedTuple):
+    """One study table as a figure draws it."""
+
+    name: str
+    keys: str
+    metric: str
+    # setting -> {dim: the metric's values over seeds}
+    lines: dict[str, dict[int, list[float]]]
+
+
+def _panel(path: Path) -> StudyPanel:
+    table = pd.read_csv(path, dtype=str)
+    if "dim" not in table.columns or "seed" not in table.columns:
+        raise ValueError(f"{path} is not a study_table CSV (no dim and seed columns)")
+    keys = list(table.columns[: list(table.columns).index("dim")])
+    metric = table.columns[-1]
+    lines: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for _, row in table.iterrows():
+        setting = ", ".join(str(row[k]) for k in keys)
+        lines[setting][int(row["dim"])].append(float(row[metric]))
+    return StudyPanel(path.stem, ", ".join(keys), metric, lines)
+
+
+def read_study_csvs(paths: list[Path]) -> list[StudyPanel]:
+    """The tidy CSVs `StudyTable.write` writes (the setting's keys, `dim`, `seed`, then the
+    metric): per file its name, its keys, its metric and {setting: {dim: values}}.
+
+    Raises `InputError` for a file that cannot be read or is not such a table.
+    """
+    try:
+        return [_panel(path) for path in paths]
+    except (OSError, ValueError) as err:  # pandas' ParserError is a ValueError
+        raise InputError(str(err).splitlines()[0]) from None
