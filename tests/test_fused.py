@@ -1,12 +1,13 @@
-"""The fused Matryoshka heads against the naive autograd computation (`mrl.core.naive`):
-forward and every gradient, float32 and bfloat16, and `torch.autograd.gradcheck` in float64."""
+"""The heads against the naive autograd computation (`mrl.core.naive`): the tied head's fused
+kernel, forward and every gradient, float32 and bfloat16, and `torch.autograd.gradcheck` in
+float64; both heads' state dicts, values and dtypes under autocast."""
 
 import pytest
 import torch
 
 from mrl import MRLHead
 from mrl.core import naive
-from mrl.core.fused import nested_linear, tied_nested_linear
+from mrl.core.fused import tied_nested_linear
 
 NESTING = (2, 4, 8, 16)
 
@@ -40,23 +41,6 @@ def test_tied_head_equals_the_naive_computation(dtype, tol, bias):
     assert (_grads(tied_nested_linear(z, w, b, NESTING), [w])[0][:, NESTING[-1] :] == 0).all()
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
-@pytest.mark.parametrize("bias", [True, False])
-def test_untied_heads_equal_the_naive_computation(dtype, tol, bias):
-    z, g, classes = _inputs(dtype)
-    weights = [torch.randn(classes, m, generator=g).to(dtype).requires_grad_() for m in NESTING]
-    biases = [
-        torch.randn(classes, generator=g).to(dtype).requires_grad_() if bias else None
-        for _ in NESTING
-    ]
-    params = [z, *weights, *(b for b in biases if b is not None)]
-    fused = nested_linear(z, weights, biases, NESTING)
-    ref = naive.nested_logits(z, weights, biases, NESTING)
-    torch.testing.assert_close(fused, ref, atol=tol * ref.abs().max().item(), rtol=tol)
-    for got, want in zip(_grads(fused, params), _grads(ref, params)):
-        torch.testing.assert_close(got, want, atol=tol * want.abs().max().item(), rtol=tol)
-
-
 def test_gradcheck_in_float64():
     z, g, classes = _inputs(torch.float64, features=9, batch=3, classes=4)
     nesting = (1, 3, 7)
@@ -64,14 +48,6 @@ def test_gradcheck_in_float64():
     b = torch.randn(classes, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda z, w, b: tied_nested_linear(z, w, b, nesting),
                                     (z, w, b))  # fmt: skip
-    ws = [torch.randn(classes, m, generator=g, dtype=torch.float64, requires_grad=True)
-          for m in nesting]  # fmt: skip
-    bs = [torch.randn(classes, generator=g, dtype=torch.float64, requires_grad=True)
-          for _ in nesting]  # fmt: skip
-    n = len(nesting)
-    assert torch.autograd.gradcheck(
-        lambda z, *p: nested_linear(z, list(p[:n]), list(p[n:]), nesting), (z, *ws, *bs)
-    )
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -83,7 +59,8 @@ def test_the_head_uses_the_kernels_and_keeps_its_state_dict(tied):
     assert list(head.state_dict()) == keys
     z = torch.randn(6, 20, requires_grad=True)
     out = head(z)
-    assert out.grad_fn.name().endswith("NestedLinearBackward")
+    if tied:
+        assert out.grad_fn.name().endswith("NestedLinearBackward")
     if tied:
         ref = naive.tied_nested_logits(z, head.linear.weight, head.linear.bias, NESTING)
     else:
@@ -125,8 +102,7 @@ def test_the_kernels_benchmark_runs_at_tiny_sizes():
     spec.loader.exec_module(bench)
     heads = bench.head_steps(7, 4, (2, 4, 8), "cpu", torch.float32)
     assert set(heads) == {"plain", "authors MRL", "mrl", "authors MRL-E", "mrl_e"}
-    losses = bench.contrastive_steps(6, (2, 4, 8), "cpu", torch.float32)
-    medians = bench.interleaved({**heads, **losses}, repeats=1, device="cpu")
+    medians = bench.interleaved(heads, repeats=1, device="cpu")
     assert all(ms > 0 for ms in medians.values())
     rows = bench.table("t", medians, bench.HEAD_RATIOS)
     assert {r["ratio_to"] for r in rows} >= {"plain", "authors MRL", "authors MRL-E"}

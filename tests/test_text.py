@@ -87,11 +87,10 @@ def fixed_embeddings_model(dim: int):
     return SentenceTransformer(modules=[PassThrough(dim)], device="cpu")
 
 
-@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize(
     "symmetric, weights", [(False, None), (True, None), (False, [0.5, 1.0, 2.0, 4.0])]
 )
-def test_contrastive_loss_equals_sentence_transformers(symmetric, weights, fused):
+def test_contrastive_loss_equals_sentence_transformers(symmetric, weights):
     from sentence_transformers.sentence_transformer.losses import (
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
@@ -113,43 +112,16 @@ def test_contrastive_loss_equals_sentence_transformers(symmetric, weights, fused
         matryoshka_dims=dims,
         matryoshka_weights=weights,
     )
-    ours = MatryoshkaContrastiveLoss(
-        dims, weights=weights, scale=20.0, symmetric=symmetric, fused=fused
-    )
+    ours = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0, symmetric=symmetric)
     theirs_in = [anchor.clone().requires_grad_(), positive.clone().requires_grad_()]
     ours_in = [anchor.clone().requires_grad_(), positive.clone().requires_grad_()]
     expected = reference([{"embedding": x} for x in theirs_in], torch.zeros(batch))
     value = ours(*ours_in)
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-5)
-    # The gradients too (the fused loss has its own arithmetic, not theirs).
+    # The gradients too.
     for got, want in zip(torch.autograd.grad(value, ours_in),
                          torch.autograd.grad(expected, theirs_in)):  # fmt: skip
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("symmetric", [False, True])
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
-def test_fused_contrastive_loss_equals_the_per_prefix_loop(symmetric, dtype, tol):
-    torch.manual_seed(3)
-    dims = (4, 8, 16, 24)
-    anchor = torch.randn(10, 24).to(dtype).requires_grad_()
-    positive = (anchor.detach() + torch.randn(10, 24).to(dtype)).requires_grad_()
-    fused = MatryoshkaContrastiveLoss(dims, symmetric=symmetric, fused=True).per_dim(
-        anchor, positive
-    )
-    loop = MatryoshkaContrastiveLoss(dims, symmetric=symmetric).per_dim(anchor, positive)
-    torch.testing.assert_close(fused, loop, rtol=tol, atol=tol)
-    upstream = torch.rand(len(dims)).to(dtype)
-    for got, want in zip(torch.autograd.grad(fused, [anchor, positive], upstream),
-                         torch.autograd.grad(loop, [anchor, positive], upstream)):  # fmt: skip
-        torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
-
-
-def test_fused_contrastive_loss_gradcheck():
-    anchor = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
-    positive = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
-    loss = MatryoshkaContrastiveLoss([2, 3, 6], scale=5.0, symmetric=True, fused=True)
-    assert torch.autograd.gradcheck(lambda a, p: loss.per_dim(a, p), (anchor, positive))
 
 
 def test_each_prefix_is_renormalised():
@@ -202,33 +174,6 @@ def test_loss_gathers_negatives_across_processes(monkeypatch):
 
     per_rank = [_loss_on_rank(loss, anchors, positives, r, monkeypatch) for r in (0, 1)]
     torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, whole)
-
-
-def test_gathered_negatives_give_the_per_prefix_loops_value_and_gradients(monkeypatch):
-    """On one simulated rank of two, the fused loss over the gathered rows equals the prefix
-    loop over the same rows, value and gradients of the local rows."""
-    import torch.distributed as dist
-    import torch.distributed.nn.functional as dist_fn
-
-    torch.manual_seed(4)
-    anchors, positives = torch.randn(2, 6, 16), torch.randn(2, 6, 16)
-    dims, rank = (4, 8, 16), 1
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
-    monkeypatch.setattr(dist, "get_rank", lambda: rank)
-    results = []
-    for fused in (True, False):
-        a = anchors[rank].clone().requires_grad_()
-        p = positives[rank].clone().requires_grad_()
-
-        def gathered(x: Tensor, a: Tensor = a) -> tuple[Tensor, Tensor]:
-            return (anchors[0], x) if x is a else (positives[0], x)
-
-        monkeypatch.setattr(dist_fn, "all_gather", gathered)
-        value = MatryoshkaContrastiveLoss(dims, symmetric=True, fused=fused).per_dim(a, p)
-        results.append((value, *torch.autograd.grad(value.sum(), [a, p])))
-    for got, want in zip(*results):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_loss_rejects_bad_arguments():
@@ -547,7 +492,7 @@ def test_text_config_composes(tmp_path: Path, overrides, data, loss_dims):
     ],
 )
 def test_fast_dev_run_contrastive(tmp_path: Path, extra: list[str]):
-    from mrl.cli.train_text import train_text
+    from mrl.text.trainer import train_text
 
     cfg = compose_text(tmp_path, *QUIET, *TINY_WORDNET, "data.eval_batch_size=32", *extra)
     results = train_text(cfg)
@@ -567,7 +512,7 @@ def test_fast_dev_run_contrastive(tmp_path: Path, extra: list[str]):
 @pytest.mark.slow
 @requires_wordnet
 def test_fast_dev_run_classification(tmp_path: Path):
-    from mrl.cli.train_text import train_text
+    from mrl.text.trainer import train_text
 
     cfg = compose_text(tmp_path, "text/task=classification", *QUIET, *TINY_WORDNET)
     assert cfg.data.pos == ["n"] and cfg.head.nesting == cfg.nesting
@@ -579,7 +524,7 @@ def test_fast_dev_run_classification(tmp_path: Path):
 
 @pytest.mark.slow
 def test_fast_dev_run_dual_encoder(tmp_path: Path):
-    from mrl.cli.train_text import train_text
+    from mrl.text.trainer import train_text
 
     cfg = compose_text(tmp_path, "text/task=dual_encoder", *QUIET, "data.batch_size=8")
     assert cfg.loss.symmetric and cfg.dual.embed_dim == max(cfg.nesting)
@@ -591,7 +536,7 @@ def test_fast_dev_run_dual_encoder(tmp_path: Path):
 
 
 def test_bad_text_config_fails_before_training(tmp_path: Path):
-    from mrl.cli.train_text import train_text
+    from mrl.text.trainer import train_text
 
     cfg = compose_text(tmp_path, *QUIET, "nesting=[8,512]")
     with pytest.raises(ConfigError, match="nesting dim 512 exceeds the representation size 384"):
@@ -646,7 +591,7 @@ class SigtermAtStep(pl.Callback):
 def test_text_runs_share_the_lifecycle_and_resume_exactly(tmp_path: Path):
     """The text trainer's interrupted run resumes to the uninterrupted weights (MiniLM
     included) and its run folder has what the vision trainer's has."""
-    from mrl.cli.train_text import train_text
+    from mrl.text.trainer import train_text
     from mrl.core.errors import RunInterrupted
 
     common = ["text/task=dual_encoder", "trainer.enable_progress_bar=false",
@@ -726,11 +671,10 @@ def test_the_side_by_side_with_sentence_transformers_runs_and_resumes(tmp_path: 
     )
 
     # sentence-transformers is given the pairs in the order this package's loader batches them.
-    from mrl.training.builders import _instantiate
+    from mrl.training.builders import checked_datamodule
 
     cfg = script.rd.compose_text_config(["data.limit_train=16", "data.batch_size=8", "seed=0"])
-    datamodule = _instantiate(cfg.data, "data")
-    datamodule.check()
+    datamodule = checked_datamodule(cfg.data)
     pairs = script.training_pairs(datamodule)
     for i, batch in enumerate(datamodule.train_dataloader()):
         given = tokenize(datamodule.tokenizer, [p for _, p in pairs[8 * i : 8 * i + 8]],

@@ -1,4 +1,4 @@
-"""Forward + backward time of the Matryoshka heads and losses against the naive computation.
+"""Forward + backward time of the Matryoshka heads against the naive computation.
 
 Heads (head + loss, forward and backward, the gradients of the representation, weights and
 biases), at the paper's shapes (batch 256, D 2048, nesting 8..2048) with 1000 classes
@@ -7,12 +7,9 @@ biases), at the paper's shapes (batch 256, D 2048, nesting 8..2048) with 1000 cl
 - `plain`: one `Linear(D, C)` + cross-entropy, the cost of an ordinary classifier;
 - `authors MRL` / `authors MRL-E`: the authors' layer as its equations read (one slice, one
   product and one cross-entropy per nesting dim, summed; `mrl.core.naive`), untied and tied;
-- `mrl` / `mrl_e`: this package's `MRLHead` (fused kernels, `mrl.core.fused`) + `MatryoshkaLoss`.
-
-Contrastive loss at batch 4096 (every row of the batch a negative, as gathered negatives are),
-D 768, dims 32..768, forward + backward: `MatryoshkaContrastiveLoss`'s prefix loop (the
-default) against its fused form (`fused=True`, shared chunk products), one-directional and
-symmetric.
+- `mrl` / `mrl_e`: this package's `MRLHead` + `MatryoshkaLoss` (one cross-entropy over every
+  dim's logits); the untied heads are one `Linear` per prefix, the tied head is the fused kernel
+  of `mrl.core.fused`.
 
 Every setting is timed in rounds that interleave the settings of its table (machine noise hits
 all alike): median of `--repeats` after warm-up, and the ratios of medians. `--compile` adds the
@@ -34,13 +31,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mrl import MatryoshkaContrastiveLoss, MatryoshkaLoss, MRLHead
+from mrl import MatryoshkaLoss, MRLHead
 from mrl.core import naive
 from mrl.runs.files import atomic_write_text, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_NESTING = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-TEXT_NESTING = (32, 64, 128, 256, 512, 768)
 
 
 def _timed(step: Callable[[], None], device: str) -> float:
@@ -112,28 +108,6 @@ def head_steps(
     return {name: step(fn) for name, fn in losses.items()}
 
 
-def contrastive_steps(
-    batch: int, nesting: tuple[int, ...], device: str, dtype: torch.dtype
-) -> dict[str, Callable[[], None]]:
-    """One forward + backward of the per-prefix loop and of the fused loss, both directions."""
-    g = torch.Generator().manual_seed(0)
-    anchor = torch.randn(batch, nesting[-1], generator=g).to(device, dtype).requires_grad_()
-    positive = torch.randn(batch, nesting[-1], generator=g).to(device, dtype).requires_grad_()
-    steps = {}
-    for symmetric in (False, True):
-        suffix = " (symmetric)" if symmetric else ""
-        for name, fused in ((f"per-prefix loop{suffix}", False), (f"fused{suffix}", True)):
-            loss = MatryoshkaContrastiveLoss(nesting, symmetric=symmetric, gather=False,
-                                             fused=fused)  # fmt: skip
-
-            def run(loss: MatryoshkaContrastiveLoss = loss) -> None:
-                anchor.grad = positive.grad = None
-                loss(anchor, positive).backward()
-
-            steps[name] = run
-    return steps
-
-
 MARKDOWN: list[str] = []
 
 
@@ -163,21 +137,18 @@ HEAD_RATIOS = [
     ("authors MRL", "plain"), ("mrl", "authors MRL"), ("mrl", "plain"),
     ("authors MRL-E", "plain"), ("mrl_e", "authors MRL-E"), ("mrl_e", "plain"),
 ]  # fmt: skip
-LOSS_RATIOS = [("fused", "per-prefix loop"), ("fused (symmetric)", "per-prefix loop (symmetric)")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--text-batch", type=int, default=4096)
     parser.add_argument("--compile", action="store_true", help="also time under torch.compile")
-    parser.add_argument("--skip-loss", action="store_true", help="time the heads only")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench/kernels.csv")
     args = parser.parse_args()
     say(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of "
-        f"{args.repeats} interleaved rounds (contrastive: {max(3, args.repeats // 5)})"
+        f"{args.repeats} interleaved rounds"
     )
     rows: list[dict] = []
     devices = [("cpu", torch.float32)]
@@ -199,12 +170,6 @@ def main() -> None:
                 rows += table(title, interleaved(steps, args.repeats, device), HEAD_RATIOS)
             except Exception as err:  # noqa: BLE001  (what fails to compile is reported, not fatal)
                 say(f"\n### {title}\n\nnot measured: {type(err).__name__}: {err}"[:300])
-            write_csv(args.out, rows)
-        if not args.skip_loss:
-            title = f"contrastive loss, B {args.text_batch}, D 768, dims 32..768, {where}"
-            steps = contrastive_steps(args.text_batch, TEXT_NESTING, device, dtype)
-            repeats = max(3, args.repeats // 5)
-            rows += table(title, interleaved(steps, repeats, device), LOSS_RATIOS)
             write_csv(args.out, rows)
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(MARKDOWN).lstrip() + "\n")
     print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")

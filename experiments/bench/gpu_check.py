@@ -13,9 +13,10 @@ the CPU, FAISS GPU flat and IVF against FAISS CPU, nvjpeg against PIL). Timings,
 side in one run: training images/s of ResNet-50 at 224 px (bf16 autocast, channels_last,
 eager and compiled) with the MRL head, the MRL-E head and one plain head (the figure that
 matters is MRL / plain); the input pipeline's images/s on generated JPEGs (PIL in loader
-workers against device decoding); the fused heads at the paper's shapes against the authors'
-layer and one plain head; exact against adaptive retrieval (a 16-dim shortlist of 200,
-re-ranked at 2048 dims) over a 1M x 2048 database on the GPU.
+workers against device decoding); the heads (MRL-E's fused kernel, MRL's `Linear` per prefix)
+at the paper's shapes against the authors' layer and one plain head; exact against adaptive
+retrieval (a 16-dim shortlist of 200, re-ranked at 2048 dims) over a 1M x 2048 database on the
+GPU.
 
 Writes `<out>/gpu_check.json` (environment, every check with its status and seconds, every
 timing) and `<out>/gpu_check.md`, as each section finishes; exits 1 if any check failed, 2 on
@@ -229,7 +230,8 @@ def time_input_pipeline(device: str, size: dict) -> list[dict[str, Any]]:
 
 
 def time_fused_heads(device: str, size: dict) -> list[dict[str, Any]]:
-    """Head + loss, forward and backward, of the fused heads, the authors' layer, a plain head."""
+    """Head + loss, forward and backward, of the heads (MRL-E's fused kernel), the authors'
+    layer and a plain head."""
     import torch
 
     kernels = load_script("fused_kernels")

@@ -7,9 +7,7 @@ other positive in the batch is a negative). This is sentence-transformers'
 `symmetric=True` it is the average with the positive -> anchor direction (their
 `directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"`, the CLIP loss).
 The loss only slices embeddings computed once, so the encoder runs once per step whatever the
-number of dims. With `fused=True` the K similarity matrices share their arithmetic: their dot
-products are partial sums over the column chunks (`nested_cosine_logits`), one matrix product
-instead of K. Plain PyTorch; the 2D (layer x dim) form is `mrl.core.matryoshka_2d`.
+number of dims. Plain PyTorch; the 2D (layer x dim) form is `mrl.core.matryoshka_2d`.
 """
 
 from __future__ import annotations
@@ -21,12 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from mrl.core.fused import tied_nested_linear
 from mrl.core.losses import NestedLoss
 from mrl.core.nesting import validate_nesting
-
-# F.normalize's floor on a norm.
-_EPS = 1e-12
 
 
 def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
@@ -40,34 +34,6 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x), dim=0), dist.get_rank() * x.shape[0]
-
-
-def _prefix_inverse_norms(x: Tensor, nesting: tuple[int, ...]) -> Tensor:
-    """`(K, N)`: 1 / max(|x[:, :m]|, eps) for every m of `nesting` (as `F.normalize`), from the
-    cumulative sums of the chunks' squares."""
-    sizes = [b - a for a, b in zip((0, *nesting[:-1]), nesting)]
-    squares = torch.stack([c.square().sum(1) for c in x[:, : nesting[-1]].split(sizes, dim=1)])
-    return squares.cumsum(0).clamp_min(_EPS**2).rsqrt()
-
-
-def nested_cosine_logits(
-    queries: Tensor, documents: Tensor, nesting: tuple[int, ...], scale: float
-) -> Tensor:
-    """`(K, Q, N)`: `scale` times the cosine similarity of every query prefix `[:, :m]` to every
-    document prefix, for each m of `nesting`: one pass over the column chunks builds every
-    prefix's dot products (their partial sums, the tied head's kernel), and the cumulative
-    sums of squares give every prefix's norms."""
-    dots = tied_nested_linear(queries, documents, None, nesting)
-    q_inv = _prefix_inverse_norms(queries, nesting)
-    d_inv = _prefix_inverse_norms(documents, nesting)
-    return dots * (scale * q_inv).unsqueeze(2) * d_inv.unsqueeze(1)
-
-
-def _per_dim_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean cross-entropy of each dim's `(Q, N)` logits against `target`, shape `(K,)`."""
-    k, q, n = logits.shape
-    ce = F.cross_entropy(logits.reshape(k * q, n), target.repeat(k), reduction="none")
-    return ce.view(k, q).mean(1)
 
 
 def per_prefix_infonce(
@@ -105,10 +71,6 @@ class MatryoshkaContrastiveLoss(NestedLoss):
         scale: multiplies the cosine similarities (1 / temperature).
         symmetric: also rank the anchors for each positive, and average the two directions.
         gather: under DDP, use the other processes' rows as extra negatives (with gradients).
-        fused: build the K similarity matrices from shared chunk products
-            (`nested_cosine_logits`: one matrix product instead of K, the same values). It
-            trades matrix products for passes over K (B, N) matrices, and on a 2-core CPU it is
-            not faster (experiments/results/bench/kernels.md), so the prefix loop is the default.
 
     Call as `loss(anchor_emb, positive_emb)` with two `(B, D)` tensors, rows paired by index.
     """
@@ -120,7 +82,6 @@ class MatryoshkaContrastiveLoss(NestedLoss):
         scale: float = 20.0,
         symmetric: bool = False,
         gather: bool = True,
-        fused: bool = False,
     ) -> None:
         nesting = validate_nesting(nesting)
         super().__init__(weights, nesting)
@@ -130,7 +91,6 @@ class MatryoshkaContrastiveLoss(NestedLoss):
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
         self.gather = bool(gather)
-        self.fused = bool(fused)
 
     def per_dim(self, anchor: Tensor, positive: Tensor) -> Tensor:
         """The unweighted loss of each nesting dim, shape `(K,)`.
@@ -152,20 +112,8 @@ class MatryoshkaContrastiveLoss(NestedLoss):
                 f"{anchor.shape[1]}"
             )
         all_anchors, all_positives, target = self._candidates(anchor, positive)
-        if not self.fused:
-            return per_prefix_infonce(anchor, positive, all_anchors, all_positives, target,
-                                      self.nesting, self.scale, self.symmetric)  # fmt: skip
-        logits = nested_cosine_logits(anchor, all_positives, self.nesting, self.scale)
-        losses = _per_dim_cross_entropy(logits, target)
-        if self.symmetric:
-            # Without other ranks, positive -> anchor is the same matrix read by columns.
-            back = (
-                logits.transpose(1, 2)
-                if all_anchors is anchor
-                else nested_cosine_logits(positive, all_anchors, self.nesting, self.scale)
-            )
-            losses = 0.5 * (losses + _per_dim_cross_entropy(back, target))
-        return losses
+        return per_prefix_infonce(anchor, positive, all_anchors, all_positives, target,
+                                  self.nesting, self.scale, self.symmetric)  # fmt: skip
 
     def _per_projection(self, anchor: Tensor, positive: Tensor) -> Tensor:
         if anchor.shape[0] != len(self.nesting):

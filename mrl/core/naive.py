@@ -1,8 +1,8 @@
-"""The naive Matryoshka computations, autograd only: one slice and one product per nesting dim.
+"""The naive Matryoshka computations, autograd only: one slice and one product per nesting dim,
+the authors' layer as its equations read.
 
-They are the references the fused heads (`mrl.core.fused`) are tested and timed against; no
-trainer uses them. (The contrastive loss's prefix loop, `per_prefix_infonce`, is a production
-path of `MatryoshkaContrastiveLoss` and lives there.)
+They are the references the heads are tested and timed against (the tied head's fused kernel,
+`mrl.core.fused`, and the untied heads' own `Linear`s); no trainer uses them.
 """
 
 from __future__ import annotations
