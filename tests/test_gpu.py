@@ -144,7 +144,7 @@ def jpeg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fast_dev_run_of_a_paper_recipe(tmp_path: Path, jpeg_root: Path, decode: str):
     tiny = [o for o in PAPER_CPU_TINY if not o.startswith("trainer.")]
     written = _fit(
-        tmp_path, "experiment=paper/resnet50_imagenet_mrl", f"data.root={jpeg_root}",
+        tmp_path, "experiment=paper/resnet50_imagenet", f"data.root={jpeg_root}",
         f"data.decode={decode}", *tiny, *_trainer_overrides("bf16-mixed"),
         "trainer.devices=1", "trainer.strategy=auto", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",

@@ -251,7 +251,7 @@ def test_fit_decodes_on_the_device_and_follows_the_schedule(jpeg_root: Path, tmp
 def test_fast_dev_run_with_device_decoding(jpeg_root: Path, tmp_path: Path):
     cfg = compose_train(
         tmp_path / "run",
-        "experiment=paper/resnet50_imagenet_mrl",
+        "experiment=paper/resnet50_imagenet",
         "data=imagenet_gpu_decode",
         f"data.root={jpeg_root}",
         "trainer.fast_dev_run=true",

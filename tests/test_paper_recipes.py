@@ -25,8 +25,16 @@ from mrl.training.builders import build_model
 from mrl.training.callbacks import ProgressiveResolution, resolution_at
 from mrl.training.resolvers import scale_lr
 
-PAPER = sorted(p.stem for p in (CONFIG_DIR / "experiment" / "paper").glob("resnet*.yaml"))
-R50 = "experiment=paper/resnet50_imagenet_mrl"
+ENCODERS = sorted(p.stem for p in (CONFIG_DIR / "experiment" / "paper").glob("resnet*.yaml"))
+# Every paper experiment, named `<encoder file>_<method>`: one file per encoder, `method` a switch.
+PAPER = [f"{encoder}_{method}" for encoder in ENCODERS for method in ("mrl", "mrl_e", "ff")]
+R50 = "experiment=paper/resnet50_imagenet"
+
+
+def paper(experiment: str) -> list[str]:
+    """The overrides of one paper experiment, e.g. `resnet50_imagenet_mrl_e`."""
+    encoder, method = re.fullmatch(r"(resnet\d+_imagenet)_(mrl|mrl_e|ff)", experiment).groups()
+    return [f"experiment=paper/{encoder}", f"method={method}"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,7 @@ def test_there_are_twelve_paper_experiments():
 
 @pytest.mark.parametrize("experiment", PAPER)
 def test_paper_experiment_has_the_recipe(tmp_path: Path, experiment: str):
-    cfg = compose_train(tmp_path, f"experiment=paper/{experiment}")
+    cfg = compose_train(tmp_path, *paper(experiment))
     depth, method = re.fullmatch(r"resnet(\d+)_imagenet_(mrl|mrl_e|ff)", experiment).groups()
     assert cfg.name == f"paper_{experiment}"
     assert cfg.encoder._target_ == "mrl.encoders.resnet" and cfg.encoder.depth == int(depth)
@@ -222,7 +230,7 @@ def test_fast_dev_run_on_a_tiny_imagefolder(
 ):
     cfg = compose_train(
         tmp_path / "run",
-        f"experiment=paper/{experiment}",
+        *paper(experiment),
         f"data.root={image_root}",
         "trainer.fast_dev_run=true",
         *PAPER_CPU_TINY,

@@ -587,7 +587,7 @@ def test_a_trained_blurpool_model_round_trips_through_the_official_layout(tied: 
 def test_paper_recipes_train_with_blurpool(tmp_path: Path) -> None:
     from conftest import compose_train
 
-    cfg = compose_train(tmp_path, "experiment=paper/resnet50_imagenet_mrl")
+    cfg = compose_train(tmp_path, "experiment=paper/resnet50_imagenet")
     assert cfg.encoder.blurpool is True
     assert compose_train(tmp_path).get("encoder", {}).get("blurpool") in (None, False)
 

@@ -7,7 +7,7 @@ job id, whose run directory (`run_id=slurm-<job id>[_<task>]`) holds that checkp
 job resumes instead of starting over. With `--sweep FILE` the script is a job array: task i runs
 the overrides on line i of FILE (blank lines and `#` comments skipped).
 
-    mrl-submit --dry-run --nodes 2 -- experiment=paper/resnet50_imagenet_mrl
+    mrl-submit --dry-run --nodes 2 -- experiment=paper/resnet50_imagenet
 """
 
 import argparse
