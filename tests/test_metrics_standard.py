@@ -175,9 +175,9 @@ def test_recall_ceiling():
 def test_text_task_logs_and_prints_both_maps():
     from types import SimpleNamespace
 
-    from mrl.cli.train_text import format_rows
     from mrl.eval.retrieval import evaluate_retrieval
     from mrl.text.module import TextContrastiveModule, per_dim_rows, retrieval_metric_names
+    from mrl.text.trainer import format_rows
 
     # A reverse dictionary in miniature: one database word per label, queries near their word.
     rng = np.random.default_rng(5)

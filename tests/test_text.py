@@ -591,8 +591,8 @@ class SigtermAtStep(pl.Callback):
 def test_text_runs_share_the_lifecycle_and_resume_exactly(tmp_path: Path):
     """The text trainer's interrupted run resumes to the uninterrupted weights (MiniLM
     included) and its run folder has what the vision trainer's has."""
-    from mrl.text.trainer import train_text
     from mrl.core.errors import RunInterrupted
+    from mrl.text.trainer import train_text
 
     common = ["text/task=dual_encoder", "trainer.enable_progress_bar=false",
               "trainer.enable_model_summary=false", "logger=csv", "data.batch_size=8",

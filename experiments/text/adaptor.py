@@ -26,22 +26,23 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The scripts beside this file, and the experiments' shared helpers.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import reverse_dictionary as rd  # noqa: E402  (the reverse-dictionary benchmark beside this file)
+from _common import progress_log  # noqa: E402
 
 from mrl import MatryoshkaContrastiveLoss  # noqa: E402
 from mrl.core.adaptor import MatryoshkaAdaptor, adaptor_loss  # noqa: E402
 from mrl.eval.retention import retention  # noqa: E402
 from mrl.eval.retrieval import evaluate_retrieval  # noqa: E402
 from mrl.runs.files import atomic_write_text, write_csv  # noqa: E402
+from mrl.runs.markdown import markdown_table  # noqa: E402
 
 METHODS = ("truncated", "adaptor (unsupervised)", "adaptor (supervised)")
 DEFAULT_OUT = "experiments/results/text_adaptor"
 DEFAULT_CACHE = "outputs/text_adaptor_cache"
 
-
-def _log(message: str) -> None:
-    print(f"[adaptor] {message}", file=sys.stderr, flush=True)
+_log = progress_log("adaptor")
 
 
 def cached_embeddings(name: str, texts: list[str], embed: Any, out: Path) -> np.ndarray:
@@ -92,18 +93,15 @@ def markdown(rows: list[dict], title: str) -> str:
     value = {(r["method"], r["dim"], r["metric"]): r["value"] for r in rows}
     kept = {(r["method"], r["dim"], r["metric"]): r["retention"] for r in retention(rows)}
     dims = sorted({r["dim"] for r in rows if r["metric"] != "fit_seconds"})
+
+    def cell(key: tuple[str, int, str]) -> str:
+        return f"{100 * value[key]:.2f} ({kept.get(key, 0):.1f})" if key in value else "-"
+
     lines = [f"# {title}", ""]
     for metric in ("recall@10", "map@10", "1nn"):
         lines += [f"## {metric} (%; in brackets: % of the full dim)", ""]
-        lines += ["| dim | " + " | ".join(METHODS) + " |", "|---:|" + "---:|" * len(METHODS)]
-        for d in dims:
-            cells = [
-                f"{100 * value[(m, d, metric)]:.2f} ({kept.get((m, d, metric), 0):.1f})"
-                if (m, d, metric) in value else "-"
-                for m in METHODS
-            ]  # fmt: skip
-            lines.append(f"| {d} | " + " | ".join(cells) + " |")
-        lines.append("")
+        body = [[d, *(cell((m, d, metric)) for m in METHODS)] for d in dims]
+        lines += [*markdown_table(["dim", *METHODS], body), ""]
     fits = [f"{r['method']}: {r['value']:.0f} s" for r in rows if r["metric"] == "fit_seconds"]
     lines.append("Fitting time on the cached embeddings: " + "; ".join(fits) + ".")
     return "\n".join(lines) + "\n"
@@ -154,15 +152,14 @@ def run(
     from mrl.config import instantiate
     from mrl.text.data import SynsetPairs, retrieval_datasets
     from mrl.text.encoders import encode_texts
+    from mrl.training.builders import checked_datamodule
 
     limits = [
-        f"data.limit_train={'null' if max_train_synsets is None else max_train_synsets}",
-        f"data.limit_test={'null' if max_test_synsets is None else max_test_synsets}",
+        *rd.synset_limits(max_train_synsets, max_test_synsets),
         f"seed={seed}",
     ]
     cfg = rd.compose_text_config(limits)
-    datamodule = instantiate(cfg.data, "data")
-    datamodule.check()
+    datamodule = checked_datamodule(cfg.data)
     encoder = instantiate(cfg.encoder, "encoder").eval()
 
     def embed(texts: list[str]) -> np.ndarray:

@@ -34,6 +34,10 @@ from mrl.core.errors import ConfigError
 from mrl.eval.retention import retention
 from mrl.runs.files import atomic_write_json, atomic_write_text, write_csv
 from mrl.runs.format import EVAL_METRIC_COLUMNS, TEXT_BENCHMARK_FILE
+from mrl.runs.markdown import markdown_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import progress_log  # noqa: E402  (the experiment scripts' shared helpers)
 
 METHODS = ("zero_shot", "mrl", "single_dim")
 METHOD_OVERRIDES = {"zero_shot": [], "mrl": [], "single_dim": ["experiment=text/single_dim"]}
@@ -54,6 +58,8 @@ DEFAULT_TEST_SYNSETS = 2000
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_OUT = "experiments/results/text"
 
+_log = progress_log("reverse-dictionary")
+
 
 def compose_text_config(overrides: Sequence[str]) -> DictConfig:
     """`conf/text.yaml` with the contrastive task and `overrides`, composed without a Hydra run."""
@@ -63,10 +69,6 @@ def compose_text_config(overrides: Sequence[str]) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("text", overrides=["text/task=contrastive", *overrides])
-
-
-def _log(message: str) -> None:
-    print(f"[reverse-dictionary] {message}", file=sys.stderr, flush=True)
 
 
 def _step_logger(every: int) -> Any:
@@ -91,31 +93,32 @@ def _step_logger(every: int) -> Any:
 def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, float, int]:
     """Train the contrastive module of `cfg` on `datamodule`'s train split (no validation),
     through the run lifecycle in `cfg.paths.run_dir`: a killed benchmark resumes the
-    fine-tuning, and a method already fine-tuned there is loaded, not trained again.
+    fine-tuning, and a method already fine-tuned there with these settings is loaded, not
+    trained again.
 
     Returns `(trained HFTextEncoder, seconds, optimizer steps)`.
     """
-    import json
+    from omegaconf import OmegaConf, open_dict
 
-    from omegaconf import OmegaConf
-
-    from mrl.cli.train_text import build_text_model
     from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST, load_checkpoint
-    from mrl.runs.format import config_changes
+    from mrl.runs.format import RESULTS_FILE
+    from mrl.text.builders import build_text_model
     from mrl.training.builders import build_trainer
     from mrl.training.checks import check_text_config
-    from mrl.training.lifecycle import Built, TrainerSpec, run_training
+    from mrl.training.lifecycle import Built, TrainerSpec, finished_results, run_training
 
     run_dir = Path(cfg.paths.run_dir)
-    done = run_dir / "results.json"
-    if done.is_file():
-        recorded = json.loads(done.read_text())
-        changes = config_changes(recorded.get("config"), OmegaConf.to_container(cfg, resolve=True))
-        if changes:
+    if (run_dir / RESULTS_FILE).is_file():
+        reuse = OmegaConf.create(cfg)
+        with open_dict(reuse):
+            reuse.if_finished = "skip"
+        try:
+            recorded = finished_results(reuse, "reverse_dictionary", run_dir)
+        except ConfigError as err:  # its advice names Hydra's options, not this script's
             raise ConfigError(
-                f"{run_dir} was fine-tuned with other settings ({'; '.join(changes[:3])}): "
-                f"choose another --out, or remove that directory"
-            )
+                f"{run_dir} cannot be reused (fine-tuned with other settings, or unreadable): "
+                f"{err}; with this script: choose another --out, or remove that directory"
+            ) from err
         model = build_text_model(cfg, datamodule)
         state = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
         model.load_state_dict(state["state_dict"])
@@ -153,7 +156,6 @@ def evaluate(
     encoder: Any, tokenizer: Any, cfg: DictConfig, queries: Side, database: Side
 ) -> list[dict]:
     """Encode the queries and the database once, then score every dim of `cfg.nesting`."""
-    from mrl.eval.retrieval import evaluate_retrieval
     from mrl.text.encoders import encode_texts
 
     def embed(texts: list[str]) -> Any:
@@ -161,12 +163,27 @@ def evaluate(
             encoder, tokenizer, texts, cfg.data.eval_batch_size, cfg.data.max_length
         )
 
+    database_z = embed(database[0])
+    return retrieval_scores(cfg, embed(queries[0]), queries[1], database_z, database[1])
+
+
+def retrieval_scores(
+    cfg: DictConfig,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    database: np.ndarray,
+    database_labels: np.ndarray,
+) -> list[dict]:
+    """The `evaluate_retrieval` rows of recall@k, mAP@k (the paper's, ÷k) and 1-NN of embedded
+    queries against an embedded database, at every dim of `cfg.nesting` (k: `module.eval_k`)."""
+    from mrl.eval.retrieval import evaluate_retrieval
+
     k = int(cfg.module.eval_k)
     rows = evaluate_retrieval(
-        embed(database[0]),
-        database[1],
-        embed(queries[0]),
-        queries[1],
+        database,
+        database_labels,
+        queries,
+        query_labels,
         dims=list(cfg.nesting),
         ks=(k,),
         knn_ks=(1,),
@@ -174,6 +191,14 @@ def evaluate(
     )
     keep = {f"map@{k}", f"recall@{k}", "1nn"}
     return [row for row in rows if row["metric"] in keep]
+
+
+def synset_limits(max_train_synsets: int | None, max_test_synsets: int | None) -> list[str]:
+    """The overrides drawing that many synsets of the train and the test split (None: all)."""
+    return [
+        f"data.limit_train={'null' if max_train_synsets is None else max_train_synsets}",
+        f"data.limit_test={'null' if max_test_synsets is None else max_test_synsets}",
+    ]
 
 
 def texts_and_labels(dataset: Any) -> Side:
@@ -188,28 +213,20 @@ def markdown(rows: list[dict], methods: Sequence[str], title: str) -> str:
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     dims = sorted({r["dim"] for r in rows})
     value = {(r["method"], r["dim"], r["metric"]): r["value"] for r in rows}
+    kept = {(r["method"], r["dim"], r["metric"]): r["retention"] for r in retention(rows)}
     present = [m for m in methods if any(r["method"] == m for r in rows)]
+    header = ["dim", *(METHOD_TITLES.get(m, m) for m in present)]
+
+    def table(heading: str, cells: dict, metric: str, shown: str, scale: float) -> list[str]:
+        body = [[d, *("-" if (v := cells.get((m, d, metric))) is None else f"{scale * v:{shown}}"
+                      for m in present)] for d in dims]  # fmt: skip
+        return [heading, "", *markdown_table(header, body), ""]
+
     lines = [f"# {title}", ""]
     for metric in metrics:
-        lines += [f"## {metric} (%)", ""]
-        lines.append("| dim | " + " | ".join(METHOD_TITLES.get(m, m) for m in present) + " |")
-        lines.append("|---:|" + "---:|" * len(present))
-        for d in dims:
-            cells = [value.get((m, d, metric)) for m in present]
-            shown = ["-" if v is None else f"{100 * v:.2f}" for v in cells]
-            lines.append(f"| {d} | " + " | ".join(shown) + " |")
-        lines.append("")
-    kept = {(r["method"], r["dim"], r["metric"]): r["retention"] for r in retention(rows)}
+        lines += table(f"## {metric} (%)", value, metric, ".2f", 100)
     for metric in metrics:
-        full = max(dims)
-        lines += [f"## {metric}: % of the full dim ({full})", ""]
-        lines.append("| dim | " + " | ".join(METHOD_TITLES.get(m, m) for m in present) + " |")
-        lines.append("|---:|" + "---:|" * len(present))
-        for d in dims:
-            cells = [kept.get((m, d, metric)) for m in present]
-            shown = ["-" if v is None else f"{v:.1f}" for v in cells]
-            lines.append(f"| {d} | " + " | ".join(shown) + " |")
-        lines.append("")
+        lines += table(f"## {metric}: % of the full dim ({max(dims)})", kept, metric, ".1f", 1)
     return "\n".join(lines)
 
 
@@ -228,6 +245,7 @@ def run_benchmark(
     JSON summary. `overrides` are extra `conf/text.yaml` overrides (e.g. `optimizer.lr=3e-5`)."""
     from mrl.config import instantiate
     from mrl.text.data import retrieval_datasets
+    from mrl.training.builders import checked_datamodule
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -235,8 +253,7 @@ def run_benchmark(
     out = Path(out)
     base = [
         f"trainer.max_epochs={epochs}",
-        f"data.limit_train={'null' if max_train_synsets is None else max_train_synsets}",
-        f"data.limit_test={'null' if max_test_synsets is None else max_test_synsets}",
+        *synset_limits(max_train_synsets, max_test_synsets),
         f"data.batch_size={batch_size}",
         f"seed={seed}",
         f"paths.run_dir={out / 'runs'}",
@@ -244,8 +261,7 @@ def run_benchmark(
     ]
     started = time.perf_counter()
     cfg = compose_text_config(base)
-    datamodule = instantiate(cfg.data, "data")
-    datamodule.check()
+    datamodule = checked_datamodule(cfg.data)
     queries, database = map(texts_and_labels, retrieval_datasets(datamodule.split("test")))
     dataset = "wordnet-3.0-" + "+".join(POS_NAMES[p] for p in cfg.data.pos)
     summary: dict[str, Any] = {

@@ -22,7 +22,6 @@ skips the (method, seed) runs already in the CSV; `--plot-only` redraws from it.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 from collections.abc import Sequence
@@ -31,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The scripts beside this file, and the experiments' shared helpers.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import reverse_dictionary as rd  # noqa: E402
 import vs_sentence_transformers as vs  # noqa: E402  (the side-by-side's trainer and setting)
+from _common import progress_log, read_csv_rows  # noqa: E402
 
-from mrl.eval.retrieval import evaluate_retrieval  # noqa: E402
 from mrl.runs.files import atomic_write_bytes, atomic_write_text, write_csv  # noqa: E402
+from mrl.runs.markdown import markdown_table  # noqa: E402
 
 METHODS = {"zero_shot": None, "mrl": [], "2dmse": ["experiment=text/2dmse"],
            "starbucks": ["experiment=text/starbucks"]}  # fmt: skip
@@ -47,18 +48,12 @@ STEM = "two_d"
 DEFAULT_OUT = "experiments/results/text_2d"
 HEAT_METRIC = "recall@10"
 
-
-def _log(message: str) -> None:
-    print(f"[2d] {message}", file=sys.stderr, flush=True)
+_log = progress_log("2d")
 
 
 def read_rows(path: Path) -> list[dict]:
     """The rows of a `two_d.csv` (none when it does not exist)."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [{**r, "seed": int(r["seed"]), "layer": int(r["layer"]), "dim": int(r["dim"]),
-                 "value": float(r["value"])} for r in csv.DictReader(f)]  # fmt: skip
+    return read_csv_rows(path, ints=("seed", "layer", "dim"), floats=("value",))
 
 
 def grid_scores(encoder: Any, cfg: Any, datamodule: Any, queries: rd.Side, database: rd.Side
@@ -70,30 +65,22 @@ def grid_scores(encoder: Any, cfg: Any, datamodule: Any, queries: rd.Side, datab
         return encode_texts(encoder, datamodule.tokenizer, texts, cfg.data.eval_batch_size,
                             cfg.data.max_length, all_layers=True)  # fmt: skip
 
-    k = int(cfg.module.eval_k)
-    keep = {f"recall@{k}", f"map@{k}", "1nn"}
     q_layers, db_layers = embed(queries[0]), embed(database[0])
     rows = []
     for layer, (q, db) in enumerate(zip(q_layers, db_layers), start=1):
-        for r in evaluate_retrieval(
-            db,
-            database[1],
-            q,
-            queries[1],
-            dims=list(cfg.nesting),
-            ks=(k,),
-            knn_ks=(1,),
-            backend=cfg.module.retrieval_backend,
-        ):
-            if r["metric"] in keep:
-                rows.append({"layer": layer, "dim": r["dim"], "metric": r["metric"],
-                             "value": r["value"]})  # fmt: skip
+        for r in rd.retrieval_scores(cfg, q, queries[1], db, database[1]):
+            rows.append({"layer": layer, "dim": r["dim"], "metric": r["metric"],
+                         "value": r["value"]})  # fmt: skip
     return rows
 
 
+def _values(rows: list[dict], method: str, layer: int, dim: int, metric: str) -> list[float]:
+    return [r["value"] for r in rows if (r["method"], r["layer"], r["dim"], r["metric"])
+            == (method, layer, dim, metric)]  # fmt: skip
+
+
 def _mean(rows: list[dict], method: str, layer: int, dim: int, metric: str) -> float | None:
-    values = [r["value"] for r in rows if (r["method"], r["layer"], r["dim"], r["metric"])
-              == (method, layer, dim, metric)]  # fmt: skip
+    values = _values(rows, method, layer, dim, metric)
     return statistics.fmean(values) if values else None
 
 
@@ -103,32 +90,24 @@ def markdown(rows: list[dict], title: str) -> str:
     layers = sorted({r["layer"] for r in rows if r["layer"] > 0})
     dims = sorted({r["dim"] for r in rows if r["dim"] > 0})
     seeds = sorted({r["seed"] for r in rows})
-    lines = [f"# {title}", "", f"Seeds: {seeds}; cells are means over seeds.", ""]
-    lines += ["## Time per training step (ms, median over steps)", "", "| method | ms / step |",
-              "|---|---:|"]  # fmt: skip
+    timings = []
     for m in methods:
         ms = [r["value"] for r in rows if r["method"] == m and r["metric"] == "step_ms"]
         if ms:
-            lines.append(f"| {TITLES[m]} | {statistics.fmean(ms):.0f} |")
+            timings.append([TITLES[m], f"{statistics.fmean(ms):.0f}"])
+    lines = [f"# {title}", "", f"Seeds: {seeds}; cells are means over seeds.", ""]
+    lines += ["## Time per training step (ms, median over steps)", ""]
+    lines += markdown_table(["method", "ms / step"], timings, "l")
     last = max(layers, default=0)
-    lines += ["", f"## The full depth (layer {last}): {HEAT_METRIC} (%, mean ± std over seeds)",
-              "", "| dim | " + " | ".join(TITLES[m] for m in methods) + " |",
-              "|---:|" + "---:|" * len(methods)]  # fmt: skip
-    for d in dims:
-        cells = []
-        for m in methods:
-            values = [100 * r["value"] for r in rows if (r["method"], r["layer"], r["dim"],
-                      r["metric"]) == (m, last, d, HEAT_METRIC)]  # fmt: skip
-            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-            cells.append(f"{statistics.fmean(values):.2f}{spread}" if values else "-")
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    lines += ["", f"## The full depth (layer {last}): {HEAT_METRIC} (%, mean ± std over seeds)", ""]
+    full = [[d, *(vs.mean_std(_values(rows, m, last, d, HEAT_METRIC)) for m in methods)]
+            for d in dims]  # fmt: skip
+    lines += markdown_table(["dim", *(TITLES[m] for m in methods)], full)
     for m in methods:
         lines += ["", f"## {TITLES[m]}: {HEAT_METRIC} (%) by layer (rows) and dim (columns)", ""]
-        lines += ["| layer | " + " | ".join(map(str, dims)) + " |", "|---:|" + "---:|" * len(dims)]
-        for layer in layers:
-            cells = [_mean(rows, m, layer, d, HEAT_METRIC) for d in dims]
-            lines.append(f"| {layer} | " + " | ".join("-" if c is None else f"{100 * c:.2f}"
-                                                      for c in cells) + " |")  # fmt: skip
+        grid = [[layer, *("-" if (c := _mean(rows, m, layer, d, HEAT_METRIC)) is None
+                          else f"{100 * c:.2f}" for d in dims)] for layer in layers]  # fmt: skip
+        lines += markdown_table(["layer", *dims], grid)
     return "\n".join(lines) + "\n"
 
 
@@ -186,13 +165,13 @@ def run(
     """Every (method, seed) not yet in `out`'s CSV; returns all rows."""
     from mrl.config import instantiate
     from mrl.text.data import retrieval_datasets
+    from mrl.training.builders import checked_datamodule
 
     out = Path(out)
     rows = read_rows(out / f"{STEM}.csv")
     finished = {(r["method"], r["seed"]) for r in rows}
     limits = [
-        f"data.limit_train={'null' if max_train_synsets is None else max_train_synsets}",
-        f"data.limit_test={'null' if max_test_synsets is None else max_test_synsets}",
+        *rd.synset_limits(max_train_synsets, max_test_synsets),
         f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}",
     ]  # fmt: skip
     title = (f"2D Matryoshka fine-tuning of MiniLM on WordNet pairs ({max_train_synsets} train "
@@ -206,8 +185,7 @@ def run(
             extra = METHODS[method] or []
             cfg = rd.compose_text_config([*limits, f"seed={seed}",
                                           f"paths.run_dir={out / 'runs'}", *extra])  # fmt: skip
-            datamodule = instantiate(cfg.data, "data")
-            datamodule.check()
+            datamodule = checked_datamodule(cfg.data)
             test = retrieval_datasets(datamodule.split("test"))
             queries, database = map(rd.texts_and_labels, test)
             new = []
@@ -234,10 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--max-train-synsets", type=int, default=rd.DEFAULT_TRAIN_SYNSETS)
-    p.add_argument("--max-test-synsets", type=int, default=rd.DEFAULT_TEST_SYNSETS)
-    p.add_argument("--batch-size", type=int, default=rd.DEFAULT_BATCH_SIZE)
-    p.add_argument("--epochs", type=int, default=rd.DEFAULT_EPOCHS)
+    vs.add_setting_arguments(p)
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--plot-only", action="store_true", help="redraw from the CSV and exit")
     a = p.parse_args(argv)

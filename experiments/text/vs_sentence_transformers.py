@@ -30,7 +30,6 @@ seed, dim, metric, value; metric `step_ms` for the step time) and `.md`. A rerun
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -41,11 +40,13 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The scripts beside this file, and the experiments' shared helpers.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import reverse_dictionary as rd  # noqa: E402  (the reverse-dictionary benchmark beside this file)
+from _common import batch_timer, progress_log, read_csv_rows  # noqa: E402
 
-from mrl.eval.retrieval import evaluate_retrieval  # noqa: E402
 from mrl.runs.files import atomic_write_text, write_csv  # noqa: E402
+from mrl.runs.markdown import markdown_table  # noqa: E402
 
 TRAINERS = ("mrl", "st", "st_cached")
 TITLES = {
@@ -59,9 +60,7 @@ MAX_GRAD_NORM = 1.0
 STEM = "vs_sentence_transformers"
 DEFAULT_OUT = "experiments/results/text_vs_st"
 
-
-def _log(message: str) -> None:
-    print(f"[vs-st] {message}", file=sys.stderr, flush=True)
+_log = progress_log("vs-st")
 
 
 def training_pairs(datamodule: Any) -> list[tuple[str, str]]:
@@ -75,21 +74,11 @@ def train_mrl(cfg: Any, datamodule: Any) -> tuple[Any, list[float]]:
     """Fine-tune with this package's trainer; the trained encoder and each step's seconds."""
     import lightning.pytorch as pl
 
-    from mrl.cli.train_text import build_text_model
-
-    class StepTimer(pl.Callback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.times.append(time.perf_counter() - self.started)
+    from mrl.text.builders import build_text_model
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_text_model(cfg, datamodule)
-    timer = StepTimer()
+    timer = batch_timer()
     trainer = pl.Trainer(
         max_epochs=int(cfg.trainer.max_epochs), accelerator="cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -164,10 +153,10 @@ def train_st(
 
 def rd_warmup_steps(cfg: Any, steps: int) -> int:
     """The warm-up steps of this package's `warmup_linear` for a run of `steps` steps."""
-    from mrl.training.schedules import _warmup_steps
+    from mrl.training.schedules import warmup_steps_of
 
     epochs = max(int(cfg.trainer.max_epochs), 1)
-    return _warmup_steps(steps, steps / epochs, float(cfg.scheduler.warmup_epochs))
+    return warmup_steps_of(steps, steps / epochs, float(cfg.scheduler.warmup_epochs))
 
 
 def train(
@@ -196,43 +185,31 @@ def train(
 
 def scores(embed: Any, cfg: Any, queries: rd.Side, database: rd.Side) -> list[dict]:
     """recall@k, mAP@k and 1-NN per dim of `cfg.nesting`, each side encoded once."""
-    k = int(cfg.module.eval_k)
-    rows = evaluate_retrieval(
-        embed(database[0]), database[1], embed(queries[0]), queries[1],
-        dims=list(cfg.nesting), ks=(k,), knn_ks=(1,), backend=cfg.module.retrieval_backend,
-    )  # fmt: skip
-    return [r for r in rows if r["metric"] in {f"recall@{k}", f"map@{k}", "1nn"}]
+    database_z = embed(database[0])
+    return rd.retrieval_scores(cfg, embed(queries[0]), queries[1], database_z, database[1])
 
 
-def _done(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [
-            {**r, "seed": int(r["seed"]), "dim": int(r["dim"]), "value": float(r["value"])}
-            for r in csv.DictReader(f)
-        ]
+def mean_std(values: list[float], scale: float = 100.0) -> str:
+    """`mean ± std` of `values` times `scale`, two decimals (the mean alone for one value, `-`
+    for none)."""
+    if not values:
+        return "-"
+    mean = scale * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {scale * statistics.stdev(values):.2f}"
 
 
 def markdown(rows: list[dict], title: str) -> str:
     """Step time per trainer, then each metric per dim (mean ± std over seeds, percent)."""
     trainers = [t for t in TRAINERS if any(r["trainer"] == t for r in rows)]
 
-    def cell(values: list[float], scale: float = 100.0) -> str:
-        if not values:
-            return "-"
-        mean = scale * statistics.fmean(values)
-        if len(values) == 1:
-            return f"{mean:.2f}"
-        return f"{mean:.2f} ± {scale * statistics.stdev(values):.2f}"
-
     def values(trainer: str, metric: str, dim: int | None = None) -> list[float]:
         return [r["value"] for r in rows if r["trainer"] == trainer and r["metric"] == metric
                 and (dim is None or r["dim"] == dim)]  # fmt: skip
 
-    lines = [f"# {title}", "", "## Time per training step (ms, median over steps)", ""]
-    lines += ["| trainer | seeds | ms / step | / mrl (same seeds) |", "|---|---:|---:|---:|"]
     step = {(r["trainer"], r["seed"]): r["value"] for r in rows if r["metric"] == "step_ms"}
+    timings = []
     for t in trainers:
         ms = values(t, "step_ms")
         shared = [seed for (name, seed) in step if name == t and ("mrl", seed) in step]
@@ -240,16 +217,16 @@ def markdown(rows: list[dict], title: str) -> str:
         if shared:  # the ratio over the seeds both trainers ran: the same batches
             theirs = statistics.fmean(step[(t, seed)] for seed in shared)
             ratio = f"{theirs / statistics.fmean(step[('mrl', seed)] for seed in shared):.2f}"
-        lines.append(f"| {TITLES[t]} | {len(ms)} | {cell(ms, 1.0)} | {ratio} |")
+        timings.append([TITLES[t], len(ms), mean_std(ms, 1.0), ratio])
+    lines = [f"# {title}", "", "## Time per training step (ms, median over steps)", ""]
+    lines += markdown_table(["trainer", "seeds", "ms / step", "/ mrl (same seeds)"], timings, "l")
     metrics = [m for m in dict.fromkeys(r["metric"] for r in rows) if m != "step_ms"]
     dims = sorted({r["dim"] for r in rows if r["metric"] != "step_ms"})
     for metric in metrics:
         lines += ["", f"## {metric} (%, mean ± std over seeds)", ""]
-        lines.append("| dim | " + " | ".join(TITLES[t] for t in trainers) + " |")
-        lines.append("|---:|" + "---:|" * len(trainers))
-        for d in dims:
-            lines.append(f"| {d} | " + " | ".join(cell(values(t, metric, d)) for t in trainers)
-                         + " |")  # fmt: skip
+        lines += markdown_table(["dim", *(TITLES[t] for t in trainers)],
+                                [[d, *(mean_std(values(t, metric, d)) for t in trainers)]
+                                 for d in dims])  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -264,16 +241,15 @@ def run(
     out: str | Path = DEFAULT_OUT,
 ) -> list[dict]:
     """Every (trainer, seed) run not yet in `out`'s CSV; returns all rows."""
-    from mrl.config import instantiate
     from mrl.text.data import retrieval_datasets
+    from mrl.training.builders import checked_datamodule
 
     out = Path(out)
     path = out / f"{STEM}.csv"
-    rows = _done(path)
+    rows = read_csv_rows(path, ints=("seed", "dim"), floats=("value",))
     finished = {(r["trainer"], r["seed"]) for r in rows}
     limits = [
-        f"data.limit_train={'null' if max_train_synsets is None else max_train_synsets}",
-        f"data.limit_test={'null' if max_test_synsets is None else max_test_synsets}",
+        *rd.synset_limits(max_train_synsets, max_test_synsets),
         f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}", "optimizer.fused=true",
     ]  # fmt: skip
     lemmas: list[int] = []
@@ -289,8 +265,7 @@ def run(
 
     for seed in seeds:
         cfg = rd.compose_text_config([*limits, f"seed={seed}", f"paths.run_dir={out / 'runs'}"])
-        datamodule = instantiate(cfg.data, "data")
-        datamodule.check()
+        datamodule = checked_datamodule(cfg.data)
         queries, database = map(rd.texts_and_labels, retrieval_datasets(datamodule.split("test")))
         pairs = training_pairs(datamodule)
         steps = epochs * (len(pairs) // batch_size)
@@ -317,14 +292,19 @@ def run(
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
+def add_setting_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the setting's size: synsets drawn per split, batch size, epochs."""
     p.add_argument("--max-train-synsets", type=int, default=rd.DEFAULT_TRAIN_SYNSETS)
     p.add_argument("--max-test-synsets", type=int, default=rd.DEFAULT_TEST_SYNSETS)
     p.add_argument("--batch-size", type=int, default=rd.DEFAULT_BATCH_SIZE)
     p.add_argument("--epochs", type=int, default=rd.DEFAULT_EPOCHS)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
+    add_setting_arguments(p)
     p.add_argument("--mini-batch", type=int, default=16, help="CachedMNRL's mini-batch size")
     p.add_argument("--out", default=DEFAULT_OUT)
     a = p.parse_args(argv)
