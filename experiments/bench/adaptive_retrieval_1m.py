@@ -34,7 +34,6 @@ rerun that adds settings keeps that row and divides by it).
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import hashlib
 import json
@@ -45,8 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval_scale import Stage, _rss_bytes  # noqa: E402
+# The scripts beside this file, and the experiments' shared helpers.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+from _common import largest_database_split, read_csv_rows  # noqa: E402
+from retrieval_scale import Stage, rss_bytes  # noqa: E402
 
 from mrl.eval.embeddings import read_split  # noqa: E402
 from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops, overlap_recall  # noqa: E402
@@ -123,13 +124,6 @@ def reset_stats(faiss) -> None:
         faiss.cvar.indexIVF_stats.reset()
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--embeddings", required=True, help="an mrl-eval embeddings folder")
@@ -168,18 +162,13 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     args.ivf = args.ivf or [[8, 16], [16, 32]]
 
-    baseline_rss = _rss_bytes()[0]  # the interpreter and its imports, before any data
+    baseline_rss = rss_bytes()[0]  # the interpreter and its imports, before any data
     emb = Path(args.embeddings)
     if not emb.is_dir():
         parser.error(f"--embeddings {emb} is not a folder: run mrl-eval first (see --help)")
-    if args.database is None:
-        candidates = sorted(emb.glob("database*"), key=lambda p: (p / "features.npy").stat().st_size
-                            if (p / "features.npy").is_file() else -1)  # fmt: skip
-        if not candidates:
-            parser.error(f"no database split under {emb}")
-        db_dir = candidates[-1]
-    else:
-        db_dir = emb / args.database
+    db_dir = emb / args.database if args.database else largest_database_split(emb)
+    if db_dir is None:
+        parser.error(f"no database split under {emb}")
     db, db_y = read_split(db_dir)
     if args.db_rows:
         db, db_y = db[: args.db_rows], db_y[: args.db_rows]
@@ -193,7 +182,7 @@ def main(argv: list[str]) -> None:
     fingerprint = embeddings_fingerprint(db_dir)
     cache_dir = db_dir / "indexes"
     out = Path(args.out)
-    done = {row["setting"]: row for row in read_rows(out)}
+    done = {row["setting"]: row for row in read_csv_rows(out)}
     rows = list(done.values())
     print(f"database {db_dir.name}: {n_db:,} x {dim} {db.dtype} ({db.nbytes / MIB:,.0f} MiB), "
           f"queries {len(queries):,}; {os.cpu_count()} CPUs; rows so far {len(rows)}",

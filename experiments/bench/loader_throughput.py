@@ -22,8 +22,6 @@ Writes experiments/results/bench/loader_throughput.csv
 """
 
 import argparse
-import csv
-import io
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from mrl.data import ImageFolderDataModule
 from mrl.data.jpeg import EncodedImageFolder, collate_encoded
-from mrl.runs.files import atomic_write_text
+from mrl.runs.files import write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ["path", "device", "num_workers", "batch_size", "resolution", "images_per_s"]
@@ -136,14 +134,11 @@ def main(argv: list[str]) -> None:
         for path, device in configs:
             for workers in args.workers:
                 rate = measure(root, path, device, workers, args)
-                rows.append([path, device, workers, args.batch_size, args.resolution, rate])
+                row = [path, device, workers, args.batch_size, args.resolution, f"{rate:.1f}"]
+                rows.append(dict(zip(FIELDS, row)))
                 print(f"{path:>14} {device:>5} workers={workers}: {rate:8.1f} images/s")
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FIELDS)
-    writer.writerows([*row[:-1], f"{row[-1]:.1f}"] for row in rows)
-    atomic_write_text(args.out, buffer.getvalue())
+    write_csv(args.out, rows, FIELDS)
     print(f"wrote {args.out}")
 
 

@@ -21,8 +21,6 @@ Writes experiments/results/bench/retrieval_scale.csv.
 """
 
 import argparse
-import csv
-import io
 import os
 import resource
 import sys
@@ -38,14 +36,14 @@ from mrl.core.nesting import halving_nesting, validate_nesting
 from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops
 from mrl.eval.metrics import neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import normalize_prefix
-from mrl.runs.files import atomic_write_text
+from mrl.runs.files import write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 K = 10
 
 
-def _rss_bytes() -> tuple[int, int]:
+def rss_bytes() -> tuple[int, int]:
     """(resident, resident anonymous) bytes of this process, from /proc/self/status."""
     values = {}
     with open("/proc/self/status") as f:
@@ -64,7 +62,7 @@ class Stage:
 
     def __enter__(self) -> "Stage":
         self._stop = threading.Event()
-        self.peak_rss, self.peak_anon = _rss_bytes()
+        self.peak_rss, self.peak_anon = rss_bytes()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         tracemalloc.reset_peak()
@@ -73,7 +71,7 @@ class Stage:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.005):
-            rss, anon = _rss_bytes()
+            rss, anon = rss_bytes()
             self.peak_rss, self.peak_anon = max(self.peak_rss, rss), max(self.peak_anon, anon)
 
     def __exit__(self, *exc) -> None:
@@ -81,7 +79,7 @@ class Stage:
         self.tracemalloc_peak = tracemalloc.get_traced_memory()[1]
         self._stop.set()
         self._thread.join()
-        rss, anon = _rss_bytes()
+        rss, anon = rss_bytes()
         self.peak_rss, self.peak_anon = max(self.peak_rss, rss), max(self.peak_anon, anon)
 
     def memory(self) -> dict:
@@ -223,12 +221,7 @@ def main(argv: list[str]) -> None:
             )
         del db
 
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(args.out, buf.getvalue())
+    write_csv(args.out, rows)
     print(f"wrote {args.out}")
 
 

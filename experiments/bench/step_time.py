@@ -33,6 +33,9 @@ from mrl.conf import CONFIG_DIR
 from mrl.runs.files import atomic_write_text
 from mrl.training.builders import build_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import batch_timer  # noqa: E402  (the experiment scripts' shared helpers)
+
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {"single": ["method=ff"], "mrl": ["method=mrl"], "mrl_e": ["method=mrl_e"]}
 
@@ -49,19 +52,6 @@ def bare_step(model, optimizer, x, y) -> float:
     loss.backward()
     optimizer.step()
     return time.perf_counter() - start
-
-
-class BatchTimer(pl.Callback):
-    """Wall time of each training batch (forward, loss, logging, backward, optimizer step)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def ratio_of_medians(times: dict[str, list[float]], a: str, b: str) -> float:
@@ -101,7 +91,7 @@ def main(argv: list[str]) -> None:
     fit: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.fit_repeats):
         for name in names:
-            timer = BatchTimer()
+            timer = batch_timer()
             trainer = pl.Trainer(
                 max_steps=args.fit_steps, logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],

@@ -120,13 +120,29 @@ def _signal_then_rerun(sig: int, expected_rc: int) -> Callable:
     return run
 
 
+def _started(argv: list[str], work: Path, ready: str, timeout: float, poll: float = 0.2):
+    """`argv` started in `work` (output discarded), returned once a file matching `ready`
+    exists below `work` or after `timeout` seconds."""
+    proc = subprocess.Popen(argv, cwd=work, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + timeout
+    while time.time() < deadline and not any(work.rglob(ready)):
+        time.sleep(poll)
+    return proc
+
+
+def _killed_then_rerun(argv: list[str], work: Path, ready: str, timeout: float,
+                       poll: float = 0.2) -> tuple[int, str]:  # fmt: skip
+    """Start `argv`, SIGKILL it once `ready` exists (see `_started`), then run it again."""
+    proc = _started(argv, work, ready, timeout, poll)
+    proc.kill()
+    proc.wait()
+    return _exec(argv, work)
+
+
 def _concurrent(case: Case, work: Path, ctx: dict) -> tuple[int, str, str]:
     argv = _train(work, "shared", "trainer.max_steps=5000", base=LONG)
-    first = subprocess.Popen(argv, cwd=work, env=_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(work.rglob("last.ckpt")):
-        time.sleep(0.2)
+    first = _started(argv, work, "last.ckpt", 120)
     rc, line = _exec(argv, work)
     first.send_signal(signal.SIGINT)
     first.wait(timeout=300)
@@ -135,14 +151,7 @@ def _concurrent(case: Case, work: Path, ctx: dict) -> tuple[int, str, str]:
 
 def _kill_then_rerun(case: Case, work: Path, ctx: dict) -> tuple[int, str, str]:
     argv = _train(work, "killed", "trainer.max_steps=40", base=LONG)
-    proc = subprocess.Popen(argv, cwd=work, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(work.rglob("last.ckpt")):
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
-    rc, line = _exec(argv, work)
+    rc, line = _killed_then_rerun(argv, work, "last.ckpt", 300)
     return rc, line, _checkpoints(work)
 
 
@@ -150,14 +159,7 @@ def _kill_eval_then_rerun(case: Case, work: Path, ctx: dict) -> tuple[int, str, 
     argv = [str(BIN / "mrl-eval"), f"ckpt_path={ctx['ckpt']}", f"out_dir={work}/eval",
             "probe.enabled=false", "retrieval.ks=[10]", "retrieval.knn_ks=[1]",
             "robustness.corruptions=[]", "adaptive_retrieval.enabled=false"]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=work, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(work.rglob("*.partial")):
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    rc, line = _exec(argv, work)
+    rc, line = _killed_then_rerun(argv, work, "*.partial", 120, poll=0.05)
     partial = ";".join(str(p) for p in work.rglob("*.partial"))
     return rc, f"{line} | partial files left: {partial or 'none'}", _checkpoints(work)
 

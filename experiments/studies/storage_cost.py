@@ -44,6 +44,10 @@ from mrl.eval.quantize import (
 )
 from mrl.eval.search import Searcher, normalize_prefix, prefix_norms
 from mrl.runs.files import write_csv
+from mrl.runs.markdown import markdown_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import largest_database_split  # noqa: E402  (the experiment scripts' helpers)
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 10
@@ -144,11 +148,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default=str(ROOT / "experiments/results/storage"))
     args = parser.parse_args(argv)
     emb = Path(args.embeddings)
-    splits = sorted(p for p in emb.glob("database*") if (p / "features.npy").is_file())
-    if not splits:
+    largest = largest_database_split(emb)
+    if largest is None:
         parser.error(f"no database split under {emb}: run mrl-eval first")
-    db_dir = emb / args.database if args.database else max(
-        splits, key=lambda p: (p / "features.npy").stat().st_size)  # fmt: skip
+    db_dir = emb / args.database if args.database else largest
     db_all, db_y = read_split(db_dir)
     db_full, db_y = db_all[: args.db_rows], db_y[: args.db_rows]
     queries, q_y = read_split(emb / "query", mmap=False)
@@ -219,11 +222,11 @@ def main(argv: list[str]) -> None:
                       f"{smallest['bytes_per_vector']:g} bytes ({ratio:.0f}x smaller), mAP@10 "
                       f"{100 * smallest['map@10']:.2f}.", ""]  # fmt: skip
         front = pareto(sub)
-        lines += ["| bytes | dim | precision | rescore | mAP@10 (%) | recall@10 (%) |",
-                  "|---:|---:|---|---|---:|---:|"]  # fmt: skip
-        lines += [f"| {r['bytes_per_vector']:g} | {r['dim']} | {r['precision']} | {r['rescore']} "
-                  f"| {100 * r['map@10']:.2f} | {100 * r['recall@10']:.3f} |"
-                  for _, r in front.iterrows()]  # fmt: skip
+        body = [[f"{r['bytes_per_vector']:g}", r["dim"], r["precision"], r["rescore"],
+                 f"{100 * r['map@10']:.2f}", f"{100 * r['recall@10']:.3f}"]
+                for _, r in front.iterrows()]  # fmt: skip
+        header = ["bytes", "dim", "precision", "rescore", "mAP@10 (%)", "recall@10 (%)"]
+        lines += markdown_table(header, body, "rrll")
         lines.append("")
     (out / "pareto.md").write_text("\n".join(lines))
     draw(frame, out / "storage.png")

