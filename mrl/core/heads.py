@@ -1,4 +1,10 @@
-"""Matryoshka classification heads: one set of logits per nested prefix of the representation."""
+"""Matryoshka classification heads: one set of logits per nested prefix of the representation.
+
+A run's config names a method; `method_head` is the one reading of that name into the head it
+trains (the config's `head:` node resolves through it). The way back, from a head to the name
+its results are recorded under, is `head_method` alone (`MRLHead.method`): a head loaded
+without a run config (the authors' checkpoints, `mrl.load`) has only its shape to go by.
+"""
 
 import math
 import re
@@ -17,8 +23,8 @@ METHODS = ("mrl", "mrl_e", "ff")
 
 
 def head_method(tied: bool, entries: int) -> str:
-    """The method a head trains: `mrl_e` (tied), `ff` (one nesting entry: the fixed-feature
-    baseline FF-m) or `mrl`."""
+    """The method a head of `entries` nesting dims trains: `mrl_e` (tied), `ff` (one entry: the
+    fixed-feature baseline FF-m, whatever its dim) or `mrl`."""
     if tied:
         return "mrl_e"
     return "ff" if entries == 1 else "mrl"
@@ -70,7 +76,8 @@ class MRLHead(nn.Module):
 
     @property
     def method(self) -> str:
-        """`mrl`, `mrl_e` (tied) or `ff` (one untied head: the fixed-feature baseline)."""
+        """`mrl`, `mrl_e` (tied) or `ff` (one untied head: the fixed-feature baseline), by
+        `head_method`."""
         return head_method(self.tied, len(self.nesting))
 
     def forward(self, z: Tensor) -> Tensor:

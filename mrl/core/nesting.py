@@ -1,7 +1,7 @@
 """Validation and helpers for nesting lists (the representation sizes m that MRL trains)."""
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
 from mrl.core.errors import ConfigError
@@ -16,9 +16,9 @@ def validate_nesting(
 
     A valid nesting list is non-empty, made of strictly increasing positive integers, and its
     largest entry is at most `in_features` (the representation size) when that is given.
-    `name` is the setting the list came from, for the message. This is the one check of a
-    nesting list against a representation size: heads, losses, modules, builders and the
-    evaluation's config checks all call it.
+    `name` is the setting the list came from, for the message. This is the one rule for a
+    nesting list: config checks, heads, losses and the evaluation call it; `check_fits` is its
+    width half, for a list its owner has already validated.
     """
     if isinstance(nesting, (str, bytes)) or not isinstance(nesting, Iterable):
         raise ConfigError(f"{name} must be a list of integers, got {nesting!r}")
@@ -34,12 +34,19 @@ def validate_nesting(
             raise ConfigError(
                 f"{name} must be strictly increasing, but {b} follows {a} ({name}={list(dims)})"
             )
-    if in_features is not None and dims[-1] > in_features:
+    if in_features is not None:
+        check_fits(dims, in_features, name)
+    return dims
+
+
+def check_fits(dims: Sequence[int], in_features: int, name: str = "nesting") -> None:
+    """Raise `ConfigError` when the largest of the valid, ascending `dims` exceeds `in_features`
+    (the representation size); `name` is the setting the list came from, for the message."""
+    if dims[-1] > in_features:
         raise ConfigError(
             f"largest {name} dim {dims[-1]} exceeds the representation size {in_features} "
             f"({name}={list(dims)}): lower the list or use a wider encoder"
         )
-    return dims
 
 
 def halving_nesting(largest: int, smallest: int) -> list[int]:

@@ -24,7 +24,7 @@ from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
 from mrl.core.losses import MatryoshkaLoss
 from mrl.core.matryoshka_2d import Matryoshka2DLoss
-from mrl.core.nesting import validate_nesting
+from mrl.core.nesting import check_fits, validate_nesting
 from mrl.core.validate import positive_int
 from mrl.eval.retrieval import evaluate_retrieval
 from mrl.text.encoders import HFTextEncoder, TokenizedInput
@@ -77,11 +77,12 @@ class TextContrastiveModule(MatryoshkaModule):
         self.encoder = encoder
         self.grad_cache_chunk = positive_int(grad_cache_chunk, "module.grad_cache_chunk",
                                              optional=True)  # fmt: skip
-        # The one check of both lists against the width (mrl-train-text relies on it).
+        # The one check of both lists against the width (mrl-train-text relies on it); the loss
+        # validated its own list when it was built.
         self.nesting = (
             loss.nesting if nesting is None else validate_nesting(nesting, encoder.num_features)
         )
-        validate_nesting(loss.nesting, encoder.num_features, "loss.nesting")
+        check_fits(loss.nesting, encoder.num_features, "loss.nesting")
         self.layered = bool(getattr(loss, "layered", False))
         if self.layered:
             loss.bind_layers(encoder.num_layers)

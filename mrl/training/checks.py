@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mrl.checks import check_nesting, check_positive_number, check_seed
 from mrl.core.errors import ConfigError
@@ -67,12 +67,19 @@ def check_train_config(cfg: DictConfig) -> None:
     """Everything `mrl-train` can check before building the model."""
     _check_common(cfg)
     check_nesting(cfg.get("nesting"))
-    check_nesting(cfg.head.get("nesting"), "head.nesting")
+    # Resolving the head's dims checks `method` (`mrl.head_nesting`). Dims the method takes from
+    # `nesting` were checked with it; only dims set outright (head.nesting=[8]) are checked here.
+    head_nesting = cfg.head.get("nesting")
+    if not OmegaConf.is_interpolation(cfg.head, "nesting"):
+        check_nesting(head_nesting, "head.nesting")
 
 
 def check_text_config(cfg: DictConfig) -> None:
     """Everything `mrl-train-text` can check before building the model."""
     _check_common(cfg)
     check_nesting(cfg.get("nesting"))
-    if cfg.get("loss") is not None and cfg.loss.get("nesting") is not None:
-        check_nesting(cfg.loss.nesting, "loss.nesting")
+    loss = cfg.get("loss")
+    # `loss.nesting: ${nesting}` was checked with `nesting`; only a list of its own is checked here.
+    if loss is not None and loss.get("nesting") is not None:
+        if not OmegaConf.is_interpolation(loss, "nesting"):
+            check_nesting(loss.nesting, "loss.nesting")
