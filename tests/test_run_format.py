@@ -77,3 +77,21 @@ def test_the_commands_default_to_no_committed_results_folder():
     sources = [*(package / "report").rglob("*.py"), package / "cli" / "report.py",
                package / "cli" / "aggregate.py"]  # fmt: skip
     assert [str(p) for p in sources if "experiments/results" in p.read_text()] == []
+
+
+def test_config_changes_ignore_keys_the_config_schema_gained_or_lost():
+    from mrl.runs.format import config_changes
+
+    old = {"task": "contrastive", "loss": {"scale": 20.0, "fused": False}, "model": {"lr": 1}}
+    new = {"task": "contrastive", "loss": {"scale": 20.0},
+           "model": {"lr": 1, "_target_": "mrl.text.module.TextContrastiveModule",
+                     "_partial_": True}}  # fmt: skip
+    assert config_changes(old, new) == []
+    # A real change is still named, and so is a removed key at another value than its default.
+    old["loss"].update(fused=True, scale=10.0)
+    assert config_changes(old, new) == ["loss.fused: True -> (unset)", "loss.scale: 10.0 -> 20.0"]
+    # Both sides naming a module class, and different classes, is a change.
+    other = {**old, "model": {**new["model"], "_target_": "my.Module"}}
+    assert "model._target_: my.Module -> mrl.text.module.TextContrastiveModule" in config_changes(
+        other, new
+    )

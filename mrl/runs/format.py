@@ -104,6 +104,23 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+# Keys the configs gained or lost without a change to what a run computes, each with the value
+# a config without it stands for (None: any value). A text run's `model` node names its module
+# class (before, the task chose it); `loss.fused` selected a form of the contrastive loss with
+# the same sums, since removed.
+SCHEMA_CHANGES: dict[str, Any] = {"model._target_": None, "model._partial_": None,
+                                  "loss.fused": False}  # fmt: skip
+
+
+def _same_by_schema(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether `key`, set on one side only, is a `SCHEMA_CHANGES` key at the value its absence
+    stands for."""
+    if key not in SCHEMA_CHANGES or (key in old) == (key in new):
+        return False
+    value, implied = (new if key in new else old)[key], SCHEMA_CHANGES[key]
+    return implied is None or value == implied
+
+
 def config_changes(saved: dict | None, current: dict) -> list[str]:
     """`key: old -> new` for every setting that differs between two resolved configs."""
     if not isinstance(saved, dict):
@@ -112,6 +129,8 @@ def config_changes(saved: dict | None, current: dict) -> list[str]:
     changes = []
     for key in sorted(set(old) | set(new)):
         if key.startswith(UNTRACKED_KEYS) or old.get(key) == new.get(key):
+            continue
+        if _same_by_schema(key, old, new):
             continue
         changes.append(f"{key}: {old.get(key, '(unset)')} -> {new.get(key, '(unset)')}")
     return changes
