@@ -100,8 +100,8 @@ def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, flo
     """
     from omegaconf import OmegaConf, open_dict
 
-    from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST, load_checkpoint
     from mrl.runs.format import RESULTS_FILE
+    from mrl.saved import load_saved
     from mrl.text.builders import build_text_model
     from mrl.training.builders import build_trainer
     from mrl.training.checks import check_text_config
@@ -119,11 +119,9 @@ def finetune(cfg: DictConfig, datamodule: Any, log_every: int) -> tuple[Any, flo
                 f"{run_dir} cannot be reused (fine-tuned with other settings, or unreadable): "
                 f"{err}; with this script: choose another --out, or remove that directory"
             ) from err
-        model = build_text_model(cfg, datamodule)
-        state = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
-        model.load_state_dict(state["state_dict"])
+        saved = load_saved(run_dir, formats=("mrl",), purpose="reuse")
         _log(f"  already fine-tuned in {run_dir}: loaded its last.ckpt")
-        return model.encoder, float(recorded["train_seconds"]), int(recorded["steps"])
+        return saved.encoder, float(recorded["train_seconds"]), int(recorded["steps"])
 
     built: dict[str, Built] = {}
     started = time.perf_counter()
