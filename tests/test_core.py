@@ -225,3 +225,17 @@ def test_atomic_writes_leave_normally_readable_files(tmp_path):
     mode = stat.S_IMODE((tmp_path / "r.json").stat().st_mode)
     assert mode == 0o644  # not mkstemp's private 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_head_at_a_dim_is_the_linear_map_its_forward_applies(tied: bool):
+    torch.manual_seed(0)
+    head = MRLHead(16, 5, [4, 8, 16], tied=tied)
+    z = torch.randn(3, 16)
+    logits = head(z)
+    for k, m in enumerate(head.nesting):
+        weight, bias = head.at(m)
+        assert weight.shape == (5, m)
+        torch.testing.assert_close(z[:, :m] @ weight.T + bias, logits[k])
+    with pytest.raises(ValueError, match="not in the head's nesting"):
+        head.at(5)

@@ -90,6 +90,15 @@ class MRLHead(nn.Module):
         # Plain per-dim products: a fused untied kernel measured no faster on CPU.
         return torch.stack([linear(z[:, :m]) for m, linear in zip(self.nesting, self.linears)])
 
+    def at(self, dim: int) -> tuple[Tensor, Tensor | None]:
+        """The weight `(C, dim)` and bias `(C,)` (None without one) of the linear map this head
+        applies to the prefix `z[:, :dim]`, for a `dim` of its nesting: MRL-E's first `dim`
+        columns of the shared weight, MRL's own `Linear` of that dim."""
+        if int(dim) not in self.nesting:
+            raise ValueError(f"dim {dim} is not in the head's nesting {list(self.nesting)}")
+        linear = self.linear if self.tied else self.linears[list(self.nesting).index(int(dim))]
+        return linear.weight[:, : int(dim)], linear.bias
+
     def extra_repr(self) -> str:
         kind = "MRL-E (tied)" if self.tied else "MRL"
         return (

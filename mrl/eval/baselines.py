@@ -109,6 +109,6 @@ def iter_baseline_features(
 
 def torch_head_weight(head: torch.nn.Module) -> tuple[np.ndarray, np.ndarray | None]:
     """Weight and bias of a single-head (FF) `MRLHead` as NumPy arrays."""
-    linear = head.linear if head.tied else head.linears[-1]
-    bias = None if linear.bias is None else linear.bias.detach().cpu().numpy()
-    return linear.weight.detach().cpu().numpy(), bias
+    weight, bias = head.at(head.nesting[-1])
+    bias = None if bias is None else bias.detach().cpu().numpy()
+    return weight.detach().cpu().numpy(), bias

@@ -80,11 +80,10 @@ class PrefixHead(nn.Module):
 
     def __init__(self, head: MRLHead, dim: int) -> None:
         super().__init__()
-        index = list(head.nesting).index(int(dim))
-        linear = head.linear if head.tied else head.linears[index]
+        weight, bias = head.at(dim)
         self.dim = int(dim)
-        self.weight = nn.Parameter(linear.weight[:, : self.dim].detach().clone())
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
 
     def forward(self, prefix: Tensor) -> Tensor:
         """Logits of the prefix."""
