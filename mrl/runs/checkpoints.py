@@ -100,7 +100,7 @@ def checkpoint_path(source: str | Path, where: str = "checkpoint") -> Path:
             )
         return last
     if not path.is_file():
-        raise ConfigError(f"{where} {path} does not exist: give a run directory or a .ckpt file")
+        raise ConfigError(f"{where}={path} does not exist: give a run directory or a .ckpt file")
     return path
 
 
