@@ -9,8 +9,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mrl.core import heads
-
 # `<run>/eval/metrics.csv`, one row per (split, method, dim, metric).
 EVAL_METRIC_COLUMNS = ["dataset", "split", "method", "dim", "metric", "value"]
 # `mrl-aggregate`'s `results.csv`, one row per (run, method, dim, metric).
@@ -69,10 +67,6 @@ def reference_files(path: Path) -> tuple[Path, Path]:
     if path.name == REFERENCE_FILES[1]:
         return path.parent / REFERENCE_FILES[0], path
     return path, path.parent / REFERENCE_FILES[1]
-
-
-# The method of a run follows from its head, the rule of `MRLHead.method`.
-head_method = heads.head_method
 
 
 def top_k_sources(k: int) -> list[tuple[str, str]]:

@@ -24,9 +24,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mrl.core.heads import method_head
+from mrl.core.heads import head_method, method_head
 from mrl.runs.files import STATUS_FILE, read_json, read_status, read_yaml
-from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS, head_method, stands_for, top_k_sources
+from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS, stands_for, top_k_sources
 
 # The columns of `eval/metrics.csv` a reader needs (`dataset` may be absent in older files).
 EVAL_REQUIRED = [c for c in EVAL_METRIC_COLUMNS if c != "dataset"]
@@ -137,7 +137,7 @@ def _parse_overrides(overrides: Any) -> dict[str, Any]:
 def derive_method(cfg: Any, overrides: Any = None) -> tuple[str | None, list[int]]:
     """`(method, head dims)` of a run from its config, else from its overrides; None if unknown.
 
-    The rule of `MRLHead.method` (`mrl.runs.format.head_method`): tied -> `mrl_e`, one nesting
+    The rule of `MRLHead.method` (`mrl.core.heads.head_method`): tied -> `mrl_e`, one nesting
     entry -> `ff`, else `mrl`.
     """
     cfg = cfg if isinstance(cfg, dict) else {}
