@@ -31,14 +31,13 @@ from torch import Tensor
 from torchvision import models
 
 from mrl.core.errors import ConfigError
-from mrl.core.heads import MRLHead
+from mrl.core.heads import METHODS, MRLHead
 from mrl.core.nesting import validate_nesting
 from mrl.encoders.blurpool import apply_blurpool, blur_filter
 from mrl.encoders.resnet import ResNetEncoder, resnet
 
 PAPER_NESTING: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 NUM_FEATURES = 2048
-METHODS = ("mrl", "mrl_e", "ff")
 
 _NESTED_KEY = re.compile(r"^fc\.nesting_classifier_(\d+)\.(weight|bias)$")
 _PLAIN_FC = {"fc.weight", "fc.bias"}

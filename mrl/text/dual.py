@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.core.errors import ConfigError
-from mrl.core.nesting import validate_nesting
+from mrl.core.nesting import check_fits, validate_nesting
 from mrl.core.validate import positive_int
 from mrl.text.encoders import HFTextEncoder
 from mrl.training.module import MatryoshkaModule, OptimizerFactory, SchedulerFactory
@@ -78,7 +78,7 @@ class DualEncoderModule(MatryoshkaModule):
         self.nesting = (
             loss.nesting if nesting is None else validate_nesting(nesting, model.num_features)
         )
-        validate_nesting(loss.nesting, model.num_features, "loss.nesting")
+        check_fits(loss.nesting, model.num_features, "loss.nesting")  # the loss checked the rest
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{m}": MulticlassAccuracy(num_classes, top_k=1, average="micro")
