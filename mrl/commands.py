@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mrl.core.errors import ConfigError, NonFiniteError, RunInterrupted, one_line
+from mrl.core.errors import ConfigError, DataNotFoundError, NonFiniteError, RunInterrupted, one_line
 
 _COMMAND_STARTED = False
 
@@ -95,8 +95,6 @@ def run_command(prog: str, fn: Callable[[], Any]) -> Any:
     2 bad input, 1 a failed run or I/O error, 130/143/138 a signal (the state was saved).
     `MRL_DEBUG=1` shows the traceback instead."""
     from omegaconf.errors import InterpolationResolutionError
-
-    from mrl.core.errors import DataNotFoundError
 
     global _COMMAND_STARTED
     _COMMAND_STARTED = True

@@ -21,8 +21,6 @@ from mrl.core.errors import ConfigError
 from mrl.core.validate import is_non_negative_int
 
 EVAL_BACKENDS = ("exact", "hnsw", "ivf", "binary", "numpy")
-
-
 EVAL_DTYPES = ("float32", "float16")
 
 

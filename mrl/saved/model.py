@@ -47,12 +47,10 @@ class SavedModel:
     kind: Literal["image", "text"]
     format: Format
     checkpoint: Path
-    run_dir: Path
     config: DictConfig
     encoder: nn.Module
     head: MRLHead | None
     nesting: tuple[int, ...]
-    width: int
     method: str | None
     global_step: int | None
     image: ImageInput | None = None
@@ -60,6 +58,16 @@ class SavedModel:
     datamodule: Any = None
     # The whole Lightning module of an `mrl-train` run (encoder, head, loss), for its state.
     module: nn.Module | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory the checkpoint belongs to (where its results files are)."""
+        return run_dir_of(self.checkpoint)
+
+    @property
+    def width(self) -> int:
+        """The representation's size: the encoder's feature count."""
+        return int(self.encoder.num_features)
 
     @property
     def task(self) -> str:
@@ -165,12 +173,10 @@ def _image(ckpt: dict, cfg: DictConfig, path: Path) -> SavedModel:
         kind="image",
         format="mrl",
         checkpoint=path,
-        run_dir=run_dir_of(path),
         config=cfg,
         encoder=model.encoder,
         head=model.head,
         nesting=tuple(model.nesting),
-        width=int(model.encoder.num_features),
         method=model.head.method,
         global_step=ckpt.get("global_step"),
         image=image_input(datamodule),
@@ -220,12 +226,10 @@ def _text(ckpt: dict, cfg: DictConfig, path: Path, purpose: str) -> SavedModel:
         kind="text",
         format="mrl",
         checkpoint=path,
-        run_dir=run_dir_of(path),
         config=cfg,
         encoder=encoder,
         head=head,
         nesting=nesting,
-        width=int(encoder.num_features),
         method=head.method if head is not None else None,
         global_step=ckpt.get("global_step"),
         tokenizer=load_tokenizer(cfg.encoder.get("model_name_or_path")),
@@ -260,12 +264,10 @@ def _official(
         kind="image",
         format="official",
         checkpoint=path,
-        run_dir=run_dir_of(path),
         config=OmegaConf.create({"official": info}),
         encoder=encoder,
         head=head,
         nesting=tuple(info["nesting"]),
-        width=int(encoder.num_features),
         method=info["method"],
         global_step=None,
         image=image_input(datamodule),
