@@ -5,12 +5,13 @@ needs the `train` extra (`pip install 'mrl[train]'`, see `mrl.extras`) and is im
 use, so `import mrl` stays free of Lightning and Hydra.
 
 The core (`MRLHead`, `MatryoshkaLoss`, `MatryoshkaContrastiveLoss`, `Matryoshka2DLoss`,
-`MatryoshkaAdaptor`, `validate_nesting`) imports only PyTorch and needs no extra
-(`pip install mrl`); see `mrl.core`.
+`SimilarityDistillationLoss`, `MatryoshkaAdaptor`, `validate_nesting`) imports only PyTorch and
+needs no extra (`pip install mrl`); see `mrl.core`.
 """
 
 from mrl.core.adaptor import MatryoshkaAdaptor
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
+from mrl.core.distill import SimilarityDistillationLoss
 from mrl.core.heads import MRLHead
 from mrl.core.losses import MatryoshkaLoss
 from mrl.core.matryoshka_2d import Matryoshka2DLoss
@@ -22,6 +23,7 @@ __all__ = [
     "MatryoshkaAdaptor",
     "MatryoshkaContrastiveLoss",
     "MatryoshkaLoss",
+    "SimilarityDistillationLoss",
     "halving_nesting",
     "load",
     "validate_nesting",

@@ -13,7 +13,8 @@ import torch
 from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from torch import Tensor, nn
+from st_reference import fixed_embeddings_model
+from torch import Tensor
 
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.core.errors import ConfigError, DataNotFoundError
@@ -61,30 +62,6 @@ def compose_text(run_dir: Path | str, *overrides: str) -> DictConfig:
 
 
 # -- the Matryoshka contrastive loss -----------------------------------------------------------
-
-
-class PassThrough(nn.Module):
-    """A sentence-transformers module whose output embedding is the given input embedding."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-
-    def get_embedding_dimension(self) -> int:
-        return self.dim
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
-
-    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {**features, "sentence_embedding": features["embedding"]}
-
-
-def fixed_embeddings_model(dim: int):
-    """A real `SentenceTransformer` (public constructor only) that returns given embeddings."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(modules=[PassThrough(dim)], device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mrl.core.distill import cosine_similarities, off_diagonal_mean, prefix_similarity_gaps
 from mrl.core.nesting import validate_nesting
 from mrl.core.validate import positive_int
 
@@ -37,29 +38,23 @@ class MatryoshkaAdaptor(nn.Module):
         return embeddings + self.up(F.gelu(self.down(embeddings)))
 
 
-def _cosine(x: Tensor) -> Tensor:
-    x = F.normalize(x, dim=-1)
-    return x @ x.T
-
-
 def similarity_losses(
     original: Tensor, adapted: Tensor, nesting: Sequence[int], top_k: int = 10
 ) -> tuple[Tensor, Tensor]:
     """`(pairwise, top-k)` losses, each summed over the prefixes of `nesting`: the mean absolute
     difference between a prefix's cosine similarities and the full original embeddings', over
-    every pair of the batch, and over each row's `top_k` nearest other rows (by the original)."""
+    every pair of the batch, and over each row's `top_k` nearest other rows (by the original).
+    The gaps are `mrl.core.distill`'s, the self-distillation loss's."""
     nesting = validate_nesting(nesting, original.shape[1])
-    target = _cosine(original)
+    target = cosine_similarities(original)
     rows = target.shape[0]
     k = min(positive_int(top_k, "top_k"), rows - 1)
-    off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=original.device)
-    neighbours = target.masked_fill(~off_diagonal, float("-inf")).topk(k, dim=1).indices
+    diagonal = torch.eye(rows, dtype=torch.bool, device=original.device)
+    neighbours = target.masked_fill(diagonal, float("-inf")).topk(k, dim=1).indices
     pairwise = original.new_zeros(())
     top = original.new_zeros(())
-    for m in nesting:
-        sims = _cosine(adapted[:, :m])
-        difference = (sims - target).abs()
-        pairwise = pairwise + difference[off_diagonal].mean()
+    for difference in prefix_similarity_gaps(adapted, target, nesting):
+        pairwise = pairwise + off_diagonal_mean(difference)
         top = top + difference.gather(1, neighbours).mean()
     return pairwise, top
 

@@ -1,13 +1,21 @@
-"""Matryoshka contrastive loss: in-batch-negatives InfoNCE summed over nested embedding prefixes.
+"""Matryoshka contrastive loss: InfoNCE summed over nested embedding prefixes, with in-batch
+negatives and optional hard negatives.
 
 For each nesting dim m, the prefixes `anchor[:, :m]` and `positive[:, :m]` are re-normalised, their
 cosine similarities times `scale` are the logits, and the target of anchor i is positive i (every
-other positive in the batch is a negative). This is sentence-transformers'
-`MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims)`; with
-`symmetric=True` it is the average with the positive -> anchor direction (their
-`directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"`, the CLIP loss).
-The loss only slices embeddings computed once, so the encoder runs once per step whatever the
-number of dims. Plain PyTorch; the 2D (layer x dim) form is `mrl.core.matryoshka_2d`.
+other positive in the batch is a negative). Hard negatives, `(B, N, D)` with row i's N negatives
+mined for anchor i, join every anchor's candidates: anchor i is scored against all the batch's
+positives followed by all B*N negatives (each prefix re-normalised the same way), the target
+still its own positive. This is sentence-transformers'
+`MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims)`, the negatives
+being their (anchor, positive, negative_1, ..., negative_N) columns; with `symmetric=True` it is
+the average with the positive -> anchor direction (their
+`directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"`, the CLIP loss),
+in which each positive ranks the batch's anchors only: hard negatives are documents, never
+queries, so that direction ignores them, as theirs does. Under DDP with `gather`, the positives
+and the negatives of every process are candidates (with gradients). The loss only slices
+embeddings computed once, so the encoder runs once per step whatever the number of dims.
+Plain PyTorch; the 2D (layer x dim) form is `mrl.core.matryoshka_2d`.
 """
 
 from __future__ import annotations
@@ -45,14 +53,19 @@ def per_prefix_infonce(
     nesting: Sequence[int],
     scale: float,
     symmetric: bool,
+    all_negatives: Tensor | None = None,
 ) -> Tensor:
-    """In-batch-negatives InfoNCE of each prefix, `(K,)`, one prefix at a time: each prefix
-    re-normalised, anchor i's target the row `target[i]` of `all_positives` (and, when
-    `symmetric`, the average with the positive -> anchor direction over `all_anchors`)."""
+    """InfoNCE of each prefix, `(K,)`, one prefix at a time: each prefix re-normalised, anchor i
+    scored against the rows of `all_positives` followed by those of `all_negatives` (hard
+    negatives, `(M, D)`, when given), its target the row `target[i]` of `all_positives`. When
+    `symmetric`, the average with the positive -> anchor direction, in which each positive
+    ranks the rows of `all_anchors` (no hard negatives there)."""
     losses = []
     for m in nesting:
         a_m = F.normalize(anchor[:, :m], dim=-1)
         p_all = F.normalize(all_positives[:, :m], dim=-1)
+        if all_negatives is not None:
+            p_all = torch.cat([p_all, F.normalize(all_negatives[:, :m], dim=-1)])
         loss = F.cross_entropy(scale * a_m @ p_all.T, target)
         if symmetric:
             p_m = F.normalize(positive[:, :m], dim=-1)
@@ -62,6 +75,18 @@ def per_prefix_infonce(
     return torch.stack(losses)
 
 
+def check_negatives(negatives: Tensor, anchor: Tensor) -> None:
+    """Raise `ValueError` unless `negatives` holds N >= 1 rows of the anchors' width per anchor:
+    `(B, N, D)` for `(B, D)` anchors, `(K, B, N, P)` for `(K, B, P)` stacks."""
+    rows, width, shape = tuple(anchor.shape[:-1]), anchor.shape[-1], tuple(negatives.shape)
+    if len(shape) != anchor.ndim + 1 or shape[:-2] != rows or shape[-1] != width or shape[-2] < 1:
+        wanted = ", ".join([*map(str, rows), "N", str(width)])
+        raise ValueError(
+            f"need hard negatives of shape ({wanted}) with N >= 1 for anchors of shape "
+            f"{tuple(anchor.shape)}, got {shape}"
+        )
+
+
 class MatryoshkaContrastiveLoss(NestedLoss):
     """`sum_m w_m * InfoNCE(anchor[:, :m], positive[:, :m])` over the nesting dims.
 
@@ -69,10 +94,14 @@ class MatryoshkaContrastiveLoss(NestedLoss):
         nesting: the prefix sizes m (strictly increasing).
         weights: one non-negative weight per dim; `None` = 1 for every dim.
         scale: multiplies the cosine similarities (1 / temperature).
-        symmetric: also rank the anchors for each positive, and average the two directions.
-        gather: under DDP, use the other processes' rows as extra negatives (with gradients).
+        symmetric: also rank the anchors for each positive, and average the two directions
+            (that direction does not use the hard negatives).
+        gather: under DDP, use the other processes' positives and hard negatives as extra
+            candidates (with gradients).
 
-    Call as `loss(anchor_emb, positive_emb)` with two `(B, D)` tensors, rows paired by index.
+    Call as `loss(anchor_emb, positive_emb)` with two `(B, D)` tensors, rows paired by index, or
+    `loss(anchor_emb, positive_emb, negatives)` with `(B, N, D)` hard negatives, row i's for
+    anchor i (every process the same B and N under DDP).
     """
 
     def __init__(
@@ -92,15 +121,16 @@ class MatryoshkaContrastiveLoss(NestedLoss):
         self.symmetric = bool(symmetric)
         self.gather = bool(gather)
 
-    def per_dim(self, anchor: Tensor, positive: Tensor) -> Tensor:
+    def per_dim(self, anchor: Tensor, positive: Tensor, negatives: Tensor | None = None) -> Tensor:
         """The unweighted loss of each nesting dim, shape `(K,)`.
 
-        Two `(B, D)` tensors are sliced into their prefixes. Two `(K, B, P)` stacks are already
-        one embedding per nesting dim (a projection head's outputs, `MRLHead`): each slice is
-        scored at its full width.
+        Two `(B, D)` tensors are sliced into their prefixes, and so are `(B, N, D)` negatives.
+        Two `(K, B, P)` stacks are already one embedding per nesting dim (a projection head's
+        outputs, `MRLHead`), with `(K, B, N, P)` negatives: each slice is scored at its full
+        width.
         """
         if anchor.ndim == 3 and anchor.shape == positive.shape:
-            return self._per_projection(anchor, positive)
+            return self._per_projection(anchor, positive, negatives)
         if anchor.ndim != 2 or anchor.shape != positive.shape:
             raise ValueError(
                 f"need anchor and positive embeddings of one shape (B, D), got "
@@ -111,22 +141,35 @@ class MatryoshkaContrastiveLoss(NestedLoss):
                 f"largest nesting dim {self.nesting[-1]} exceeds the embedding size "
                 f"{anchor.shape[1]}"
             )
-        all_anchors, all_positives, target = self._candidates(anchor, positive)
-        return per_prefix_infonce(anchor, positive, all_anchors, all_positives, target,
-                                  self.nesting, self.scale, self.symmetric)  # fmt: skip
+        if negatives is not None:
+            check_negatives(negatives, anchor)
+        return self._infonce(anchor, positive, negatives, self.nesting)
 
-    def _per_projection(self, anchor: Tensor, positive: Tensor) -> Tensor:
+    def _per_projection(self, anchor: Tensor, positive: Tensor, negatives: Tensor | None) -> Tensor:
         if anchor.shape[0] != len(self.nesting):
             raise ValueError(
                 f"need one projected embedding per nesting dim ({len(self.nesting)}), got "
                 f"{anchor.shape[0]}"
             )
-        losses = []
-        for a, p in zip(anchor, positive):
-            all_a, all_p, target = self._candidates(a, p)
-            losses.append(per_prefix_infonce(a, p, all_a, all_p, target, (a.shape[1],),
-                                             self.scale, self.symmetric)[0])  # fmt: skip
+        if negatives is not None:
+            check_negatives(negatives, anchor)
+        slices = negatives if negatives is not None else [None] * len(self.nesting)
+        losses = [self._infonce(a, p, n, (a.shape[1],))[0]
+                  for a, p, n in zip(anchor, positive, slices)]  # fmt: skip
         return torch.stack(losses)
+
+    def _infonce(
+        self, anchor: Tensor, positive: Tensor, negatives: Tensor | None, nesting: Sequence[int]
+    ) -> Tensor:
+        """`per_prefix_infonce` of `(B, D)` rows and `(B, N, D)` negatives over `nesting`."""
+        all_anchors, all_positives, target = self._candidates(anchor, positive)
+        all_negatives = None
+        if negatives is not None:
+            all_negatives = negatives.reshape(-1, negatives.shape[-1])
+            if self.gather:
+                all_negatives, _ = gather_with_grad(all_negatives)
+        return per_prefix_infonce(anchor, positive, all_anchors, all_positives, target, nesting,
+                                  self.scale, self.symmetric, all_negatives)  # fmt: skip
 
     def _candidates(self, anchor: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """`(all anchors, all positives, target)`: this process's rows, or every process's
