@@ -150,7 +150,8 @@ class PairSampler(ResumableSampler):
         return ((int(i), epoch) for i in indices)
 
 
-def _process_group() -> tuple[int, int]:
+def process_group() -> tuple[int, int]:
+    """`(world size, rank)` of this process: `(1, 0)` without an initialised process group."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
@@ -288,7 +289,7 @@ class WordNetPairsDataModule(WordNetDataModule):
         """Shuffled pair batches, `{"anchors": tokenized, "positives": tokenized}`."""
         dataset = self.train_dataset()
         self._check_batch(len(dataset))
-        world, rank = _process_group()
+        world, rank = process_group()
         sampler_cls = PairSampler if self.pairs == "sample" else ResumableSampler
         sampler = sampler_cls(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
                               samples_done=self.samples_done_this_epoch)  # fmt: skip
@@ -337,7 +338,7 @@ class WordNetCategoriesDataModule(WordNetDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         self._check_batch(len(dataset))
-        world, rank = _process_group()
+        world, rank = process_group()
         sampler = ResumableSampler(
             dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
             samples_done=self.samples_done_this_epoch,
