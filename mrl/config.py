@@ -10,6 +10,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from mrl.core.errors import ConfigError
 
@@ -21,6 +22,8 @@ def instantiate(node: DictConfig, where: str, **kwargs: Any) -> Any:
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise ConfigError(f"{where}: {cause}") from err
+    except MissingMandatoryValue as err:  # a `???` the user did not fill, e.g. data.train
+        raise ConfigError(f"{where}.{err.key} is required: pass {where}.{err.key}=...") from err
 
 
 def call(factory: Any, where: str, **kwargs: Any) -> Any:

@@ -15,10 +15,10 @@ from typing import Any
 # What `import` finds once an extra is installed: the modules that tell whether it is there.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("lightning", "hydra", "omegaconf", "torchvision", "torchmetrics", "PIL", "tqdm"),
-    "eval": ("faiss", "tqdm"),
+    "eval": ("faiss", "tqdm", "pytrec_eval", "scipy"),
     "tracking": ("wandb",),
     "figures": ("matplotlib", "pandas", "hydra", "omegaconf"),
-    "text": ("transformers", "sentence_transformers"),
+    "text": ("transformers", "sentence_transformers", "datasets"),
     "slurm": ("hydra_plugins.hydra_submitit_launcher",),
     "export": ("onnx", "onnxruntime"),
 }
@@ -28,7 +28,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 COMMANDS: dict[str, tuple[str, ...]] = {
     "mrl-train": ("train",),
     "mrl-eval": ("train",),
-    "mrl-train-text": ("train", "text"),
+    "mrl-train-text": ("train", "text", "eval"),
     "mrl-export": ("train", "export"),
     "mrl-aggregate": ("figures",),
     "mrl-report": ("figures",),

@@ -18,7 +18,8 @@ from mrl.core.errors import ConfigError
 from mrl.eval.checks import check_eval_config
 from mrl.eval.pipeline import run_evaluation
 from mrl.eval.summary import format_summary
-from mrl.saved import eval_target
+from mrl.saved import eval_target, saved_for_eval
+from mrl.saved.text_eval import evaluate_text_run
 
 
 def compose_eval_config(overrides: list[str]) -> DictConfig:
@@ -39,7 +40,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     check_eval_config(cfg)
-    target = eval_target(cfg)
+    saved = saved_for_eval(cfg)
+    if saved.kind == "text":
+        return evaluate_text_run(cfg, saved)
+    target = eval_target(cfg, saved)
     summary, rows = run_evaluation(cfg, target, started)
     if summary:
         print(format_summary(summary, rows, target.out_dir / "eval"))

@@ -4,7 +4,7 @@ ResNet-50 weights. `mrl-eval`, `mrl-export`, `mrl.load` and the benchmarks all l
 
 from mrl.saved.inputs import ImageInput, image_input
 from mrl.saved.model import TEXT_TASKS, SavedModel, check_dims, load_saved, quiet_transformers
-from mrl.saved.target import eval_target
+from mrl.saved.target import eval_target, saved_for_eval
 
 __all__ = [
     "TEXT_TASKS",
@@ -15,4 +15,5 @@ __all__ = [
     "image_input",
     "load_saved",
     "quiet_transformers",
+    "saved_for_eval",
 ]

@@ -8,26 +8,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrl.core.errors import ConfigError
 from mrl.eval.inputs import EvalTarget
-from mrl.saved.model import load_saved
+from mrl.saved.model import SavedModel, load_saved
 from mrl.training.builders import checked_datamodule
 
 
-def eval_target(cfg: DictConfig) -> EvalTarget:
-    """The checkpoint of `cfg.ckpt_path` (a run of `mrl-train` or the authors' ResNet-50, as
-    `cfg.checkpoint_format` says) and its data module: the run's own, or `cfg.data`."""
+def saved_for_eval(cfg: DictConfig) -> SavedModel:
+    """The checkpoint of `cfg.ckpt_path`: a run of `mrl-train` or `mrl-train-text`, or the
+    authors' ResNet-50, as `cfg.checkpoint_format` says."""
     formats = {"auto": ("mrl", "official"), "mrl": ("mrl",), "official": ("official",)}
     nesting = list(cfg.official_nesting) if cfg.official_nesting else None
-    saved = load_saved(
+    return load_saved(
         cfg.ckpt_path,
         formats=formats[cfg.checkpoint_format],
         nesting=nesting,
         where="ckpt_path",
         purpose="evaluate",
     )
+
+
+def eval_target(cfg: DictConfig, saved: SavedModel) -> EvalTarget:
+    """An image checkpoint (`saved_for_eval`) and its data module: the run's own, or
+    `cfg.data`."""
     if saved.kind != "image":
         raise ConfigError(
-            f"ckpt_path={saved.checkpoint} is a text run: mrl-eval evaluates the runs of "
-            f"mrl-train (mrl-train-text tests its own runs)"
+            f"ckpt_path={saved.checkpoint} is a text run: mrl-eval evaluates it on its "
+            f"evaluation sets (text_sets=...), not on image data"
         )
     path = saved.checkpoint
     if saved.format == "official":

@@ -96,4 +96,11 @@ def build_text_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.
 def build_text_run(cfg: DictConfig) -> Built:
     """The data module (checked) and the Lightning module of a text run."""
     datamodule = checked_datamodule(cfg.data)
-    return Built(datamodule, build_text_model(cfg, datamodule))
+    # A data module of evaluation sets (BEIR, STS) is tested by `mrl.text.trainer.results`.
+    sets_only = hasattr(datamodule, "eval_specs") and not is_overridden_test(datamodule)
+    return Built(datamodule, build_text_model(cfg, datamodule), lightning_test=not sets_only)
+
+
+def is_overridden_test(datamodule: pl.LightningDataModule) -> bool:
+    """Whether the data module defines its own Lightning test loaders."""
+    return type(datamodule).test_dataloader is not pl.LightningDataModule.test_dataloader

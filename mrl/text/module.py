@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
+from mrl.core.distill import SimilarityDistillationLoss
 from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
 from mrl.core.losses import MatryoshkaLoss
@@ -70,6 +72,8 @@ class TextContrastiveModule(MatryoshkaModule):
         grad_cache_chunk: int | None = None,
         projection_dim: int | None = None,
         projection_tied: bool = True,
+        distill_weight: float = 0.0,
+        distill_nesting: list[int] | tuple[int, ...] | None = None,
         config: dict | None = None,
     ) -> None:
         super().__init__(loss, optimizer, scheduler)
@@ -98,10 +102,44 @@ class TextContrastiveModule(MatryoshkaModule):
             self.projection = MRLHead(encoder.num_features,
                                       positive_int(projection_dim, "module.projection_dim"),
                                       loss.nesting, tied=bool(projection_tied))  # fmt: skip
+        self.teacher, self.distill = self._distillation(distill_weight, distill_nesting)
         self.eval_k = int(eval_k)
         self.metric_names = retrieval_metric_names(self.eval_k)
         self._eval_buffer: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self._average_by_hand = False  # set when training starts (DDP with gradient caching)
+
+    def _distillation(
+        self, weight: float, nesting: list[int] | tuple[int, ...] | None
+    ) -> tuple[list[HFTextEncoder], SimilarityDistillationLoss | None]:
+        """A frozen copy of the encoder as it starts (the base model) and the loss that keeps
+        every prefix's similarities near the base model's full ones; none at weight 0."""
+        weight = float(weight)
+        if not weight >= 0:
+            raise ConfigError(f"module.distill_weight must be >= 0, got {weight!r}")
+        if weight == 0:
+            return [], None
+        if self.layered or self.projection is not None:
+            raise ConfigError(
+                "module.distill_weight distils the encoder's own prefixes: set "
+                "module.projection_dim=null and use the one-layer contrastive loss"
+            )
+        dims = self.loss.nesting if nesting is None else nesting
+        dims = validate_nesting(dims, self.encoder.num_features)
+        loss = SimilarityDistillationLoss(dims, weights=[weight] * len(dims))
+        teacher = copy.deepcopy(self.encoder).eval().requires_grad_(False)
+        # Held in a list: the teacher is the base model again on every start (resumes
+        # included), so it stays out of the checkpoint and out of the optimizer.
+        return [teacher], loss
+
+    def auxiliary_loss(self, batch: dict[str, Any], inputs: tuple[Tensor, ...]) -> Tensor | None:
+        """The distillation term on the batch's anchors and positives (both sides' texts)."""
+        if self.distill is None:
+            return None
+        teacher = self.teacher[0].to(inputs[0].device)
+        with torch.no_grad():
+            target = torch.cat([teacher(f["input_ids"], f["attention_mask"])
+                                for f in (batch["anchors"], batch["positives"])])  # fmt: skip
+        return self.distill(torch.cat([inputs[0], inputs[1]]), target)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """The representation `(B, D)` of a tokenized batch; every prefix is an embedding."""
@@ -124,17 +162,32 @@ class TextContrastiveModule(MatryoshkaModule):
         return tuple(self.loss.nesting)
 
     def loss_inputs(self, batch: dict[str, Any]) -> tuple[tuple[Tensor, ...], int]:
-        anchors, positives = batch["anchors"], batch["positives"]
-        rows = anchors["input_ids"].shape[0]
-        if self.grad_cache_chunk is None:  # each side encoded once, whatever the number of dims
-            return (self._train_embeddings(anchors), self._train_embeddings(positives)), rows
-        # Chunk by chunk, gradients cached: the batch is not bound by the encoder's memory.
-        chunks = row_chunks(anchors, self.grad_cache_chunk)
-        chunks += row_chunks(positives, self.grad_cache_chunk)
+        """`(anchor, positive[, negatives])` embeddings; negatives `(B, N, D)` (`(K, B, N, P)`
+        through a projection head) when the batch has `num_negatives` hard negatives a row."""
+        sides = [batch["anchors"], batch["positives"]]
+        negatives = int(batch.get("num_negatives") or 0)
+        if negatives:
+            if self.layered:
+                raise ConfigError(
+                    "hard negatives are for the one-layer contrastive loss: drop the negative "
+                    "columns (data.columns) or use loss=matryoshka_contrastive"
+                )
+            sides.append(batch["negatives"])
+        rows = sides[0]["input_ids"].shape[0]
+        sizes = [side["input_ids"].shape[0] for side in sides]
         rows_dim = 1 if self.layered or self.projection is not None else 0
-        z = cached_embeddings(self._train_embeddings, chunks, anchors["input_ids"].device,
-                              rows_dim)  # fmt: skip
-        return tuple(z.split([rows, rows], dim=rows_dim)), rows
+        if self.grad_cache_chunk is None:  # each side encoded once, whatever the number of dims
+            z = [self._train_embeddings(side) for side in sides]
+        else:
+            # Chunk by chunk, gradients cached: the batch is not bound by the encoder's memory.
+            chunks = [c for side in sides for c in row_chunks(side, self.grad_cache_chunk)]
+            z = cached_embeddings(self._train_embeddings, chunks, sides[0]["input_ids"].device,
+                                  rows_dim).split(sizes, dim=rows_dim)  # fmt: skip
+        z = list(z)
+        if negatives:  # rows i*N .. i*N+N-1 are row i's negatives
+            shape = z[2].shape
+            z[2] = z[2].reshape(*shape[:rows_dim], rows, negatives, *shape[rows_dim + 1 :])
+        return tuple(z), rows
 
     def on_train_start(self) -> None:
         # Under DDP with gradient caching, DDP's hooks would report each parameter once per
@@ -222,6 +275,18 @@ class TextContrastiveModule(MatryoshkaModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_retrieval("val")
+
+    def on_train_epoch_end(self) -> None:
+        # Data of evaluation sets (text/data=pairs) has no validation loaders: its `val` sets
+        # are scored per dim at the end of every epoch, on the first process.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not (getattr(datamodule, "eval_specs", {}).get("val") and self.trainer.is_global_zero):
+            return
+        from mrl.text.evaluation import evaluate_data_sets, set_metric_values
+
+        rows = evaluate_data_sets(datamodule, self.encoder, self.nesting, self.device, "val")
+        for logger in self.trainer.loggers:
+            logger.log_metrics(set_metric_values(rows, "val"), step=self.global_step)
 
     def on_test_epoch_end(self) -> None:
         self._log_retrieval("test")

@@ -9,7 +9,7 @@ side at its own maximum length.
 A training batch is `{"anchors": tokenized, "positives": tokenized}`; a set with N >= 1
 negative columns adds `"negatives"`, the B*N negatives tokenized in row-major order (row i's at
 i*N .. i*N+N-1), and `"num_negatives": N`. `eval_specs` holds the `val` and `test` evaluation
-sets of the config, checked for a `path` and a `kind`, for the evaluation loaders.
+sets of the config (`mrl.text.evaluation`): the `test` sets are evaluated after training.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from mrl.core.validate import non_negative_int, positive_int
 from mrl.data.base import ResumableTraining, loader_generator
 from mrl.text.data import process_group
 from mrl.text.encoders import load_tokenizer, tokenize
+from mrl.text.evaluation import check_eval_specs, load_eval_sets
 from mrl.text.multiset import SAMPLINGS, MultiSetBatchSampler
 from mrl.text.rowfiles import TrainingSet, read_training_set
 
 ROLES = ("query", "document")
-EVAL_KINDS = ("beir", "sts")
 ENTRY_KEYS = ("path", "columns", "name")
 
 
@@ -78,27 +78,6 @@ def by_role(value: Any, where: str, default: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown} (keys: {', '.join(ROLES)})")
     return {role: value.get(role, default) for role in ROLES}
-
-
-def eval_entries(entries: Any, split: str) -> list[dict[str, Any]]:
-    """The evaluation sets of `data.<split>`, each a mapping with a `path` and a `kind`."""
-    if entries is None:
-        return []
-    if isinstance(entries, (str, Mapping)) or not isinstance(entries, Sequence):
-        raise ConfigError(f"data.{split} must be a list of {{path, kind, split, name}}")
-    checked = []
-    for i, entry in enumerate(entries):
-        where = f"data.{split}[{i}]"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where} must be a mapping {{path, kind, split, name}}")
-        if not entry.get("path"):
-            raise ConfigError(f"{where} needs a path")
-        if entry.get("kind") not in EVAL_KINDS:
-            raise ConfigError(
-                f"{where}.kind={entry.get('kind')!r} is not one of {list(EVAL_KINDS)}"
-            )
-        checked.append(dict(entry))
-    return checked
 
 
 class TrainingRows(Dataset):
@@ -157,10 +136,11 @@ class PairsDataModule(ResumableTraining, pl.LightningDataModule):
         max_length: the longest token sequence kept, `{query, document}` or one number for both.
         model_name_or_path: where the tokenizer is stored (`None` = bundled MiniLM).
         batch_size: rows per batch per device.
+        eval_batch_size: texts per batch when the evaluation sets are encoded.
         num_workers: DataLoader worker processes.
         seed: seed of the batches (with the epoch).
-        val / test: evaluation sets, each `{path, kind: beir|sts, split, name}`, kept in
-            `eval_specs` for the evaluation loaders.
+        val / test: evaluation sets, each `{path, kind: beir|sts, split, name}`
+            (`mrl.text.evaluation`); the `test` sets are evaluated per dim after training.
     """
 
     def __init__(
@@ -172,6 +152,7 @@ class PairsDataModule(ResumableTraining, pl.LightningDataModule):
         max_length: int | Mapping[str, int] = 128,
         model_name_or_path: str | None = None,
         batch_size: int = 64,
+        eval_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
         val: Sequence[Mapping[str, Any]] | None = None,
@@ -190,7 +171,11 @@ class PairsDataModule(ResumableTraining, pl.LightningDataModule):
         self.batch_size = positive_int(batch_size, "data.batch_size")
         self.num_workers = non_negative_int(num_workers, "data.num_workers")
         self.seed = non_negative_int(seed, "data.seed")
-        self.eval_specs = {"val": eval_entries(val, "val"), "test": eval_entries(test, "test")}
+        self.eval_batch_size = positive_int(eval_batch_size, "data.eval_batch_size")
+        self.eval_specs = {
+            split: check_eval_specs(entries, f"data.{split}")
+            for split, entries in (("val", val), ("test", test))
+        }
         self._sets: list[TrainingSet] | None = None
         self._tokenizer = None
 
@@ -223,8 +208,11 @@ class PairsDataModule(ResumableTraining, pl.LightningDataModule):
             )
 
     def check(self) -> None:
-        """Read and check every training file (one-line `ConfigError`s); no model is needed."""
+        """Read and check every training file and evaluation set (one-line `ConfigError`s);
+        no model is needed."""
         self.training_sets()
+        for specs in self.eval_specs.values():
+            load_eval_sets(specs)
 
     def setup(self, stage: str | None = None) -> None:
         """Read and check the training files."""

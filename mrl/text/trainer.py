@@ -15,6 +15,12 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig
 
 from mrl.text.builders import build_text_run
+from mrl.text.evaluation import (
+    TEXT_SETS_FILE,
+    evaluate_data_sets,
+    per_dim_by_set,
+    set_metric_values,
+)
 from mrl.training.builders import build_trainer
 from mrl.training.checks import check_text_config
 from mrl.training.lifecycle import Built, TrainerSpec, run_training
@@ -32,16 +38,29 @@ def text_encoder_of(model: pl.LightningModule) -> Any:
 
 
 def results(cfg: DictConfig, trainer: pl.Trainer, built: Built) -> dict[str, Any]:
-    """The per-dim test metrics of the final weights."""
+    """The per-dim test metrics of the final weights: Lightning's test metrics, or, for data
+    with evaluation sets (`data.test`), every set's metrics per dim with their retention."""
     from mrl.text.module import per_dim_rows
 
     model = built.model
-    return {
-        "experiment": str(cfg.name),
-        "task": str(cfg.task),
-        "nesting": list(model.nesting),
-        "per_dim": per_dim_rows(trainer.callback_metrics, model.nesting, tuple(model.metric_names)),
-    }
+    out = {"experiment": str(cfg.name), "task": str(cfg.task), "nesting": list(model.nesting)}
+    if built.lightning_test:
+        names = tuple(model.metric_names)
+        return {**out, "per_dim": per_dim_rows(trainer.callback_metrics, model.nesting, names)}
+    rows = []
+    if trainer.is_global_zero:  # the other processes have nothing to add
+        rows = evaluate_data_sets(built.datamodule, text_encoder_of(model), model.nesting,
+                                  trainer.strategy.root_device)  # fmt: skip
+    log_set_rows(trainer, rows)
+    return {**out, "per_dim": per_dim_by_set(rows), "eval_sets": rows}
+
+
+def log_set_rows(trainer: pl.Trainer, rows: list[dict[str, Any]]) -> None:
+    """Each set's metrics and retention per dim to the loggers, `test/<set>/<metric>@<dim>`."""
+    values = set_metric_values(rows, "test")
+    for logger in trainer.loggers if values else []:
+        logger.log_metrics(values, step=trainer.global_step)
+        logger.save()
 
 
 def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]) -> None:
@@ -57,7 +76,13 @@ def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]
         )
         results["model_dir"] = str(path)
     title = f"{cfg.name} [{cfg.task}]: test metrics per dim ({run_dir})"
-    print(format_rows(results["per_dim"], title))
+    if "eval_sets" in results:
+        from mrl.text.evaluation import format_set_tables, write_set_rows
+
+        write_set_rows(results["eval_sets"], run_dir / TEXT_SETS_FILE)
+        print(format_set_tables(results["eval_sets"], title))
+    else:
+        print(format_rows(results["per_dim"], title))
 
 
 def format_rows(rows: list[dict], title: str) -> str:

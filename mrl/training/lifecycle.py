@@ -70,6 +70,8 @@ class Built:
     datamodule: pl.LightningDataModule
     model: pl.LightningModule
     callbacks: list[pl.Callback] = field(default_factory=list)
+    # False where the data has no Lightning test loaders (its sets are evaluated by `results`).
+    lightning_test: bool = True
 
 
 @dataclass
@@ -205,7 +207,7 @@ def run_training(
             save_final(trainer, run_dir)
             if lifecycle.signal is not None:  # arrived after the last batch: weights are saved
                 raise RunInterrupted(lifecycle.signal, run_dir / CHECKPOINT_DIR / LAST)
-            if spec.test:
+            if spec.test and built.lightning_test:
                 trainer.test(built.model, datamodule=built.datamodule, verbose=False)
             if lifecycle.signal is not None:
                 raise RunInterrupted(lifecycle.signal, run_dir / CHECKPOINT_DIR / LAST)

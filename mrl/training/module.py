@@ -71,10 +71,19 @@ class MatryoshkaModule(pl.LightningModule):
         """The loss's inputs for a training batch, and the batch size to log with."""
         raise NotImplementedError
 
+    def auxiliary_loss(self, batch: Any, inputs: tuple[Tensor, ...]) -> Tensor | None:
+        """A term added to the Matryoshka loss (e.g. distillation from a frozen model), logged
+        as `train/auxiliary`; None (the default) adds nothing."""
+        return None
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, batch_size = self.loss_inputs(batch)
         per_dim = self.loss.per_dim(*inputs)
         total = self.loss.weighted(per_dim)
+        extra = self.auxiliary_loss(batch, inputs)
+        if extra is not None:
+            self.log("train/auxiliary", extra.detach(), batch_size=batch_size)
+            total = total + extra
         check_finite(total, self.global_step, batch_idx)
         self.log("train/loss", total, batch_size=batch_size)
         # The bar's loss: the per-dim mean, comparable across nesting lists (the total is not).
