@@ -225,17 +225,17 @@ def summary(rows: list[dict]) -> str:
         domain = "training domain" if name in IN_DOMAIN else "not trained on"
         parts += [f"## {name} ({kind}, {domain}): {metric} (%, mean over seeds)", ""]
         body = [[int(d), *(f"{100 * v:.2f}" for v in table.loc[d])] for d in table.index]
-        parts += [markdown_table(["dim", *table.columns], body), ""]
+        parts += [*markdown_table(["dim", *table.columns], body), ""]
         full = table.loc[max(table.index)]
         kept = 100 * table.loc[64] / full
         change = 100 * (full / full.get("zero_shot", np.nan) - 1)
         body = [[m, f"{kept[m]:.1f}", f"{change[m]:+.2f}"] for m in table.columns]
-        parts += [markdown_table(["method", "kept at 64 (%)", "full dim vs zero-shot (%)"], body),
+        parts += [*markdown_table(["method", "kept at 64 (%)", "full dim vs zero-shot (%)"], body),
                   ""]  # fmt: skip
     seconds = frame.groupby("method")["train_s"].mean()
     timing = [[m, f"{seconds[m]:.0f}"] for m in METHODS if m in seconds]
     parts += ["## Training time (s, mean over seeds)", "",
-              markdown_table(["method", "seconds"], timing), ""]  # fmt: skip
+              *markdown_table(["method", "seconds"], timing), ""]  # fmt: skip
     return "\n".join(parts)
 
 
