@@ -24,6 +24,7 @@ from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
 from mrl.export.graphs import truncate_and_normalise
 from mrl.saved import SavedModel, check_dims, load_saved
+from mrl.saved.text_eval import text_eval_options
 
 # Inputs longer than one batch show a progress bar unless told otherwise.
 DEFAULT_BATCH_SIZE = 32
@@ -74,17 +75,20 @@ class MatryoshkaModel:
         batch_size: int = DEFAULT_BATCH_SIZE,
         device: str | torch.device | None = None,
         progress: bool | None = None,
+        role: str | None = None,
     ) -> Tensor:
         """Embeddings `(N, dim)` (float32, on the CPU) of `inputs`: the first `dim` coordinates
         of the representation (default: the largest trained dim), unit L2 norm when
         `normalize`.
 
         Images: a tensor or numpy array `(N, C, H, W)` (uint8, or float in the data's value
-        range), or a list of PIL images or image paths. Texts: a list of strings.
+        range), or a list of PIL images or image paths. Texts: a list of strings; `role`
+        ("query" or "document") puts the run's prompt for that side before each text and cuts
+        it at that side's length, as training did (`prompts`; None: the texts as given).
         `progress=None` shows a bar when the inputs span more than one batch.
         """
         dim = self._dim(dim)
-        z = self._represent(inputs, batch_size, device, progress)[:, :dim]
+        z = self._represent(inputs, batch_size, device, progress, role)[:, :dim]
         return truncate_and_normalise(z, dim) if normalize else z
 
     def classify(
@@ -114,20 +118,36 @@ class MatryoshkaModel:
             out = self.head(z.to(self.device))[heads.index(dim)].float().cpu()
         return out if logits else out.argmax(dim=-1)
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The text run's prompt by role (`query`, `document`); empty for other runs."""
+        return text_eval_options(self.source.config)[0] if self.kind == "text" else {}
+
     def _represent(
-        self, inputs: Any, batch_size: int, device: str | torch.device | None, progress: bool | None
+        self,
+        inputs: Any,
+        batch_size: int,
+        device: str | torch.device | None,
+        progress: bool | None,
+        role: str | None = None,
     ) -> Tensor:
         """The full representations `(N, width)` of `inputs`, on the CPU."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        if role is not None and (self.kind != "text" or role not in ("query", "document")):
+            raise ConfigError(
+                f"role={role!r}: a text model's role is 'query' or 'document' (None for images)"
+            )
         if device is not None:
             self.to(device)
         self.encoder.eval()
         if self.kind == "text":
-            return self._represent_texts(inputs, batch_size, progress)
+            return self._represent_texts(inputs, batch_size, progress, role)
         return self._represent_images(inputs, batch_size, progress)
 
-    def _represent_texts(self, texts: Any, batch_size: int, progress: bool | None) -> Tensor:
+    def _represent_texts(
+        self, texts: Any, batch_size: int, progress: bool | None, role: str | None
+    ) -> Tensor:
         from mrl.text.encoders import encode_texts
 
         if isinstance(texts, str) or not isinstance(texts, Sequence):
@@ -137,13 +157,17 @@ class MatryoshkaModel:
             )
         if not all(isinstance(t, str) for t in texts):
             raise ConfigError("a text model encodes a list of strings: every item must be a str")
+        prompts, lengths = text_eval_options(self.source.config)
+        prompt = prompts.get(role) or "" if role else ""
+        max_length = lengths.get(role) if role else None
         chunk = batch_size * TEXT_CHUNK_BATCHES
         out = []
         with torch.inference_mode(), _bar(len(texts), batch_size, progress) as bar:
             for start in range(0, len(texts), chunk):
-                part = list(texts[start : start + chunk])
+                part = [prompt + t for t in texts[start : start + chunk]]
                 out.append(torch.from_numpy(encode_texts(
-                    self.encoder, self.tokenizer, part, batch_size=batch_size, device=self.device
+                    self.encoder, self.tokenizer, part, batch_size=batch_size,
+                    max_length=max_length, device=self.device,
                 )))  # fmt: skip
                 bar.update(len(part))
         return torch.cat(out) if out else torch.empty(0, self.width)

@@ -77,7 +77,8 @@ def pairs_run(tmp_path_factory) -> tuple[Path, dict, dict[str, Path]]:
     tests = f"[{{path:{files['beir']},name:beir}},{{path:{files['sts']},kind:sts,name:sts}}]"
     cfg = compose_text(run_dir, "experiment=text/pairs", *QUIET[1:], "trainer.max_steps=3",
                        f"data.train={files['train']}", f"data.test={tests}",
-                       "data.batch_size=4", "module.grad_cache_chunk=3", "logger=csv")  # fmt: skip
+                       "data.batch_size=4", "module.grad_cache_chunk=3", "logger=csv",
+                       "data.prompts.query='query: '", "data.prompts.document='passage: '")  # fmt: skip
     assert cfg.module.distill_weight > 0 and cfg.optimizer.lr == pytest.approx(2e-5)
     results = train_text(cfg)
     return run_dir, results, files
@@ -123,9 +124,10 @@ def test_mrl_eval_load_and_an_exported_tier_score_the_run_identically(pairs_run,
     sets = load_eval_sets([{"path": str(files["beir"]), "kind": "beir", "name": "beir"},
                            {"path": str(files["sts"]), "kind": "sts", "name": "sts"}])  # fmt: skip
     model = mrl.load(run_dir)
+    assert model.prompts == {"query": "query: ", "document": "passage: "}
 
     def loaded(texts: list[str], role: str) -> np.ndarray:
-        return model.encode(texts, normalize=False).numpy()
+        return model.encode(texts, normalize=False, role=role).numpy()
 
     assert_same_rows(evaluate_sets(loaded, sets, DIMS), want, atol=1e-5)
 
@@ -138,7 +140,7 @@ def test_mrl_eval_load_and_an_exported_tier_score_the_run_identically(pairs_run,
     tier = SentenceTransformer(str(folder), device="cpu")
 
     def exported(texts: list[str], role: str) -> np.ndarray:
-        return tier.encode(texts, convert_to_numpy=True)
+        return tier.encode(texts, prompt=model.prompts[role], convert_to_numpy=True)
 
     got = evaluate_sets(exported, sets, [64])
     at_64 = [{**r, "retention": None} for r in want if r["dim"] == 64]

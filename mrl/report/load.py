@@ -24,7 +24,10 @@ DataFrames, all with the columns `study, dataset, run, seed` (`run` is a key of 
   funnel) and `representation` (the run's method);
 - `robustness`: `split, corruption, severity, method, dim, metric, value` for runs with
   corrupted splits, including their clean split (`corruption` "clean", severity 0); `metric` is
-  `top1` or a retrieval metric.
+  `top1` or a retrieval metric;
+- `text_sets`: `method, set, kind, dim, metric, value, retention` of text runs scored on
+  evaluation sets: a run's `eval/text_sets.csv`, else its `results.json`'s `eval_sets` (also an
+  `eval/text_sets.csv` that `mrl-eval` wrote outside a run).
 
 Each run's provenance (`Tables.runs`) also holds `declared_methods`: the methods its study said
 it would have (the run's own, and the `method` values of the Hydra sweep that started it), so
@@ -75,6 +78,11 @@ ADAPTIVE_RETRIEVAL_COLUMNS = [
 ]  # fmt: skip
 # Accuracy metrics that are not retrieval metrics; timings are not plotted.
 _ACCURACY_METRICS = {"head_top1", "head_top5", "probe_top1", "probe_top5", "top1", "top5"}
+# The tidy rows of a text run's evaluation sets (`mrl.text.evaluation.TEXT_SETS_FILE`, named here
+# too: importing that module imports torch).
+TEXT_SETS_FILE = "eval/text_sets.csv"
+TEXT_SETS_ROW_COLUMNS = ["set", "kind", "dim", "metric", "value", "retention"]
+TEXT_SETS_COLUMNS = [*KEYS, "method", *TEXT_SETS_ROW_COLUMNS]
 _SPLIT = re.compile(r"^query-(?P<corruption>.+?)(?:-(?P<severity>\d+))?$")
 
 
@@ -90,6 +98,8 @@ class Tables:
     robustness: pd.DataFrame
     # The text benchmark's rows (`KEYS, method, dim, metric, value, retention, full_dim`).
     text: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Text runs' evaluation-set rows (`TEXT_SETS_COLUMNS`).
+    text_sets: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Run key -> provenance (`collect_provenance`, or what an aggregate row tells).
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[Path] = field(default_factory=list)
@@ -107,6 +117,7 @@ class Tables:
                 self.adaptive_retrieval,
                 self.robustness,
                 self.text,
+                self.text_sets,
             )
         )
 
@@ -205,6 +216,46 @@ def _text_tables(root: Path, notes: list[str]) -> pd.DataFrame:
         study = path.parent.name
         frames.append(kept.assign(study=study, run=_key(path.parent, root), seed=None))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _set_rows(folder: Path, notes: list[str]) -> pd.DataFrame:
+    """A folder's evaluation-set rows (`TEXT_SETS_ROW_COLUMNS`): its `eval/text_sets.csv`, else
+    the `eval_sets` of its `results.json`; empty where it has neither."""
+    path = folder / TEXT_SETS_FILE
+    frame = _read_csv(path, notes) if path.is_file() else None
+    if frame is None:
+        rows = (read_json(folder / "results.json") or {}).get("eval_sets")
+        frame = pd.DataFrame(rows) if isinstance(rows, list) and rows else None
+    if frame is None or frame.empty:
+        return pd.DataFrame()
+    if not set(TEXT_SETS_ROW_COLUMNS) <= set(frame.columns):
+        lacking = sorted(set(TEXT_SETS_ROW_COLUMNS) - set(frame.columns))
+        notes.append(f"{folder}: evaluation-set rows without the columns {lacking}")
+        return pd.DataFrame()
+    frame = frame[TEXT_SETS_ROW_COLUMNS].copy()
+    for column in ("dim", "value", "retention"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame = frame.dropna(subset=["dim"])
+    return frame.assign(dim=frame["dim"].astype(int), set=frame["set"].astype(str))
+
+
+def _text_set_tables(root: Path, infos: list[_RunInfo], notes: list[str]) -> pd.DataFrame:
+    """The evaluation-set rows of every run folder in `infos`, and of every other folder under
+    `root` holding an `eval/text_sets.csv` (an `mrl-eval` output), with their keys."""
+    folders = {info.path: info for info in infos if info.path is not None}
+    for path in sorted(root.rglob(TEXT_SETS_FILE)):
+        folder = path.parent.parent.resolve()
+        if folder not in folders:
+            folders[folder] = _RunInfo(_key(folder, root), folder, folder.name, "", None, None, [])
+    frames = []
+    for folder, info in folders.items():
+        rows = _set_rows(folder, notes)
+        if not rows.empty:
+            frames.append(rows.assign(study=info.study, dataset=info.dataset, run=info.key,
+                                      seed=info.seed, method=info.method))  # fmt: skip
+    if not frames:
+        return _empty(TEXT_SETS_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[TEXT_SETS_COLUMNS]
 
 
 def _aggregate_files(root: Path) -> list[Path]:
@@ -422,9 +473,10 @@ def load_results(root: str | Path) -> Tables:
         long_parts.append(rows)
         infos.update(agg_infos)
         covered |= set(agg_infos)
-    adaptive_c, adaptive_r = [], []
+    adaptive_c, adaptive_r, run_infos = [], [], []
     for path in run_dirs:
         info, run = _run_info(path, root)
+        run_infos.append(info)
         prov = runs.setdefault(info.key, collect_provenance(path))
         prov.setdefault("declared_methods", _declared(path, info.method))
         if info.key not in covered:
@@ -454,6 +506,7 @@ def load_results(root: str | Path) -> Tables:
         ),
         robustness=tables["robustness"],
         text=_text_tables(root, notes) if root.is_dir() else pd.DataFrame(),
+        text_sets=_text_set_tables(root, run_infos, notes) if root.is_dir() else pd.DataFrame(),
         runs=runs,
         sources=[*aggregates, *run_dirs],
         notes=notes,
