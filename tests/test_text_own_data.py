@@ -78,7 +78,8 @@ def pairs_run(tmp_path_factory) -> tuple[Path, dict, dict[str, Path]]:
     cfg = compose_text(run_dir, "experiment=text/pairs", *QUIET[1:], "trainer.max_steps=3",
                        f"data.train={files['train']}", f"data.test={tests}",
                        "data.batch_size=4", "module.grad_cache_chunk=3", "logger=csv",
-                       "data.prompts.query='query: '", "data.prompts.document='passage: '")  # fmt: skip
+                       "data.prompts.query='query: '",
+                       "data.prompts.document='passage: '")  # fmt: skip
     assert cfg.module.distill_weight > 0 and cfg.optimizer.lr == pytest.approx(2e-5)
     results = train_text(cfg)
     return run_dir, results, files
@@ -120,6 +121,11 @@ def test_mrl_eval_load_and_an_exported_tier_score_the_run_identically(pairs_run,
     summary = evaluate(compose_eval(f"ckpt_path={run_dir}", f"out_dir={tmp_path / 'eval'}"))
     assert_same_rows(summary["rows"], want, atol=1e-6)
     assert pd.read_csv(tmp_path / "eval" / "eval" / "text_sets.csv").shape[0] == len(want)
+    # Other sets than the run's own, named on the command line.
+    sts_only = f"text_sets=[{{path:{files['sts']},kind:sts,name:sts}}]"
+    other = evaluate(compose_eval(f"ckpt_path={run_dir}", f"out_dir={tmp_path / 'other'}",
+                                  sts_only))  # fmt: skip
+    assert_same_rows(other["rows"], [r for r in want if r["set"] == "sts"], atol=1e-6)
 
     sets = load_eval_sets([{"path": str(files["beir"]), "kind": "beir", "name": "beir"},
                            {"path": str(files["sts"]), "kind": "sts", "name": "sts"}])  # fmt: skip

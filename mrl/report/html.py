@@ -46,6 +46,7 @@ GROUP_TITLES = {
     "retrieval_time": "Retrieval time",
     "robustness": "Robustness",
     "text_retention": "Text retention",
+    "text_sets": "Text evaluation sets",
 }
 # Provenance columns in the order shown; a column no run knows is left out.
 PROVENANCE_COLUMNS = {

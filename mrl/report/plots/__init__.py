@@ -9,14 +9,16 @@ functions draw one figure per study found and are what the CLI and the notebooks
 One module per figure family, all on the set-up of `style` (palette, new figures, axes, title,
 footer): `per_dim` (top-1 and retrieval against size), `cascade` (adaptive classification),
 `search_cost` and `search_time` (adaptive and funnel retrieval against MFLOPs and measured
-time), `robustness`, `text` (text retention), `study_figure` (several study tables); `groups`
-draws them per study. This package's names below are the ones to import.
+time), `robustness`, `text` (text retention), `text_sets` (heat maps of a text run's evaluation
+sets), `study_figure` (several study tables); `groups` draws them per study. This package's
+names below are the ones to import.
 """
 
 from mrl.report.figure import png_data_uri
 from mrl.report.plots.cascade import plot_adaptive_classification
 from mrl.report.plots.groups import (
     GROUPS,
+    ONLY_WITH_ROWS,
     PlotFunction,
     adaptive_classification_figures,
     adaptive_retrieval_figures,
@@ -25,6 +27,7 @@ from mrl.report.plots.groups import (
     render_all,
     retrieval_figures,
     robustness_figures,
+    text_set_figures,
 )
 from mrl.report.plots.paper import NO_REFERENCE, PAPER
 from mrl.report.plots.per_dim import (
@@ -41,13 +44,22 @@ from mrl.report.plots.search_time import plot_retrieval_time
 from mrl.report.plots.style import LABELS, METRIC_LABELS, PALETTE, color, label
 from mrl.report.plots.tables import declared_methods
 from mrl.report.plots.text import TEXT_METRICS, plot_text_retention
+from mrl.report.plots.text_sets import (
+    HEADLINE_METRICS,
+    plot_text_sets,
+    retention_grid,
+    retention_grids,
+    retention_table,
+)
 
 __all__ = [
     "CLASSIFICATION_METHODS",
     "GROUPS",
+    "HEADLINE_METRICS",
     "LABELS",
     "METRIC_LABELS",
     "NO_REFERENCE",
+    "ONLY_WITH_ROWS",
     "PALETTE",
     "PAPER",
     "RETRIEVAL_METHODS",
@@ -69,9 +81,14 @@ __all__ = [
     "plot_retrieval_time",
     "plot_robustness",
     "plot_text_retention",
+    "plot_text_sets",
     "png_data_uri",
     "render_all",
+    "retention_grid",
+    "retention_grids",
+    "retention_table",
     "retrieval_figures",
     "robustness_figures",
     "search_order",
+    "text_set_figures",
 ]

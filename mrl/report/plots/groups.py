@@ -15,6 +15,7 @@ from mrl.report.plots.robustness import plot_robustness
 from mrl.report.plots.search_cost import plot_adaptive_retrieval
 from mrl.report.plots.search_time import plot_retrieval_time
 from mrl.report.plots.text import plot_text_retention
+from mrl.report.plots.text_sets import plot_text_sets
 
 PlotFunction = Callable[..., Drawn]
 # Group -> (the `Tables` attribute it draws, its function), in the paper's order.
@@ -26,7 +27,11 @@ GROUPS: dict[str, tuple[str, PlotFunction]] = {
     "retrieval_time": ("adaptive_retrieval", plot_retrieval_time),
     "robustness": ("robustness", plot_robustness),
     "text_retention": ("text", plot_text_retention),
+    "text_sets": ("text_sets", plot_text_sets),
 }
+# Groups drawn only where their table has rows: most results have no text evaluation sets, and
+# the page leaves out what does not apply to them rather than listing it as not drawn.
+ONLY_WITH_ROWS = {"text_sets"}
 
 
 def _safe(text: str) -> str:
@@ -37,10 +42,13 @@ def figures_for(group: str, tables: Tables, reference: Reference | None = None) 
     """One figure of `group` (a key of `GROUPS`) per study in its table.
 
     Names are the group (`classification`), or `<group>__<study>` when several studies are
-    found; a group without rows gives one `Drawn` without a figure, whose notes say so.
+    found; a group without rows gives one `Drawn` without a figure, whose notes say so, or
+    nothing for a group of `ONLY_WITH_ROWS`.
     """
     attribute, function = GROUPS[group]
     frame: pd.DataFrame = getattr(tables, attribute)
+    if frame.empty and group in ONLY_WITH_ROWS:
+        return []
     source = tables.root.resolve().name
     studies = sorted({str(s) for s in frame["study"].dropna()}) if not frame.empty else []
     if len(studies) <= 1:
@@ -86,6 +94,11 @@ def adaptive_retrieval_figures(tables: Tables, reference: Reference | None = Non
 def robustness_figures(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
     """Figure 5 (accuracy per corruption and severity against size) per study."""
     return figures_for("robustness", tables, reference)
+
+
+def text_set_figures(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
+    """Heat maps of the text runs' evaluation-set retention per study (none without rows)."""
+    return figures_for("text_sets", tables, reference)
 
 
 def render_all(tables: Tables, reference: Reference | None = None) -> list[Drawn]:
