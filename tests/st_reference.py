@@ -26,3 +26,25 @@ def fixed_embeddings_model(dim: int):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(modules=[PassThrough(dim)], device="cpu")
+
+
+def matryoshka_mnrl(width: int, dims: list[int], weights: list[float] | None, symmetric: bool):
+    """sentence-transformers' `MatryoshkaLoss(MultipleNegativesRankingLoss)` at scale 20 over
+    fixed `width`-d embeddings; `symmetric` adds the positive -> anchor direction (CLIP's)."""
+    from sentence_transformers.sentence_transformer.losses import (
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    model = fixed_embeddings_model(width)
+    directions = (
+        {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
+        if symmetric
+        else {}
+    )
+    return MatryoshkaLoss(
+        model,
+        MultipleNegativesRankingLoss(model, scale=20.0, **directions),
+        matryoshka_dims=dims,
+        matryoshka_weights=weights,
+    )

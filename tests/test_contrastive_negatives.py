@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from st_reference import fixed_embeddings_model
+from st_reference import matryoshka_mnrl
 from torch import Tensor, nn
 
 from mrl.core.adaptor import similarity_losses
@@ -94,24 +94,8 @@ def test_negatives_of_the_wrong_shape_are_rejected():
 @pytest.mark.parametrize("count", [1, 2])
 @pytest.mark.parametrize("symmetric, weights", [(False, None), (True, None), (False, WEIGHTS)])
 def test_hard_negatives_equal_sentence_transformers(count, symmetric, weights):
-    from sentence_transformers.sentence_transformer.losses import (
-        MatryoshkaLoss,
-        MultipleNegativesRankingLoss,
-    )
-
     anchor, positive, hard = _triplets(8, count, seed=10 + count)
-    model = fixed_embeddings_model(anchor.shape[1])
-    directions = (
-        {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
-        if symmetric
-        else {}
-    )
-    reference = MatryoshkaLoss(
-        model,
-        MultipleNegativesRankingLoss(model, scale=20.0, **directions),
-        matryoshka_dims=DIMS,
-        matryoshka_weights=weights,
-    )
+    reference = matryoshka_mnrl(anchor.shape[1], DIMS, weights, symmetric)
     ours = MatryoshkaContrastiveLoss(DIMS, weights=weights, scale=20.0, symmetric=symmetric)
     # Their columns: anchor, positive, negative_1, ..., negative_N.
     theirs_in = [anchor, positive, *hard.unbind(1)]

@@ -13,7 +13,7 @@ import torch
 from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from st_reference import fixed_embeddings_model
+from st_reference import matryoshka_mnrl
 from torch import Tensor
 
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
@@ -68,27 +68,11 @@ def compose_text(run_dir: Path | str, *overrides: str) -> DictConfig:
     "symmetric, weights", [(False, None), (True, None), (False, [0.5, 1.0, 2.0, 4.0])]
 )
 def test_contrastive_loss_equals_sentence_transformers(symmetric, weights):
-    from sentence_transformers.sentence_transformer.losses import (
-        MatryoshkaLoss,
-        MultipleNegativesRankingLoss,
-    )
-
     torch.manual_seed(0)
     dims, batch, width = [4, 8, 16, 32], 12, 32
     anchor = 3 * torch.randn(batch, width)
     positive = anchor + torch.randn(batch, width)
-    model = fixed_embeddings_model(width)
-    directions = (
-        {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
-        if symmetric
-        else {}
-    )
-    reference = MatryoshkaLoss(
-        model,
-        MultipleNegativesRankingLoss(model, scale=20.0, **directions),
-        matryoshka_dims=dims,
-        matryoshka_weights=weights,
-    )
+    reference = matryoshka_mnrl(width, dims, weights, symmetric)
     ours = MatryoshkaContrastiveLoss(dims, weights=weights, scale=20.0, symmetric=symmetric)
     theirs_in = [anchor.clone().requires_grad_(), positive.clone().requires_grad_()]
     ours_in = [anchor.clone().requires_grad_(), positive.clone().requires_grad_()]
