@@ -9,7 +9,8 @@ noun pairs (not trained on). Methods, each from the same all-MiniLM-L6-v2 weight
 - `zero_shot`: the base model's prefixes, re-normalised;
 - `mrl`: `mrl-train-text experiment=text/pairs`, the recipe (Matryoshka contrastive loss on
   every prefix + self-distillation from the frozen base model, `module.distill_weight`);
-- `mrl_no_distill`: the same without the distillation term;
+- `mrl_no_distill`: the same without the distillation term; `mrl_distill_x10`: with ten times
+  its weight;
 - `single_dim`: the contrastive loss at the full 384 dims only;
 - `st`: sentence-transformers' `SentenceTransformerTrainer` with
   `MatryoshkaLoss(MultipleNegativesRankingLoss)` on the same file, batch size, learning rate,
@@ -47,7 +48,18 @@ from _common import progress_log, read_csv_rows  # noqa: E402
 from mrl.runs.files import atomic_write_text, write_csv  # noqa: E402
 from mrl.runs.markdown import markdown_table  # noqa: E402
 
-METHODS = ("zero_shot", "mrl", "mrl_no_distill", "single_dim", "st", "adaptor", "adaptor_sup")
+METHODS = (
+    "zero_shot",
+    "mrl",
+    "mrl_no_distill",
+    "mrl_distill_x10",
+    "single_dim",
+    "st",
+    "adaptor",
+    "adaptor_sup",
+)
+# The distillation weight of each trained method, as a multiple of --distill-weight.
+DISTILL_SCALE = {"mrl": 1.0, "mrl_distill_x10": 10.0}
 COLUMNS = ["method", "seed", "set", "kind", "dim", "metric", "value", "retention", "train_s"]
 NESTING = [8, 16, 32, 64, 128, 256, 384]
 IN_DOMAIN = ("debian",)
@@ -73,7 +85,7 @@ def training_overrides(method: str, args: argparse.Namespace) -> list[str]:
         f"data.max_length.query={args.query_length}",
         f"data.max_length.document={args.document_length}",
         f"trainer.max_epochs={args.epochs}", "logger=csv", "save_model=false",
-        f"module.distill_weight={args.distill_weight if method == 'mrl' else 0.0}",
+        f"module.distill_weight={args.distill_weight * DISTILL_SCALE.get(method, 0.0)}",
     ]  # fmt: skip
     if method == "single_dim":
         common.append(f"loss.nesting=[{NESTING[-1]}]")
@@ -189,7 +201,7 @@ def run_method(method: str, seed: int, args: argparse.Namespace, specs: list[dic
                base: Callable) -> list[dict]:  # fmt: skip
     from mrl.text.evaluation import evaluate_sets, load_eval_sets
 
-    if method in ("mrl", "mrl_no_distill", "single_dim"):
+    if method in ("mrl", "mrl_no_distill", "mrl_distill_x10", "single_dim"):
         result = train_ours(method, seed, args, specs)
         rows, train_s = result["eval_sets"], float(result.get("wall_time_s") or 0)
     else:
