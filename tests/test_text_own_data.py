@@ -86,6 +86,8 @@ def pairs_run(tmp_path_factory) -> tuple[Path, dict, dict[str, Path]]:
 
 
 def test_own_rows_train_with_negatives_and_grad_cache_and_score_every_set_per_dim(pairs_run):
+    from mrl.training.loggers import wandb_key
+
     run_dir, results, _ = pairs_run
     on_disk = json.loads((run_dir / "results.json").read_text())
     rows = on_disk["eval_sets"]
@@ -105,7 +107,11 @@ def test_own_rows_train_with_negatives_and_grad_cache_and_score_every_set_per_di
     table = pd.read_csv(run_dir / "eval" / "text_sets.csv")
     assert len(table) == len(rows) and set(table["set"]) == {"beir", "sts"}
     metrics = pd.read_csv(next(run_dir.glob("csv/**/metrics.csv")))
-    assert "test/beir/ndcg@10@64" in metrics.columns and "test/sts/spearman_kept@8" in metrics
+    assert "test/beir-ndcg10@64" in metrics.columns and "test/sts-spearman_kept@8" in metrics
+    assert metrics["test/beir-ndcg10@64"].dropna().iloc[0] == pytest.approx(
+        values(rows)[("beir", 64, "ndcg@10")]
+    )
+    assert wandb_key("test/beir-ndcg10@64") == "test-beir-ndcg10/dim0064"
 
 
 def test_mrl_eval_load_and_an_exported_tier_score_the_run_identically(pairs_run, tmp_path):

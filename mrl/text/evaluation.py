@@ -9,6 +9,7 @@ columns}`.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -120,12 +121,16 @@ def evaluate_data_sets(
 
 
 def set_metric_values(rows: list[dict[str, Any]], stage: str) -> dict[str, float]:
-    """`{"<stage>/<set>/<metric>@<dim>": value}` and `"..._kept@<dim>"`: retention, for the
-    loggers (wandb draws each set's metrics by dim)."""
-    values = {f"{stage}/{r['set']}/{r['metric']}@{r['dim']}": r["value"]
-              for r in rows if r["value"] is not None}  # fmt: skip
-    values.update({f"{stage}/{r['set']}/{r['metric']}_kept@{r['dim']}": r["retention"]
-                   for r in rows if r["retention"] is not None})  # fmt: skip
+    """`{"<stage>/<set>-<metric>@<dim>": value}` and `"..._kept@<dim>"` (retention) for the
+    loggers, `ndcg@10` written `ndcg10`: the per-dim key form that the wandb logger sorts into
+    one section per set and metric, smallest dim first."""
+    values = {}
+    for r in rows:
+        name = f"{stage}/{re.sub(r'[/@]', '_', r['set'])}-{r['metric'].replace('@', '')}"
+        if r["value"] is not None:
+            values[f"{name}@{r['dim']}"] = r["value"]
+        if r["retention"] is not None:
+            values[f"{name}_kept@{r['dim']}"] = r["retention"]
     return values
 
 
