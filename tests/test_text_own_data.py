@@ -77,6 +77,7 @@ def pairs_run(tmp_path_factory) -> tuple[Path, dict, dict[str, Path]]:
     tests = f"[{{path:{files['beir']},name:beir}},{{path:{files['sts']},kind:sts,name:sts}}]"
     cfg = compose_text(run_dir, "experiment=text/pairs", *QUIET[1:], "trainer.max_steps=3",
                        f"data.train={files['train']}", f"data.test={tests}",
+                       f"data.val=[{{path:{files['sts']},kind:sts,name:sts}}]",
                        "data.batch_size=4", "module.grad_cache_chunk=3", "logger=csv",
                        "data.prompts.query='query: '",
                        "data.prompts.document='passage: '")  # fmt: skip
@@ -112,6 +113,7 @@ def test_own_rows_train_with_negatives_and_grad_cache_and_score_every_set_per_di
         values(rows)[("beir", 64, "ndcg@10")]
     )
     assert wandb_key("test/beir-ndcg10@64") == "test-beir-ndcg10/dim0064"
+    assert metrics["val/sts-spearman@384"].notna().sum() == 1  # the val set, at the epoch's end
 
 
 def test_mrl_eval_load_and_an_exported_tier_score_the_run_identically(pairs_run, tmp_path):
