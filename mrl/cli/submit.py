@@ -1,5 +1,10 @@
 """`mrl-submit`: write (and submit, or only print) an sbatch script for `mrl-train` under SLURM.
 
+The script runs the `mrl-train` of the environment `mrl-submit` itself runs from (a venv, a conda
+env, a cluster module), by its absolute path, so the job finds it whatever folder it starts in;
+`--setup LINE` (repeatable) adds shell lines the job runs first, in order, such as
+`module load cuda/12.4` or `source /opt/conda/bin/activate myenv`.
+
 One task per GPU (`--ntasks-per-node` = GPUs per node) launched by `srun`, so Lightning reads the
 SLURM environment and sets up DDP across all nodes; `--signal=SIGUSR1@90` gives Lightning 90 s to
 save `hpc_ckpt_*.ckpt` before a preemption, and `--requeue` brings the job back under the same
@@ -8,14 +13,17 @@ job resumes instead of starting over. With `--sweep FILE` the script is a job ar
 the overrides on line i of FILE (blank lines and `#` comments skipped).
 
     mrl-submit --dry-run --nodes 2 -- experiment=paper/resnet50_imagenet
+    mrl-submit --setup 'module load cuda/12.4' -- experiment=paper/resnet50_imagenet
 """
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from mrl.runs.files import atomic_write_text
@@ -25,6 +33,23 @@ def sweep_lines(path: str | Path) -> list[str]:
     """The override lines of a sweep file, one job-array task each."""
     lines = [line.strip() for line in Path(path).read_text().splitlines()]
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def train_command() -> list[str]:
+    """The `mrl-train` of the running environment, as absolute words for the job's shell: the
+    console script beside this interpreter, or the interpreter with `-m mrl.cli.train`."""
+    if not sys.executable:  # an embedded interpreter that cannot name itself
+        return ["mrl-train"]
+    # abspath, not resolve: a venv's python is a symlink to the base interpreter, whose folder
+    # holds neither this environment's scripts nor its packages.
+    python = Path(os.path.abspath(sys.executable))
+    script = python.with_name("mrl-train")
+    # The console script first: its shebang pins this interpreter, and unlike `python -m` it does
+    # not put the job's working folder (often a checkout of the sources) first on sys.path. `-m`
+    # covers installs whose scripts live elsewhere (`pip install --user`, some system layouts).
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [str(python), "-m", "mrl.cli.train"]
 
 
 def render(
@@ -40,9 +65,11 @@ def render(
     job_name: str = "mrl",
     sweep_file: str | None = None,
     num_tasks: int | None = None,
-    venv: str = ".venv",
+    command: Sequence[str] | None = None,
+    setup: Sequence[str] = (),
 ) -> str:
-    """The sbatch script text (deterministic, so it can be reviewed and tested)."""
+    """The sbatch script text (deterministic, so it can be reviewed and tested). `command` is
+    what `srun` starts (default: `train_command()`); the `setup` lines run before it, in order."""
     sbatch = {
         "job-name": job_name,
         "nodes": nodes,
@@ -75,6 +102,14 @@ def render(
         'cd "${SLURM_SUBMIT_DIR:-.}"',
         'export WANDB_MODE="${WANDB_MODE:-offline}"',
     ]
+    if setup:
+        lines += [
+            "# Setup lines (mrl-submit --setup), in order. `set -u` is off while they run: module",
+            "# and environment activation scripts read variables that may be unset.",
+            "set +u",
+            *setup,
+            "set -u",
+        ]
     run_id = "slurm-${SLURM_JOB_ID:-local}"
     extra = ""
     if sweep_file:
@@ -87,9 +122,10 @@ def render(
         ]
         extra = " $TASK_ARGS"
     args = " ".join(shlex.quote(o) for o in overrides)
+    train = " ".join(shlex.quote(word) for word in (command or train_command()))
     lines += [
         "",
-        f"srun {venv}/bin/mrl-train trainer=ddp "
+        f"srun {train} trainer=ddp "
         f"trainer.devices=${{SLURM_NTASKS_PER_NODE:-{gpus_per_node}}} "
         f"trainer.num_nodes=${{SLURM_NNODES:-{nodes}}} "
         f'run_id="{run_id}"' + (f" {args}" if args else "") + extra + ' "$@"',
@@ -102,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     parser = argparse.ArgumentParser(
         prog="mrl-submit", description=__doc__.splitlines()[0], allow_abbrev=False,
-        epilog="Everything after `--` is passed to mrl-train as overrides.",
+        epilog="Everything after `--` is passed to mrl-train as overrides. The script runs "
+               f"{shlex.join(train_command())}, this environment's mrl-train.",
     )  # fmt: skip
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=8)
@@ -117,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out-dir", default=str(Path("slurm") / "generated"),
         help="where the sbatch script is written (default: slurm/generated in the current folder)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--setup", action="append", default=[], metavar="LINE",
+        help="a shell line the job runs before mrl-train, e.g. 'module load cuda/12.4' or "
+             "'source /opt/conda/bin/activate myenv' (repeatable; run in the order given)",
     )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -141,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
         cpus_per_task=args.cpus_per_task, time_limit=args.time_limit, partition=args.partition,
         account=args.account, constraint=args.constraint, mem=args.mem, job_name=args.job_name,
-        sweep_file=args.sweep, num_tasks=num_tasks,
+        sweep_file=args.sweep, num_tasks=num_tasks, setup=args.setup,
     )  # fmt: skip
     if args.dry_run:
         print(script, end="")
