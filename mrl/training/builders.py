@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from mrl.config import call, instantiate
 from mrl.training.checkpoint_io import AtomicCheckpointIO
 from mrl.training.module import MRLClassifier
+from mrl.training.progress import progress_callbacks
 from mrl.training.quiet import silence_library_noise
 
 
@@ -67,7 +68,10 @@ def build_trainer(
     **overrides: Any,
 ) -> pl.Trainer:
     """The Trainer of `cfg.trainer` (any trainer's config), writing logs and checkpoints under
-    `run_dir` atomically; `overrides` replace Trainer arguments (e.g. `logger=False`)."""
+    `run_dir` atomically; `overrides` replace Trainer arguments (e.g. `logger=False`).
+
+    Progress is the Trainer's bar or plain lines (`mrl.training.progress`), as
+    `callbacks.progress_bar.mode` and `trainer.enable_progress_bar` say."""
     arguments: dict[str, Any] = {
         "default_root_dir": str(run_dir),
         "logger": build_named(cfg.get("logger"), "logger") or False,
@@ -77,5 +81,9 @@ def build_trainer(
         "plugins": [AtomicCheckpointIO()],
     }
     arguments.update(overrides)
+    shown = arguments.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar", True))
+    arguments["callbacks"], arguments["enable_progress_bar"] = progress_callbacks(
+        list(arguments["callbacks"] or []), bool(shown)
+    )
     silence_library_noise()
     return instantiate(cfg.trainer, "trainer", **arguments)
