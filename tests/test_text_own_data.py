@@ -235,3 +235,15 @@ def test_a_bad_training_file_is_one_line_before_any_model_loads(tmp_path: Path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(empty) in lines[0] and "empty" in lines[0]
     assert "Loading weights" not in done.stdout + done.stderr
+
+
+def test_only_a_model_checkpoint_callback_turns_lightnings_checkpoint_copies_on():
+    from omegaconf import OmegaConf
+
+    from mrl.text.trainer import asks_for_checkpoints
+
+    progress = {"progress_bar": {"_target_": "mrl.training.progress.ProgressReport"}}
+    saving = {"best": {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint"}}
+    assert not asks_for_checkpoints(OmegaConf.create({"callbacks": {}}))
+    assert not asks_for_checkpoints(OmegaConf.create({"callbacks": progress}))
+    assert asks_for_checkpoints(OmegaConf.create({"callbacks": {**progress, **saving}}))

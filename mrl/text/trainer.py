@@ -131,6 +131,13 @@ SPEC = TrainerSpec(
 def train_text(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and record one text run; returns the results dict written to `results.json`."""
     spec = SPEC
-    if not cfg.get("callbacks"):
+    if not asks_for_checkpoints(cfg):
         spec = replace(SPEC, trainer_overrides={"enable_checkpointing": False})
     return run_training(cfg, spec, build_trainer)
+
+
+def asks_for_checkpoints(cfg: DictConfig) -> bool:
+    """Whether the config's callbacks include a Lightning `ModelCheckpoint` (other callbacks,
+    e.g. the progress report, leave Lightning's own checkpoint copies off)."""
+    nodes = (cfg.get("callbacks") or {}).values()
+    return any("ModelCheckpoint" in str((node or {}).get("_target_", "")) for node in nodes)
