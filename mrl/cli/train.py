@@ -22,7 +22,7 @@ from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST
 from mrl.runs.files import format_table, per_dim_results
 from mrl.training.builders import build_datamodule, build_model, build_trainer
 from mrl.training.checks import check_train_config
-from mrl.training.lifecycle import Built, TrainerSpec, run_training
+from mrl.training.lifecycle import Built, TrainerSpec, run_training, table_title
 
 log = logging.getLogger("mrl.cli.train")
 
@@ -35,20 +35,25 @@ def build(cfg: DictConfig) -> Built:
 
 
 def results(cfg: DictConfig, trainer: pl.Trainer, built: Built) -> dict[str, Any]:
-    """The per-dim test accuracies of the final weights."""
+    """The per-dim test accuracies of the final weights, and which split they were tested on
+    where the data module says (`test_split`: an ImageFolder's `"val"` when no test folder)."""
     model = built.model
+    split = getattr(built.datamodule, "test_split", None)
     return {
         "experiment": str(cfg.name),
         "method": model.head.method,
         "nesting": list(model.nesting),
+        **({"test_split": split} if split is not None else {}),
         "per_dim": per_dim_results(trainer.callback_metrics, model.nesting, stage="test"),
     }
 
 
 def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]) -> None:
-    """Print the table."""
+    """Print the table, and say when the test set was the validation folder."""
     title = f"{cfg.name} [{results['method']}]: test accuracy per dim ({run_dir})"
-    print(format_table(results["per_dim"], title))
+    print(format_table(results["per_dim"], table_title(cfg, title)))
+    if results.get("test_split") == "val":
+        print(built.datamodule.val_is_test_note())
 
 
 def check(cfg: DictConfig) -> None:

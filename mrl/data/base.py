@@ -365,6 +365,7 @@ class VisionDataModule(ResumableTraining, pl.LightningDataModule):
         pin_memory: pin host memory for faster GPU transfer (default: CUDA available).
         limit_train / limit_val / limit_test: keep a seeded random subset of at most
             this many samples of the split (``None`` = all), for quick runs.
+        name: the data set's short name (``data.name``), which names the runs trained on it.
     """
 
     num_classes: int
@@ -383,6 +384,7 @@ class VisionDataModule(ResumableTraining, pl.LightningDataModule):
         limit_train: int | None = None,
         limit_val: int | None = None,
         limit_test: int | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("image_size", image_size)):
@@ -392,6 +394,7 @@ class VisionDataModule(ResumableTraining, pl.LightningDataModule):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"data.seed must be an integer, got {seed!r}")
         self.root = str(root) if root is not None else ""
+        self.name = None if name is None else str(name)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
         self.num_workers = num_workers

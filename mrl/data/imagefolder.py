@@ -1,9 +1,11 @@
 """ImageFolder data module (ImageNet-style ``<dir>/<class>/<image>`` trees).
 
 Training images come from ``train_dir`` (RandomResizedCrop + horizontal flip),
-validation and test images both from ``val_dir`` (Resize + CenterCrop), all
-normalised with the ImageNet mean/std. The training crop side (``train_resolution``)
-can be changed between epochs, e.g. by ``mrl.training.callbacks.ProgressiveResolution``.
+validation images from ``val_dir`` and test images from ``test_dir`` (``root/test`` when that
+folder exists, else ``val_dir`` again, which ``check`` says in one line), both Resize +
+CenterCrop, all normalised with the ImageNet mean/std. The training crop side
+(``train_resolution``) can be changed between epochs, e.g. by
+``mrl.training.callbacks.ProgressiveResolution``.
 
 ``decode="cpu"`` (default) decodes with PIL and transforms in the loader workers;
 ``decode="device"`` has the workers only read the files' bytes and decodes and augments
@@ -13,6 +15,7 @@ whole batches on the training device (``mrl.data.jpeg``) in ``on_before_batch_tr
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 
 import torch
 import torchvision
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
@@ -35,6 +39,8 @@ from mrl.data.jpeg import (
     eval_batch,
     train_batch,
 )
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,10 +79,12 @@ class ImageFolderDataModule(VisionDataModule):
 
     Args:
         root: parent directory; ``train_dir``/``val_dir`` default to ``root/train`` and
-            ``root/val``.
+            ``root/val``, ``test_dir`` to ``root/test`` if that folder exists.
         train_dir: training tree (one sub-folder per class).
-        val_dir: evaluation tree with the same class folders; used for validation
-            and test.
+        val_dir: validation tree with the same class folders.
+        test_dir: test tree with the same class folders. ``None``: ``root/test`` when it is
+            a folder, else the validation tree doubles as the test set (``test_split``
+            says which: ``"test"`` or ``"val"``).
         num_classes: expected number of classes; checked against the class folders.
             ``None`` counts the folders of ``train_dir`` at construction.
         image_size: training crop (RandomResizedCrop) side at the start; see
@@ -101,6 +109,7 @@ class ImageFolderDataModule(VisionDataModule):
         root: str = "",
         train_dir: str | None = None,
         val_dir: str | None = None,
+        test_dir: str | None = None,
         num_classes: int | None = None,
         batch_size: int = 256,
         num_workers: int = 8,
@@ -129,17 +138,28 @@ class ImageFolderDataModule(VisionDataModule):
             positive_int(num_classes, "data.num_classes")
         self.train_dir = str(train_dir) if train_dir else str(Path(self.root) / "train")
         self.val_dir = str(val_dir) if val_dir else str(Path(self.root) / "val")
+        self.test_dir, self.test_split = self._test_folder(test_dir)
+        self._told_val_is_test = False
         self.eval_resize = eval_resize
         self.eval_crop = eval_crop
         self._expected_classes = num_classes
         self.num_classes = num_classes if num_classes is not None else len(self._check_classes())
         self.decode = decode
-        self._eval_folder: torchvision.datasets.ImageFolder | None = None
-        self._encoded_eval_folder: EncodedImageFolder | None = None
+        self._eval_folders: dict[str, Dataset] = {}
         self._augment_epoch, self._augment_batches = -1, 0
         # In shared memory so that a change reaches the workers' copies of the transform.
         self._train_side = torch.tensor([image_size], dtype=torch.int64).share_memory_()
         self.train_resolution_schedule: Callable[[int], int] | None = None
+
+    def _test_folder(self, test_dir: str | None) -> tuple[str, str]:
+        """The test tree and its split name: ``test_dir`` if given, else ``root/test`` when
+        it is a folder (``"test"``), else the validation tree (``"val"``)."""
+        if test_dir:
+            return str(test_dir), "test"
+        default = Path(self.root) / "test"
+        if self.root and default.is_dir():
+            return str(default), "test"
+        return self.val_dir, "val"
 
     @property
     def train_resolution(self) -> int:
@@ -155,9 +175,12 @@ class ImageFolderDataModule(VisionDataModule):
         self._train_side.fill_(positive_int(side, "train_resolution"))
 
     def _check_classes(self) -> list[str]:
-        """Verify both trees exist with identical class folders; return the class names."""
+        """Verify the trees exist with identical class folders; return the class names."""
+        trees = [("train_dir", self.train_dir), ("val_dir", self.val_dir)]
+        if self.test_split == "test":
+            trees.append(("test_dir", self.test_dir))
         names: dict[str, list[str]] = {}
-        for field, d in (("train_dir", self.train_dir), ("val_dir", self.val_dir)):
+        for field, d in trees:
             path = Path(d)
             if not path.is_dir():
                 raise DataNotFoundError(
@@ -170,13 +193,15 @@ class ImageFolderDataModule(VisionDataModule):
                     f"no class folders in {path} (data.{field}): ImageFolder needs one "
                     "sub-folder per class, e.g. <dir>/n01440764/*.JPEG"
                 )
-        train, val = names["train_dir"], names["val_dir"]
-        if train != val:
-            only = sorted(set(train) ^ set(val))[:3]
-            raise ConfigError(
-                f"class folders differ between {self.train_dir} ({len(train)}) and "
-                f"{self.val_dir} ({len(val)}), e.g. {only}: labels would not line up"
-            )
+        train = names["train_dir"]
+        for field, d in trees[1:]:
+            other = names[field]
+            if train != other:
+                only = sorted(set(train) ^ set(other))[:3]
+                raise ConfigError(
+                    f"class folders differ between {self.train_dir} ({len(train)}) and "
+                    f"{d} ({len(other)}), e.g. {only}: labels would not line up"
+                )
         expected = self._expected_classes
         if expected is not None and expected != len(train):
             raise ConfigError(
@@ -187,8 +212,18 @@ class ImageFolderDataModule(VisionDataModule):
 
     def check(self) -> None:
         """Raise ``DataNotFoundError`` if a directory or its class folders are missing,
-        ``ConfigError`` if the class folders disagree with each other or ``num_classes``."""
+        ``ConfigError`` if the class folders disagree with each other or ``num_classes``;
+        say once when the validation tree doubles as the test set."""
         self._check_classes()
+        if self.test_split == "val" and not self._told_val_is_test:
+            self._told_val_is_test = True
+            if rank_zero_only.rank == 0:
+                log.warning(self.val_is_test_note())
+
+    def val_is_test_note(self) -> str:
+        """The line saying that the validation tree is also the test set."""
+        missing = f"no {Path(self.root) / 'test'} folder" if self.root else "no data.test_dir"
+        return f"{missing}: the val folder {self.val_dir} is also the test set"
 
     def train_dataloader(self) -> DataLoader:
         """The training loader; with a ``train_resolution_schedule`` (epoch -> side) and a
@@ -298,30 +333,32 @@ class ImageFolderDataModule(VisionDataModule):
             return ds
         return Subset(ds, self.subset_indices(len(ds), limit, stream).tolist())
 
-    def _eval(self) -> Dataset:
-        if self._decodes_on_device():
-            if self._encoded_eval_folder is None:
-                self._encoded_eval_folder = EncodedImageFolder(self.val_dir)
-            return self._encoded_eval_folder
-        if self._eval_folder is None:
-            self._eval_folder = torchvision.datasets.ImageFolder(
-                self.val_dir, transform=self.eval_transform()
+    def _eval(self, path: str) -> Dataset:
+        """The evaluation dataset of one tree (encoded bytes when decoding on the device),
+        made once: validation and test share it when they are the same tree."""
+        encoded = self._decodes_on_device()
+        key = f"{'encoded' if encoded else 'decoded'}:{path}"
+        if key not in self._eval_folders:
+            self._eval_folders[key] = (
+                EncodedImageFolder(path)
+                if encoded
+                else torchvision.datasets.ImageFolder(path, transform=self.eval_transform())
             )
-        return self._eval_folder
+        return self._eval_folders[key]
 
     def _make_train_val(self, train_augment: bool = True) -> tuple[Dataset, Dataset]:
         if train_augment and self._decodes_on_device():
             train: Dataset = EncodedImageFolder(self.train_dir)
             return (
                 self._limited(train, self.limit_train, TRAIN_STREAM),
-                self._limited(self._eval(), self.limit_val, VAL_STREAM),
+                self._limited(self._eval(self.val_dir), self.limit_val, VAL_STREAM),
             )
         transform = self.train_transform() if train_augment else self.eval_transform()
         train = torchvision.datasets.ImageFolder(self.train_dir, transform=transform)
         return (
             self._limited(train, self.limit_train, TRAIN_STREAM),
-            self._limited(self._eval(), self.limit_val, VAL_STREAM),
+            self._limited(self._eval(self.val_dir), self.limit_val, VAL_STREAM),
         )
 
     def _make_test(self) -> Dataset:
-        return self._limited(self._eval(), self.limit_test, TEST_STREAM)
+        return self._limited(self._eval(self.test_dir), self.limit_test, TEST_STREAM)

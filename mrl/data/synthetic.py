@@ -54,6 +54,7 @@ class SyntheticDataModule(VisionDataModule):
         seed: int = 0,
         drop_last: bool = True,
         pin_memory: bool | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             root=root,
@@ -64,6 +65,7 @@ class SyntheticDataModule(VisionDataModule):
             image_size=image_size,
             drop_last=drop_last,
             pin_memory=pin_memory,
+            name=name,
         )
         for name, value in (
             ("num_classes", num_classes),

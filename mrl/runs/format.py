@@ -101,9 +101,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 # Keys the configs gained or lost without a change to what a run computes, each with the value
 # a config without it stands for (None: any value). A text run's `model` node names its module
 # class (before, the task chose it); `loss.fused` selected a form of the contrastive loss with
-# the same sums, since removed.
+# the same sums, since removed. `data.name` names the run (the default `name`); an ImageFolder
+# run's `data.test_dir` is null (`<root>/test` when it exists, else the val folder).
 SCHEMA_CHANGES: dict[str, Any] = {"model._target_": None, "model._partial_": None,
-                                  "loss.fused": False}  # fmt: skip
+                                  "loss.fused": False, "data.name": None,
+                                  "data.test_dir": None}  # fmt: skip
 
 
 def _same_by_schema(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
