@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -142,6 +143,38 @@ def test_signal_saves_and_the_rerun_ends_like_an_uninterrupted_run(
     assert not (run_dir / "checkpoints" / "interrupted.ckpt").exists()
 
 
+# Lightning's warnings that a resume of this package's runs answers: the sampler skips what the
+# run trained, and the checkpoint folder is the run's own.
+RESUME_WARNINGS = ("your dataloader is not resumable", "exists and is not empty")
+
+
+def test_a_resume_mid_epoch_shows_no_warning_it_answers(tmp_path: Path, recwarn):
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        train(compose_train(run_dir, *COMMON, *callback("SignalAtStep", step=11, signum=2)))
+    recwarn.clear()
+    out = train(compose_train(run_dir, *COMMON))
+    assert out["resumed_from"].endswith("interrupted.ckpt")  # step 12: mid-epoch, folder full
+    shown = [str(w.message) for w in recwarn]
+    assert not [m for m in shown if any(text in m for text in RESUME_WARNINGS)], shown
+
+
+def test_the_same_warnings_about_other_folders_or_data_still_show(tmp_path: Path):
+    from mrl.training.quiet import resume_warnings_silenced
+
+    own, other = tmp_path / "run" / "checkpoints", tmp_path / "elsewhere"
+    texts = [f"Checkpoint directory {os.path.realpath(own)} exists and is not empty.",
+             f"Checkpoint directory {os.path.realpath(other)} exists and is not empty.",
+             "You're resuming from a checkpoint that ended before the epoch ended and your "
+             "dataloader is not resumable."]  # fmt: skip
+    with pytest.warns(UserWarning) as shown, resume_warnings_silenced(own, resumable_data=False):
+        for text in texts:
+            warnings.warn(text, stacklevel=1)
+    messages = [str(w.message) for w in shown]
+    assert len(messages) == 2 and str(os.path.realpath(other)) in messages[0]
+    assert "dataloader is not resumable" in messages[1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_random_augmentation_and_model_randomness_resume_exactly(tmp_path: Path, workers: int):
@@ -212,12 +245,12 @@ def test_a_rerun_with_a_new_learning_rate_uses_it(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert "failed: non-finite" in err
     assert "resuming from" in err and "(step 8)" in err and "optimizer.lr: 0.003 -> 0.001" in err
-    lrs = pd.read_csv(run_dir / "csv" / "metrics.csv").dropna(subset=["lr-AdamW/pg1"])
+    lrs = pd.read_csv(run_dir / "csv" / "metrics.csv").dropna(subset=["lr/pg1"])
     fresh = tmp_path / "fresh"
     train(compose_train(fresh, *COMMON, "optimizer.lr=0.001"))
-    fresh_lrs = pd.read_csv(fresh / "csv" / "metrics.csv").dropna(subset=["lr-AdamW/pg1"])
-    late = lrs[lrs.step >= 8].set_index("step")["lr-AdamW/pg1"]
-    assert late.to_dict() == fresh_lrs.set_index("step")["lr-AdamW/pg1"].loc[late.index].to_dict()
+    fresh_lrs = pd.read_csv(fresh / "csv" / "metrics.csv").dropna(subset=["lr/pg1"])
+    late = lrs[lrs.step >= 8].set_index("step")["lr/pg1"]
+    assert late.to_dict() == fresh_lrs.set_index("step")["lr/pg1"].loc[late.index].to_dict()
 
 
 @pytest.mark.slow

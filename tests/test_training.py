@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mrl.cli.train import train
 from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.training.builders import build_model
+from mrl.training.lifecycle import table_title
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,17 @@ def test_fast_dev_run_writes_results(tmp_path: Path, head: str, dims: list[int])
     assert on_disk["experiment"] == cfg.name
     assert on_disk["method"] == head
     assert on_disk["provenance"]["git_revision"]  # what made the numbers travels with them
+
+
+def test_a_debug_runs_table_says_it_is_not_a_result(tmp_path: Path, capsys):
+    train(compose_train(tmp_path, *FAST, "debug=fdr"))
+    (title,) = [line for line in capsys.readouterr().out.splitlines() if "per dim" in line]
+    assert title.endswith(f"({tmp_path}) — debug (fast_dev_run: 1 batch), not a result")
+    limited = compose_train(tmp_path, *FAST, "debug=limit")
+    assert table_title(limited, "t") == (
+        "t — debug (limit_train_batches: 10, limit_test_batches: 3), not a result"
+    )
+    assert table_title(compose_train(tmp_path, *FAST), "t") == "t"
 
 
 def test_ff_at_a_chosen_dim(tmp_path: Path):

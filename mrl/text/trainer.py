@@ -23,7 +23,7 @@ from mrl.text.evaluation import (
 )
 from mrl.training.builders import build_trainer
 from mrl.training.checks import check_text_config
-from mrl.training.lifecycle import Built, TrainerSpec, run_training
+from mrl.training.lifecycle import Built, TrainerSpec, run_training, table_title
 
 
 def text_encoder_of(model: pl.LightningModule) -> Any:
@@ -75,7 +75,7 @@ def finish(cfg: DictConfig, run_dir: Path, built: Built, results: dict[str, Any]
             encoder, built.datamodule.tokenizer, run_dir / "model", card
         )
         results["model_dir"] = str(path)
-    title = f"{cfg.name} [{cfg.task}]: test metrics per dim ({run_dir})"
+    title = table_title(cfg, f"{cfg.name} [{cfg.task}]: test metrics per dim ({run_dir})")
     if "eval_sets" in results:
         from mrl.text.evaluation import format_set_tables, write_set_rows
 

@@ -40,6 +40,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mrl.core.errors import ConfigError, NonFiniteError, RunInterrupted, one_line
+from mrl.data.base import ResumableTraining
 from mrl.runs.checkpoints import (
     CHECKPOINT_DIR,
     INTERRUPTED,
@@ -58,6 +59,7 @@ from mrl.runs.directory import (
 )
 from mrl.runs.files import atomic_write_json, read_status, write_status
 from mrl.runs.format import RESULTS_FILE, config_changes
+from mrl.training.quiet import resume_warnings_silenced
 from mrl.training.resumable import RunLifecycle
 
 log = logging.getLogger("mrl.training.lifecycle")
@@ -185,7 +187,10 @@ def run_training(
             write_status(run_dir, "running", pid=os.getpid(), host=socket.gethostname())
         with lifecycle.signals():
             try:
-                trainer.fit(built.model, datamodule=built.datamodule, ckpt_path=_str(resume))
+                with resume_warnings_silenced(
+                    run_dir / CHECKPOINT_DIR, isinstance(built.datamodule, ResumableTraining)
+                ):
+                    trainer.fit(built.model, datamodule=built.datamodule, ckpt_path=_str(resume))
             except RunInterrupted as stop:
                 if rank_zero:
                     write_status(run_dir, "interrupted", signal=signal.Signals(stop.signum).name,
@@ -233,6 +238,28 @@ def run_training(
     finally:
         finish_wandb(trainer)
         lock.release()
+
+
+def debug_settings(trainer_cfg: Any) -> list[str]:
+    """The trainer settings that cut a run short (`conf/debug/`): `fast_dev_run: 1 batch`, or
+    the training and test limits (`limit_train_batches: 10`); empty for a full run."""
+    fast = trainer_cfg.get("fast_dev_run") or False
+    if fast:
+        batches = 1 if fast is True else int(fast)
+        return [f"fast_dev_run: {batches} batch{'es' if batches != 1 else ''}"]
+    limits = []
+    for key in ("limit_train_batches", "limit_test_batches"):
+        value = trainer_cfg.get(key)
+        if value is not None and not (isinstance(value, float) and value >= 1.0):
+            limits.append(f"{key}: {value}")
+    return limits
+
+
+def table_title(cfg: DictConfig, title: str) -> str:
+    """`title` of the printed per-dim table, saying so where the run was a debug run:
+    `... — debug (fast_dev_run: 1 batch), not a result`."""
+    settings = debug_settings(cfg.get("trainer") or {})
+    return f"{title} — debug ({', '.join(settings)}), not a result" if settings else title
 
 
 def finished_results(cfg: DictConfig, prog: str, run_dir: Path) -> dict[str, Any]:

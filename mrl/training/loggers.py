@@ -1,6 +1,7 @@
 """The run's loggers: a CSV logger whose `metrics.csv` survives a resume (the rows up to the
 checkpoint a run resumes from are kept and the new ones appended; Lightning's deletes the file),
-and a wandb logger laid out for per-dim metrics (`MatryoshkaWandbLogger`)."""
+lists per-dim columns in dim order and names learning rates as wandb does, and a wandb logger
+laid out for per-dim metrics (`MatryoshkaWandbLogger`)."""
 
 import csv
 import io
@@ -18,16 +19,44 @@ from lightning.pytorch.utilities import rank_zero_only
 from mrl.runs.files import atomic_write_text
 from mrl.runs.format import UNTRACKED_KEYS
 
+# LearningRateMonitor's names: `lr-<Optimizer>` (one group) or `lr-<Optimizer>/<group>`.
+LR_KEY = re.compile(r"^lr-[A-Za-z0-9_]+(?:/(?P<group>[^/]+))?$")
+
+
+def lr_key(name: str) -> str | None:
+    """`lr/<param group>` for a learning rate's logged name (`lr-AdamW/pg2` -> `lr/pg2`,
+    `lr-SGD` -> `lr/pg1`); None for any other name."""
+    match = LR_KEY.match(name)
+    return f"lr/{match['group'] or 'pg1'}" if match else None
+
+
+def csv_key(name: str) -> str:
+    """The `metrics.csv` column of a logged metric: learning rates as `lr_key`, others as
+    logged."""
+    return lr_key(name) or name
+
+
+def column_order(name: str) -> tuple[str, int]:
+    """Sort key of a `metrics.csv` column: a per-dim column (`<name>@<dim>`) after `<name>`,
+    by its dim as a number (`top1@2` before `top1@16`); the others by name."""
+    base, at, dim = name.rpartition("@")
+    return (base, int(dim)) if at and dim.isdigit() else (name, -1)
+
 
 def keep_rows_before(path: str, step: int) -> list[str]:
-    """Rewrite the CSV at `path` (atomically) keeping only rows logged before `step`; returns
-    its columns (empty when there is no file)."""
+    """Rewrite the CSV at `path` (atomically) keeping only rows logged before `step`, its
+    columns named and ordered as this logger writes them; returns those columns (empty when
+    there is no file)."""
     if not os.path.isfile(path):
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        columns = list(reader.fieldnames or [])
-        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) < step]
+        columns = sorted(dict.fromkeys(map(csv_key, reader.fieldnames or [])), key=column_order)
+        rows = [
+            {csv_key(k): v for k, v in r.items() if k is not None}
+            for r in reader
+            if r.get("step", "").isdigit() and int(r["step"]) < step
+        ]
     if not rows:
         os.remove(path)
         return []
@@ -47,10 +76,16 @@ class _ResumableWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         self.metrics_keys = keep_rows_before(self.metrics_file_path, self._resume_step)
 
+    def _record_new_keys(self) -> set[str]:
+        new_keys = super()._record_new_keys()
+        self.metrics_keys.sort(key=column_order)
+        return new_keys
+
 
 class ResumableCSVLogger(CSVLogger):
     """`CSVLogger` that keeps the rows of earlier attempts of a run up to `resume_step` (set by
-    the run lifecycle before training; 0, the default, starts a fresh file)."""
+    the run lifecycle before training; 0, the default, starts a fresh file), orders per-dim
+    columns by dim (`column_order`) and names learning rates `lr/<group>` (`csv_key`)."""
 
     resume_step: int = 0
 
@@ -66,12 +101,15 @@ class ResumableCSVLogger(CSVLogger):
         """Keep the earlier rows logged before `step` (the resumed checkpoint's step)."""
         self.resume_step = int(step)
 
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log `metrics` under their `metrics.csv` names (`csv_key`)."""
+        super().log_metrics({csv_key(k): v for k, v in metrics.items()}, step)
+
 
 # -- wandb ------------------------------------------------------------------------------------
 
 PER_DIM_KEY = re.compile(r"^(?P<stage>[^/@]+)/(?P<metric>[^/@]+)@(?P<dim>\d+)$")
-# LearningRateMonitor's names: `lr-<Optimizer>` (one group) or `lr-<Optimizer>/<group>`.
-LR_KEY = re.compile(r"^lr-[A-Za-z0-9_]+(?:/(?P<group>[^/]+))?$")
 # wandb's workspace puts every key into the section named by its first `/` segment and orders
 # the panels of a section by their names as strings (so `@128` came before `@16` and `@2`):
 # one section per stage and metric, with zero-padded dims, lists them smallest dim first.
@@ -91,9 +129,7 @@ def wandb_key(name: str) -> str:
     `lr/<param group>` (`lr-AdamW/pg1` -> `lr/pg1`, `lr-SGD` -> `lr/pg1`), others unchanged."""
     if match := PER_DIM_KEY.match(name):
         return dim_key(match["stage"], match["metric"], int(match["dim"]))
-    if match := LR_KEY.match(name):
-        return f"lr/{match['group'] or 'pg1'}"
-    return name
+    return lr_key(name) or name
 
 
 def per_dim_rows(metrics: Mapping[str, Any], stages: tuple[str, ...] = TABLE_STAGES) -> dict:
@@ -143,8 +179,8 @@ class MatryoshkaWandbLogger(WandbLogger):
     `lr/<group>`, and at each validation and test end a `{stage}/per_dim` table (dim, metric,
     value) with a line plot of each metric against dim (`{stage}-{metric}/by_dim`).
 
-    `name` gets the Hydra job's other overrides appended (`run_name`). Only what reaches wandb
-    is renamed: the other loggers (the CSV log) keep the metrics' own names.
+    `name` gets the Hydra job's other overrides appended (`run_name`). The per-dim names are
+    wandb's alone: the CSV log keeps `val/top1@16` (and names learning rates as here).
     """
 
     def __init__(self, name: str | None = None, **kwargs: Any) -> None:
