@@ -51,7 +51,7 @@ bench: install data
 	$(VENV)/bin/python experiments/bench/step_time.py
 
 # On a machine with one CUDA GPU: the gpu-marked tests and the GPU timings, in about 8 minutes;
-# results in experiments/results/gpu/. `ARGS=--dry-run` rehearses it on the CPU.
+# results in outputs/gpu_check/ (ARGS=--out DIR elsewhere). `ARGS=--dry-run` rehearses it on the CPU.
 gpu-check: install
 	$(VENV)/bin/python experiments/bench/gpu_check.py $(ARGS)
 

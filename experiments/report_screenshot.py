@@ -2,11 +2,13 @@
 
     python experiments/report_screenshot.py REPORT_DIR_OR_INDEX_HTML [--out PNG] [--width 1280]
 
-Renders the page at `--width` CSS pixels and saves one PNG of the whole page (default: a
-`screenshot.png` beside the page). Chromium cannot measure a page's height from the command line,
-so the height is estimated from the page (its figures' sizes at that width and its text), and the
-blank rows below the page are cut from the PNG. Exits with status 2 and one line when no
-Chromium (or Chrome) is installed.
+Renders the page at `--width` CSS pixels and saves one PNG of the whole page (default:
+`$MRL_OUTPUT_ROOT/report/<the page's folder name>/screenshot.png`, `$MRL_OUTPUT_ROOT` defaulting
+to `outputs`: beside a page that `mrl-report` wrote where it writes by default; the committed
+`experiments/results/report/screenshot.png` only when `--out` names it). Chromium cannot measure
+a page's height from the command line, so the height is estimated from the page (its figures'
+sizes at that width and its text), and the blank rows below the page are cut from the PNG. Exits
+with status 2 and one line when no Chromium (or Chrome) is installed.
 """
 
 from __future__ import annotations
@@ -92,11 +94,20 @@ def screenshot(page: Path, out: Path, width: int = 1280, browser: str | None = N
     return out
 
 
+def default_out(page: Path) -> Path:
+    """`<output root>/report/<the page's folder name>/screenshot.png`: beside the page where
+    `mrl-report` writes by default."""
+    from mrl.report.paths import output_root
+
+    return output_root() / "report" / (page.parent.resolve().name or "root") / "screenshot.png"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: one line printed; 0 on success, 2 without Chromium or without the page."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="a report folder (its index.html) or a page")
-    parser.add_argument("--out", type=Path, default=None, help="PNG to write")
+    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: "
+                        "$MRL_OUTPUT_ROOT/report/<page's folder>/screenshot.png)")  # fmt: skip
     parser.add_argument("--width", type=int, default=1280, help="window width in CSS pixels")
     args = parser.parse_args(argv)
     page = args.report / "index.html" if args.report.is_dir() else args.report
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             "it, e.g. `apt-get install chromium`"
         )
         return 2
-    out = args.out or page.parent / "screenshot.png"
+    out = args.out or default_out(page)
     screenshot(page, out, args.width, browser)
     print(f"report_screenshot: wrote {out} ({out.stat().st_size // 1024} KiB)")
     return 0

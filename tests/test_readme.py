@@ -19,6 +19,32 @@ def readme_line(prefix: str) -> str:
     return lines[0]
 
 
+def readme_command(prefix: str) -> list[str]:
+    """The words of the one README command starting with `prefix`, its continued lines (`\\`
+    at the end) joined."""
+    joined = README.replace("\\\n", " ")
+    lines = [line.strip() for line in joined.splitlines() if line.strip().startswith(prefix)]
+    assert len(lines) == 1, f"the README should show one `{prefix} ...` command, found {lines}"
+    return shlex.split(lines[0])
+
+
+def test_the_readme_claims_command_rewrites_the_committed_tables_unchanged(
+    tmp_path: Path, monkeypatch
+):
+    from mrl.cli.report import main
+
+    words = readme_command(".venv/bin/mrl-report --claims")
+    committed = ROOT / words[words.index("--out") + 1]
+    assert committed == ROOT / "experiments" / "results"  # the command that made those files
+    words[words.index("--out") + 1] = str(tmp_path)
+    monkeypatch.chdir(ROOT)  # its paths are relative to the checkout
+    main(words[1:])
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert {"claims.md", "claims.csv"} <= set(written), written
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
+
+
 @pytest.mark.slow
 def test_the_readme_notebook_command_executes_a_notebook(tmp_path: Path):
     words = shlex.split(readme_line(".venv/bin/jupyter nbconvert"))

@@ -17,6 +17,10 @@ then run (a rerun continues: finished settings are skipped, their rows kept)
     .venv/bin/python experiments/bench/adaptive_retrieval_1m.py \
         --embeddings outputs/fmnist_2048/main/embeddings
 
+Its table goes to `--out` (default `$MRL_OUTPUT_ROOT/bench/adaptive_retrieval_1m.csv`,
+`$MRL_OUTPUT_ROOT` defaulting to `outputs`; the recorded one is
+`experiments/results/fmnist_2048/eval/adaptive_retrieval.csv`, written only when `--out` names it).
+
 Every setting is one cascade: a first stage (exact flat, HNSW, IVF with a coarse quantizer on a
 shorter prefix, or binary codes by Hamming distance) on the contiguous normalised prefix of
 `dims[0]`, then re-ranks that gather the candidates' rows from the memory-mapped embeddings.
@@ -54,9 +58,9 @@ from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops, overlap_
 from mrl.eval.index_cache import embeddings_fingerprint  # noqa: E402
 from mrl.eval.metrics import neighbor_labels_of, retrieval_metrics  # noqa: E402
 from mrl.eval.search import normalize_prefix  # noqa: E402
+from mrl.report.paths import output_root  # noqa: E402
 from mrl.runs.files import atomic_write_text, write_csv  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 K = 10
 MIB = 1 << 20
 
@@ -157,7 +161,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--db-rows", type=int, default=None, help="first N database rows only")
     parser.add_argument("--only", nargs="+", default=None, help="run only these settings")
     parser.add_argument(
-        "--out", default=str(ROOT / "experiments/results/bench/adaptive_retrieval_1m.csv")
+        "--out",
+        default=str(output_root() / "bench" / "adaptive_retrieval_1m.csv"),
+        help="the table (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     args.ivf = args.ivf or [[8, 16], [16, 32]]

@@ -14,10 +14,12 @@ biases), at the paper's shapes (batch 256, D 2048, nesting 8..2048) with 1000 cl
 Every setting is timed in rounds that interleave the settings of its table (machine noise hits
 all alike): median of `--repeats` after warm-up, and the ratios of medians. `--compile` adds the
 same under `torch.compile` where it works on CPU; a GPU section (bf16) runs when CUDA is there.
-Writes `experiments/results/bench/kernels.csv` (table, setting, ms, ratio_to, ratio) and the
-same tables as Markdown in `kernels.md`.
+Writes `--out` (default `$MRL_OUTPUT_ROOT/bench/kernels.csv`, `$MRL_OUTPUT_ROOT` defaulting to
+`outputs`: table, setting, ms, ratio_to, ratio) and the same tables as Markdown beside it
+(`kernels.md`); the recorded ones are rewritten only when `--out` names them.
 
-    OMP_NUM_THREADS=2 .venv/bin/python experiments/bench/fused_kernels.py [--repeats 25] [--compile]
+    OMP_NUM_THREADS=2 .venv/bin/python experiments/bench/fused_kernels.py [--repeats 25] \
+        [--compile] [--out experiments/results/bench/kernels.csv]
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ import torch.nn.functional as F
 
 from mrl import MatryoshkaLoss, MRLHead
 from mrl.core import naive
+from mrl.report.paths import output_root
 from mrl.runs.files import atomic_write_text, write_csv
 
-ROOT = Path(__file__).resolve().parents[2]
 PAPER_NESTING = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -144,7 +146,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--compile", action="store_true", help="also time under torch.compile")
-    parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench/kernels.csv")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=output_root() / "bench" / "kernels.csv",
+        help="the CSV; the Markdown goes beside it (default: %(default)s)",
+    )
     args = parser.parse_args()
     say(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of "

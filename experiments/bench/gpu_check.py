@@ -1,7 +1,7 @@
 """Every GPU-only path of the framework, checked and timed by one command on one CUDA GPU.
 
     make gpu-check                                      # .venv's Python, results in
-                                                        # experiments/results/gpu/
+                                                        # outputs/gpu_check/
     python3 experiments/bench/gpu_check.py [--out DIR]  # a machine's own CUDA PyTorch
     python3 experiments/bench/gpu_check.py --dry-run    # the same code on the CPU, tiny sizes
 
@@ -19,11 +19,12 @@ retrieval (a 16-dim shortlist of 200, re-ranked at 2048 dims) over a 1M x 2048 d
 GPU.
 
 Writes `<out>/gpu_check.json` (environment, every check with its status and seconds, every
-timing) and `<out>/gpu_check.md`, as each section finishes; exits 1 if any check failed, 2 on
-bad arguments (no CUDA GPU without `--dry-run`). The dry run is part of `make test`, so the
-script cannot rot between GPU loans. Sized to finish within `--budget-s` (8 minutes on one
-H200, imports and compilation included): a section that would start past the budget is
-recorded as skipped.
+timing) and `<out>/gpu_check.md`, as each section finishes (`--out` defaults to
+`$MRL_OUTPUT_ROOT/gpu_check`, `$MRL_OUTPUT_ROOT` defaulting to `outputs`); exits 1 if any check
+failed, 2 on bad arguments (no CUDA GPU without `--dry-run`). The dry run is part of
+`make test`, so the script cannot rot between GPU loans. Sized to finish within `--budget-s`
+(8 minutes on one H200, imports and compilation included): a section that would start past the
+budget is recorded as skipped.
 
 Installs nothing. Expects, on the GPU machine: CUDA PyTorch (2.1 or newer), torchvision,
 lightning, torchmetrics, hydra-core, omegaconf, numpy, pillow and pytest; FAISS with GPU
@@ -379,7 +380,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=None,
-        help="default: experiments/results/gpu (dry run: outputs/gpu_check_dry)",
+        help="default: $MRL_OUTPUT_ROOT/gpu_check (dry run: $MRL_OUTPUT_ROOT/gpu_check_dry), "
+        "$MRL_OUTPUT_ROOT defaulting to outputs",
     )
     parser.add_argument(
         "--budget-s",
@@ -407,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = "cpu" if args.dry_run else "cuda"
     size = SIZES["dry" if args.dry_run else "gpu"]
-    default_out = "outputs/gpu_check_dry" if args.dry_run else "experiments/results/gpu"
-    out = args.out or ROOT / default_out
+    from mrl.report.paths import output_root
+
+    out = args.out or output_root() / ("gpu_check_dry" if args.dry_run else "gpu_check")
     command = "python experiments/bench/gpu_check.py" + (" " + " ".join(argv) if argv else "")
     results: dict[str, Any] = dict(
         command=command, dry_run=args.dry_run, seconds=0.0, environment=environment(device),

@@ -15,10 +15,11 @@ flip + normalisation, batches of --batch-size) of:
 
 each with 0 and 2 loader workers. A pass iterates one epoch; its first --warmup batches
 (worker start-up, first allocations) are not timed; a row is the best of --passes passes.
-Writes experiments/results/bench/loader_throughput.csv
-(path,device,num_workers,batch_size,resolution,images_per_s).
+Writes `--out` (path,device,num_workers,batch_size,resolution,images_per_s; default
+`$MRL_OUTPUT_ROOT/bench/loader_throughput.csv`, `$MRL_OUTPUT_ROOT` defaulting to `outputs`).
 
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/bench/loader_throughput.py [--images 512]
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/bench/loader_throughput.py [--images 512] \
+        [--out experiments/results/bench/loader_throughput.csv]
 """
 
 import argparse
@@ -35,9 +36,9 @@ from torch.utils.data import DataLoader
 
 from mrl.data import ImageFolderDataModule
 from mrl.data.jpeg import EncodedImageFolder, collate_encoded
+from mrl.report.paths import output_root
 from mrl.runs.files import write_csv
 
-ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ["path", "device", "num_workers", "batch_size", "resolution", "images_per_s"]
 
 
@@ -112,7 +113,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches per pass")
     parser.add_argument("--passes", type=int, default=2, help="passes per row (best kept)")
     parser.add_argument(
-        "--out", default=str(ROOT / "experiments/results/bench/loader_throughput.csv")
+        "--out",
+        default=str(output_root() / "bench" / "loader_throughput.csv"),
+        help="the table (default: %(default)s)",
     )
     args = parser.parse_args(argv)
 

@@ -15,9 +15,11 @@ nesting. For every stage it records the peak resident memory during the stage (R
 anonymous part, sampled from /proc every 5 ms; the file part is the memmap's cached pages), the
 process's lifetime high-water mark (ru_maxrss) and the peak of NumPy allocations during the
 stage (tracemalloc; arrays kept from earlier stages, like the normalised prefixes, included).
-Writes experiments/results/bench/retrieval_scale.csv.
+Writes `--out` (default `$MRL_OUTPUT_ROOT/bench/retrieval_scale.csv`, `$MRL_OUTPUT_ROOT`
+defaulting to `outputs`).
 
-    .venv/bin/python experiments/bench/retrieval_scale.py [--n-db 1000000 --n-query 10000 ...]
+    .venv/bin/python experiments/bench/retrieval_scale.py [--n-db 1000000 --n-query 10000 ...] \
+        [--out experiments/results/bench/retrieval_scale.csv]
 """
 
 import argparse
@@ -36,9 +38,9 @@ from mrl.core.nesting import halving_nesting, validate_nesting
 from mrl.eval.funnel import FunnelIndex, default_funnel, funnel_mflops
 from mrl.eval.metrics import neighbor_labels_of, retrieval_metrics
 from mrl.eval.search import normalize_prefix
+from mrl.report.paths import output_root
 from mrl.runs.files import write_csv
 
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 K = 10
 
@@ -134,7 +136,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp-dir", default=None, help="where the temporary memmap goes")
     parser.add_argument(
-        "--out", default=str(ROOT / "experiments/results/bench/retrieval_scale.csv")
+        "--out",
+        default=str(output_root() / "bench" / "retrieval_scale.csv"),
+        help="the table (default: %(default)s)",
     )
     args = parser.parse_args(argv)
 

@@ -9,9 +9,11 @@ Two measurements, both on the encoder, nesting and loss of the composed config:
    included), alternating between the models; median time per training batch.
 
 Inputs are random tensors of the data config's shape: step time does not depend on pixel values.
-Writes experiments/results/bench/step_time.csv (quantity,value).
+Writes `--out` (quantity,value; default `$MRL_OUTPUT_ROOT/bench/step_time.csv`,
+`$MRL_OUTPUT_ROOT` defaulting to `outputs`).
 
-    .venv/bin/python experiments/bench/step_time.py [--rounds 40] [overrides...]
+    .venv/bin/python experiments/bench/step_time.py [--rounds 40] \
+        [--out experiments/results/bench/step_time.csv] [overrides...]
 
 Extra arguments are Hydra overrides of conf/train.yaml, e.g. `encoder=resnet18 nesting=[8,512]`.
 """
@@ -30,13 +32,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import mrl.training.resolvers  # noqa: F401
 from mrl.conf import CONFIG_DIR
+from mrl.report.paths import output_root
 from mrl.runs.files import atomic_write_text
 from mrl.training.builders import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import batch_timer  # noqa: E402  (the experiment scripts' shared helpers)
 
-ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {"single": ["method=ff"], "mrl": ["method=mrl"], "mrl_e": ["method=mrl_e"]}
 
 
@@ -63,7 +65,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=40, help="interleaved bare-step rounds")
     parser.add_argument("--fit-steps", type=int, default=40, help="steps per Trainer.fit run")
     parser.add_argument("--fit-repeats", type=int, default=3, help="fit runs per model")
-    parser.add_argument("--out", default=str(ROOT / "experiments/results/bench/step_time.csv"))
+    parser.add_argument(
+        "--out",
+        default=str(output_root() / "bench" / "step_time.csv"),
+        help="the table (default: %(default)s)",
+    )
     args, overrides = parser.parse_known_args(argv)
 
     cfgs = {name: compose_variant(overrides, name) for name in VARIANTS}

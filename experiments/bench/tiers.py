@@ -38,7 +38,9 @@ Matryoshka contrastive loss by `mrl-train-text` (the reverse-dictionary benchmar
 2560 training synsets, one epoch of batch 64, 2000 test synsets), then
 `mrl-export <run> --dims 32 64 128 384 --int8`.
 
-Outputs (`--out`, default `experiments/results/bench/tiers.csv`; written by `tiers_report.py`):
+Outputs (`--out`, default `$MRL_OUTPUT_ROOT/bench/tiers.csv`, `$MRL_OUTPUT_ROOT` defaulting to
+`outputs`; the recorded ones only with `--out experiments/results/bench/tiers.csv`; written by
+`tiers_report.py`):
 `tiers.csv` (a row per tier;
 pandas reads it), `tiers.md` (the table, the machine, the settings and the commands),
 `tiers.png` (quality against encoder latency, and against the cost with search) and
@@ -79,10 +81,10 @@ from mrl.export.card import recorded_retrieval  # noqa: E402
 from mrl.export.exporter import CARD, tier_dir_name  # noqa: E402
 from mrl.export.folder import Tier, load_export  # noqa: E402
 from mrl.export.runtime import embed, open_session, time_calls  # noqa: E402
+from mrl.report.paths import output_root  # noqa: E402
 from mrl.runs.files import read_json  # noqa: E402
 from mrl.runs.provenance import cpu_name  # noqa: E402
 
-DEFAULT_OUT = ROOT / "experiments" / "results" / "bench" / "tiers.csv"
 DEFAULT_WORK = ROOT / "outputs" / "bench_tiers"
 DEFAULT_DIMS = (32, 64, 128, 384)
 # Settings that make two rows comparable: a rerun refuses rows measured otherwise.
@@ -613,7 +615,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "quality too where the card has it")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="drop the rows already in --out")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--out", default=str(output_root() / "bench" / "tiers.csv"),
+                   help="the CSV, the other outputs beside it (default: %(default)s)")  # fmt: skip
     args = p.parse_args(argv)
     for name in ("threads", "calls", "batch", "batches", "rounds", "queries", "search_rows",
                  "search_queries", "search_repeats", "search_single", "k"):  # fmt: skip

@@ -15,10 +15,11 @@ Columns: `dim, precision, rescore, bytes_per_vector` (in memory), `disk_bytes_pe
 (with the full vectors `full` reads), `map@10, precision@10, recall@10`, and the share of codes
 equal to sentence-transformers' `quantize_embeddings` on the same prefixes (`st_codes_equal`;
 int8 and binary). Writes `<out>/storage_cost.csv`, `<out>/pareto.md` (the rows no other row
-beats on both bytes and mAP@10, per rescoring mode) and `<out>/storage.png`.
+beats on both bytes and mAP@10, per rescoring mode) and `<out>/storage.png`, `--out` defaulting
+to `$MRL_OUTPUT_ROOT/storage` (`$MRL_OUTPUT_ROOT` defaulting to `outputs`).
 
     .venv/bin/python experiments/studies/storage_cost.py \
-        --embeddings outputs/fmnist_2048/main/embeddings
+        --embeddings outputs/fmnist_2048/main/embeddings [--out experiments/results/storage]
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ from mrl.eval.quantize import (
     unpack_bits,
 )
 from mrl.eval.search import Searcher, normalize_prefix, prefix_norms
+from mrl.report.paths import output_root
 from mrl.runs.files import write_csv
 from mrl.runs.markdown import markdown_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import largest_database_split  # noqa: E402  (the experiment scripts' helpers)
 
-ROOT = Path(__file__).resolve().parents[2]
 K = 10
 
 
@@ -145,7 +146,8 @@ def main(argv: list[str]) -> None:
                         "of an augmented-copies database)")  # fmt: skip
     parser.add_argument("--rescore-k", type=int, default=100)
     parser.add_argument("--dims", type=int, nargs="+", default=None)
-    parser.add_argument("--out", default=str(ROOT / "experiments/results/storage"))
+    parser.add_argument("--out", default=str(output_root() / "storage"),
+                        help="the output folder (default: %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
     emb = Path(args.embeddings)
     largest = largest_database_split(emb)
