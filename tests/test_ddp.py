@@ -51,7 +51,7 @@ def one_node_run(tmp_path_factory) -> Path:
         cmd, cwd=root, env=ONE_THREAD, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return root / "fmnist" / "ddp"
+    return root / "synthetic" / "ddp"
 
 
 @pytest.mark.slow
@@ -113,10 +113,10 @@ def test_two_nodes_simulated_on_one_machine_match_one_node_with_two_processes(
         assert p.returncode == 0, err[-3000:]
 
     single = json.loads((one_node_run / "results.json").read_text())
-    node0 = tmp_path / "node0" / "fmnist" / "two_nodes"
+    node0 = tmp_path / "node0" / "synthetic" / "two_nodes"
     multi = json.loads((node0 / "results.json").read_text())
     assert not (
-        tmp_path / "node1" / "fmnist" / "two_nodes" / "results.json"
+        tmp_path / "node1" / "synthetic" / "two_nodes" / "results.json"
     ).exists()  # rank 0 only
     assert multi["config"]["trainer"]["num_nodes"] == 2
     assert multi["per_dim"] == single["per_dim"]

@@ -91,7 +91,7 @@ def csv_rows(run_dir: Path) -> list[dict]:
 
 def test_run_is_named_and_grouped_from_the_config(trained):
     _, run = trained
-    assert (run.group, run.name) == ("fmnist", "mrl_e-seed3")
+    assert (run.group, run.name) == ("synthetic", "mrl_e-seed3")  # named after its data
 
 
 def test_per_dim_metrics_sort_by_dim_and_keep_their_names_in_the_csv(trained):
