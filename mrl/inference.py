@@ -5,13 +5,15 @@ contrastive and classification tasks), rebuilt by `mrl.saved.load_saved` (which 
 authors' released ResNet-50 checkpoints, by `mrl.saved.official`). `encode` returns the
 first `dim` coordinates of the representation, unit-normalised after the truncation (what
 sentence-transformers' `truncate_dim` would give if it normalised last); `classify` reads the
-nested head of that dim. Images go through the run's evaluation transform; the authors'
-checkpoints use the ImageNet one of `conf/data/imagenet.yaml`. Bad input is a
-`ConfigError` whose one line names the problem and the fix.
+nested head of that dim. Inputs whose prefix is all zero (a zero vector, whatever
+`normalize`) are counted in a `ZeroPrefixWarning`. Images go through the run's evaluation
+transform; the authors' checkpoints use the ImageNet one of `conf/data/imagenet.yaml`. Bad input
+is a `ConfigError` whose one line names the problem and the fix.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from torch import Tensor
 
 from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
+from mrl.core.nesting import zero_prefix_counts
 from mrl.export.graphs import truncate_and_normalise
 from mrl.saved import SavedModel, check_dims, load_saved
 from mrl.saved.text_eval import text_eval_options
@@ -30,6 +33,28 @@ from mrl.saved.text_eval import text_eval_options
 DEFAULT_BATCH_SIZE = 32
 # Text is encoded in chunks of this many batches, each sorted by length inside.
 TEXT_CHUNK_BATCHES = 8
+
+
+class ZeroPrefixWarning(UserWarning):
+    """Some inputs' prefix at the requested dim is all zero: their embeddings are zero vectors."""
+
+
+def zero_prefix_message(count: int, total: int, dim: int) -> str:
+    """The one line that says how many of `total` inputs have an all-zero prefix at `dim`."""
+    return (
+        f"{count} of {total} inputs ({100 * count / total:.3g}%) have an all-zero prefix at "
+        f"dim {dim}: their embeddings are zero vectors"
+    )
+
+
+def warn_zero_prefixes(prefixes: Tensor, dim: int) -> None:
+    """Warn (`ZeroPrefixWarning`, pointing at the caller of `encode`) when any row of
+    `prefixes` `(N, dim)` is all zero."""
+    count = zero_prefix_counts(prefixes.detach().cpu().numpy(), [dim])[dim]
+    if count:
+        warnings.warn(
+            zero_prefix_message(count, len(prefixes), dim), ZeroPrefixWarning, stacklevel=3
+        )
 
 
 class MatryoshkaModel:
@@ -85,10 +110,13 @@ class MatryoshkaModel:
         range), or a list of PIL images or image paths. Texts: a list of strings; `role`
         ("query" or "document") puts the run's prompt for that side before each text and cuts
         it at that side's length, as training did (`prompts`; None: the texts as given).
-        `progress=None` shows a bar when the inputs span more than one batch.
+        `progress=None` shows a bar when the inputs span more than one batch. Inputs whose
+        first `dim` coordinates are all zero are returned as zero vectors, and counted in a
+        `ZeroPrefixWarning`.
         """
         dim = self._dim(dim)
         z = self._represent(inputs, batch_size, device, progress, role)[:, :dim]
+        warn_zero_prefixes(z, dim)
         return truncate_and_normalise(z, dim) if normalize else z
 
     def classify(

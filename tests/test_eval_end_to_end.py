@@ -11,7 +11,7 @@ from conftest import compose_eval, compose_train, requires_fmnist
 from mrl.cli.evaluate import evaluate
 from mrl.cli.train import train
 from mrl.core.errors import ConfigError
-from mrl.eval.pipeline import remove_stale_tables
+from mrl.eval.pipeline import remove_stale_tables, zero_prefix_rows
 from mrl.eval.summary import format_speedup, format_summary
 
 NESTING = [4, 16, 64]
@@ -60,6 +60,8 @@ def test_eval_writes_embeddings_and_every_table(trained_run: Path):
                        "precision@25", "recall@25"]:  # fmt: skip
             assert 0.0 <= clean[(m, metric)] <= 1.0, (m, metric)
         assert clean[(m, "head_top1")] > 0.25  # chance is 0.1
+        all_zero = np.mean(~np.asarray(query[:, :m]).any(axis=1))
+        assert clean[(m, "zero_prefix")] == pytest.approx(all_zero)
     assert clean[(NESTING[-1], "head_top1")] > 0.6
     # The heads' numbers equal what training logged for the same test set.
     results = json.loads((trained_run / "results.json").read_text())
@@ -231,6 +233,31 @@ def test_summary_puts_informative_metrics_first_and_names_both_maps():
     text = format_summary(fake_summary(1.0, 1.5), [], Path("eval"))
     assert "recall@10" in text.splitlines()[1] and "ceiling" not in text
     assert "mAP@10 (paper, ÷k)  69.00  mAP@10 (standard)  70.00" in text
+
+
+def test_zero_prefix_rows_are_the_share_of_all_zero_prefixes():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(400, 64)).astype(np.float16)
+    features[rng.random(400) < 0.3, :4] = 0
+    features[rng.random(400) < 0.05, :16] = 0
+    features[:3, 1:] = 0  # zero after the first coordinate: no zero prefix
+    rows = zero_prefix_rows(features, NESTING)
+    assert [(r["dim"], r["metric"]) for r in rows] == [(m, "zero_prefix") for m in NESTING]
+    for row in rows:
+        m = row["dim"]
+        by_hand = sum(np.count_nonzero(f[:m]) == 0 for f in features) / len(features)
+        assert row["value"] == by_hand
+    assert rows[0]["value"] > rows[1]["value"] > rows[2]["value"] == 0
+    assert np.isnan(zero_prefix_rows(features[:0], [4])[0]["value"])
+
+
+def test_summary_prints_the_share_of_zero_prefixes_per_dim():
+    summary = fake_summary(1.0, 1.5)
+    summary["per_dim"]["4"]["zero_prefix"] = 0.048
+    summary["per_dim"]["64"]["zero_prefix"] = 0.0
+    lines = format_summary(summary, [], Path("eval")).splitlines()
+    assert lines[1].split()[-1] == "zero_prefix"
+    assert lines[2].split()[-1] == "4.80" and lines[3].split()[-1] == "0.00"
 
 
 def test_summary_flags_a_speedup_below_one():

@@ -15,11 +15,13 @@ from conftest import FAST, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import mrl.export.card as cards
 import mrl.export.graphs
 from mrl.cli.export import main
 from mrl.cli.train import train
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.export import INT8_MIN_COSINE, PARITY_ATOL, export_run
+from mrl.export.exporter import parity_images
 from mrl.saved import image_input, load_saved
 from mrl.text.encoders import encode_texts, tokenize
 
@@ -119,6 +121,27 @@ def test_image_card_has_the_contract_quality_and_parity(image_run, image_export)
         assert tier["head"]["argmax_agreement"] == 1.0
     assert card["source"]["nesting"] == [2, 4, 8, 16, 32]
     assert card["source"]["representation_size"] == 32
+
+
+def test_image_card_counts_the_all_zero_prefixes_of_its_inputs(image_run, image_export):
+    _, card = image_export
+    source = load_saved(image_run / "checkpoints" / "last.ckpt")
+    x, note = parity_images(source)
+    with torch.no_grad():
+        z = source.encoder(x).numpy()
+    for dim in IMAGE_DIMS:
+        entry = card["tiers"][str(dim)]["zero_prefix"]
+        count = int(sum(not row[:dim].any() for row in z))
+        assert entry["parity_inputs"] == {
+            "inputs": note, "rows": len(x), "count": count, "fraction": count / len(x),
+        }  # fmt: skip
+        assert entry["test_split"] is None  # the run was not evaluated
+
+
+def test_the_zero_prefix_entry_takes_the_test_splits_share_from_mrl_eval():
+    entry = cards.zero_prefix(1, 16, "given images", {"head_top1": 0.9, "zero_prefix": 0.048})
+    assert entry["parity_inputs"]["fraction"] == 1 / 16 and entry["test_split"] == 0.048
+    assert cards.zero_prefix(0, 16, "given images", None)["test_split"] is None
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 their `encode` checked against the encoder's output sliced (and normalised) by hand, `classify`
 against the nested head's logits, and bad input refused in one line."""
 
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,9 @@ import mrl
 from mrl.cli.train import train
 from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
+from mrl.core.nesting import zero_prefix_counts
 from mrl.encoders.resnet import resnet
+from mrl.inference import ZeroPrefixWarning
 from mrl.saved import load_saved
 
 
@@ -109,6 +113,50 @@ def test_pil_images_and_image_files_encode_like_the_same_pixels_as_a_tensor(imag
         model.encode([tmp_path / "missing.png"])
     with pytest.raises(ConfigError, match="wrap a single image in a list"):
         model.encode(pictures[0])
+
+
+class FirstPixels(torch.nn.Module):
+    """An encoder whose representation is the image's first 32 pixels: zero pixels make zero
+    prefixes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :32]
+
+
+def test_encode_warns_of_all_zero_prefixes_with_their_count(image_run):
+    model = mrl.load(image_run)
+    model.encoder = FirstPixels()
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(5)) + 0.5
+    x[1, 0, 0, :2] = 0  # zero prefix at dim 2
+    x[3, 0, 0, :4] = 0  # zero prefix at dims 2 and 4
+    with pytest.warns(ZeroPrefixWarning) as caught:
+        z = model.encode(x, dim=2)
+    assert [str(w.message) for w in caught] == [
+        "2 of 5 inputs (40%) have an all-zero prefix at dim 2: their embeddings are zero vectors"
+    ]
+    assert caught[0].filename == __file__  # it points at the caller of encode
+    assert z[[1, 3]].abs().sum() == 0 and torch.allclose(z[[0, 2, 4]].norm(dim=1), torch.ones(3))
+    with pytest.warns(ZeroPrefixWarning, match=r"^1 of 5 inputs \(20%\) .* at dim 4:"):
+        model.encode(x, dim=4, normalize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.encode(x, dim=8)
+        model.encode(x[[0, 2, 4]], dim=2)
+
+
+def test_zero_prefix_counts_match_a_count_by_hand():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 16)).astype(np.float32)
+    features[rng.random(300) < 0.2, :2] = 0
+    features[rng.random(300) < 0.1, :8] = 0
+    features[7] = 0
+    features[9, :3] = [0, 0, np.nan]  # not zero: NaN is a value, just a useless one
+    dims = [1, 2, 4, 8, 16]
+    want = {m: int(sum((row[:m] == 0).all() for row in features)) for m in dims}
+    assert zero_prefix_counts(features, dims) == want
+    assert want[16] == 1 and want[2] > want[4] > 0
+    assert zero_prefix_counts(torch.from_numpy(features).half(), dims) == want
+    assert zero_prefix_counts(np.empty((0, 4)), [2]) == {2: 0}
 
 
 @pytest.mark.slow

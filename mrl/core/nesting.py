@@ -1,8 +1,11 @@
-"""Validation and helpers for nesting lists (the representation sizes m that MRL trains)."""
+"""Validation and helpers for nesting lists (the representation sizes m that MRL trains), and
+the count of all-zero prefixes, whose embeddings are zero vectors."""
 
 import operator
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
+
+import numpy as np
 
 from mrl.core.errors import ConfigError
 from mrl.core.validate import is_positive_int
@@ -59,3 +62,23 @@ def halving_nesting(largest: int, smallest: int) -> list[int]:
     while dims[-1] // 2 >= smallest:
         dims.append(dims[-1] // 2)
     return dims[::-1]
+
+
+# Rows per step of `zero_prefix_counts`: bounds its boolean work array to 64k x width bytes.
+_ZERO_PREFIX_CHUNK = 65536
+
+
+def zero_prefix_counts(features: np.ndarray, dims: Sequence[int]) -> dict[int, int]:
+    """`{m: rows of features[:, :m] that are all zero}` for every m of `dims`; `features` is
+    `(N, width)`, any numeric dtype (a CPU tensor too). Such a prefix has no direction: its
+    unit-normalised embedding is the zero vector."""
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (N, width), got shape {features.shape}")
+    width = features.shape[1]
+    first_nonzero = np.empty(len(features), dtype=np.int64)
+    for start in range(0, len(features), _ZERO_PREFIX_CHUNK):
+        nonzero = features[start : start + _ZERO_PREFIX_CHUNK] != 0
+        first = nonzero.argmax(axis=1)
+        first_nonzero[start : start + len(nonzero)] = np.where(nonzero.any(axis=1), first, width)
+    return {int(m): int(np.count_nonzero(first_nonzero >= m)) for m in dims}

@@ -3,7 +3,8 @@
 Outputs, under the target's `out_dir` (the run directory, or `out_dir=`):
 - `embeddings/<split>/{features,labels}.npy`: `database` (training split, eval transforms),
   `query` (test split) and `query-<corruption>` sets; every dim is a slice `[:, :m]`;
-- `eval/metrics.csv`: one row per (dataset, split, method, dim, metric);
+- `eval/metrics.csv`: one row per (dataset, split, method, dim, metric), `zero_prefix` among
+  them: the share of queries whose prefix is all zero (an embedding with no direction);
 - `eval/adaptive_classification.csv`, `eval/adaptive_retrieval.csv`: the adaptive studies (a
   study switched off or not applicable removes its table left by an earlier run);
 - `eval/summary.json`: the headline numbers.
@@ -19,10 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mrl.core.nesting import halving_nesting
+from mrl.core.nesting import halving_nesting, zero_prefix_counts
 from mrl.eval.checks import check_eval_against
 from mrl.eval.head_metrics import (
     head_probabilities,
@@ -47,6 +49,8 @@ log = logging.getLogger("mrl.eval")
 
 # The columns of `eval/metrics.csv`, the run-folder format's.
 METRIC_COLUMNS = EVAL_METRIC_COLUMNS
+# The metric of the share of rows whose prefix at a dim is all zero.
+ZERO_PREFIX = "zero_prefix"
 # The tables of the optional studies, by config section: a study that does not run removes its
 # table from an earlier run, so that eval/ holds the current run's results only.
 SECTION_TABLES = {
@@ -104,6 +108,7 @@ def run_evaluation(
         "database_size": int(len(db)),
         "query_size": int(len(query)),
     }
+    add(CLEAN_SPLIT, zero_prefix_rows(query, dims))
     probs = head_probabilities(head, query, cfg.heads_batch_size) if cfg.heads else None
     if probs is not None:
         add(CLEAN_SPLIT, head_rows(head, probs, query_y))
@@ -255,6 +260,17 @@ def add_baselines(cfg, target, db, db_y, query, query_y, dims: list[int], add) -
                     ),
                     method=name,
                 )  # fmt: skip
+
+
+def zero_prefix_rows(features: np.ndarray, dims: list[int]) -> list[dict]:
+    """`{"dim", "metric": "zero_prefix", "value"}` per dim: the fraction of the rows of
+    `features` `(N, width)` whose first dim coordinates are all zero (NaN when N is 0)."""
+    n = len(features)
+    counts = zero_prefix_counts(features, dims)
+    return [
+        {"dim": int(m), "metric": ZERO_PREFIX, "value": counts[m] / n if n else float("nan")}
+        for m in dims
+    ]
 
 
 def per_dim_summary(rows: list[dict], split: str) -> dict[str, dict[str, float]]:

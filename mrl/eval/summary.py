@@ -7,9 +7,11 @@ from pathlib import Path
 
 from mrl.runs.format import metric_label
 
-# The printed per-dim table, most informative first.
+# The printed per-dim table, most informative first; last, the share of queries whose prefix is
+# all zero (their embeddings are zero vectors).
 SUMMARY_METRICS = [
     "head_top1", "probe_top1", "1nn", "map_standard@10", "map@10", "precision@10", "recall@10",
+    "zero_prefix",
 ]  # fmt: skip
 
 

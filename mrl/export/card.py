@@ -4,6 +4,8 @@ at its dim, read from the run's own results files.
 Quality is taken only where the figures describe the exported weights: `results.json` holds
 the test metrics of the final weights (`checkpoints/last.ckpt`), and `eval/metrics.csv` those
 of the checkpoint named in `eval/summary.json` (rows of its clean query split and its method).
+Each tier also says how many inputs have an all-zero prefix at its dim (their embeddings are zero
+vectors): of the export's parity inputs, and of the test split where mrl-eval measured it.
 """
 
 from __future__ import annotations
@@ -83,6 +85,24 @@ def quality_at(
         "eval_source": f"eval/metrics.csv (split {CLEAN_SPLIT})"
         if evaluation is not None
         else None,
+    }
+
+
+def zero_prefix(
+    count: int, rows: int, inputs: str, evaluation: dict[str, float] | None
+) -> dict[str, Any]:
+    """The card's `zero_prefix` entry of one tier: `count` of the `rows` parity inputs
+    (described by `inputs`) have an all-zero prefix at its dim, and `test_split` is mrl-eval's
+    fraction on the test split (`evaluation`: the tier's `quality.eval`; null without it)."""
+    return {
+        "note": "inputs whose prefix is all zero: their embeddings are zero vectors",
+        "parity_inputs": {
+            "inputs": inputs,
+            "rows": rows,
+            "count": count,
+            "fraction": count / rows if rows else None,
+        },
+        "test_split": (evaluation or {}).get("zero_prefix"),
     }
 
 

@@ -9,7 +9,9 @@ For each dim m, `out_dir/dim_<m>/` receives
   also outputs;
 - `model.int8.onnx` (`int8=True`): dynamic int8 quantisation, with its size and cosine to the
   float model;
-- `card.json`: the tier's input contract, the run's own quality at m and the check figures.
+- `card.json`: the tier's input contract, the run's own quality at m, the check figures and
+  the share of inputs whose prefix at m is all zero (of the parity inputs, and of the test split
+  where mrl-eval measured it).
 
 `out_dir/card.json` gathers the tiers. Every check of the input (the checkpoint, the dims, the
 output folder) runs before anything is exported or written; the tiers are written in a
@@ -31,6 +33,7 @@ import torch
 
 import mrl.export.card as cards
 from mrl.core.errors import ConfigError, DataNotFoundError
+from mrl.core.nesting import zero_prefix_counts
 from mrl.export.checks import check_head, check_out_dir
 from mrl.export.graphs import (
     EMBEDDING,
@@ -319,6 +322,7 @@ def export_run(
 
     results = cards.results_quality(source.run_dir, source.checkpoint)
     evaluation = cards.eval_quality(source.run_dir, source.checkpoint)
+    zeros = zero_prefix_counts(z.numpy(), dims)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}."))
@@ -346,6 +350,9 @@ def export_run(
                         st_tiers, dim, tier / ST_DIR, texts, want, parity_atol
                     )
                 quality = cards.quality_at(dim, results, evaluation)
+                figures["zero_prefix"] = cards.zero_prefix(
+                    zeros[dim], len(z), note, quality["eval"]
+                )
                 entry = _tier_card(source, dim, contract, note, figures, quality)
                 atomic_write_json(tier / CARD, entry)
                 tiers[str(dim)] = entry
