@@ -1,8 +1,8 @@
 """`mrl-export`: ONNX tiers of a trained small CNN and of MiniLM at two dims, checked here
 against PyTorch on inputs of their own (other batch sizes and sequence lengths than the export
 traced), unit norm at the tier's dim, the sentence-transformers round trip, the int8 variant
-within its stated tolerance, the card's quality taken from the run, and bad input refused in
-one line before anything is exported or written."""
+within its stated tolerance, the encoder stored once for all tiers, the card's quality taken
+from the run, and bad input refused in one line before anything is exported or written."""
 
 import json
 from pathlib import Path
@@ -50,7 +50,15 @@ def assert_unit_rows(x: np.ndarray, dim: int) -> None:
 
 
 def tier_dirs(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if p.is_dir())
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and p.name.startswith("dim_"))
+
+
+def tree_size(path: Path) -> int:
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    )
 
 
 # -- a briefly trained small-CNN run (mrl-train, synthetic data) -------------------------------
@@ -72,18 +80,23 @@ def image_export(image_run, tmp_path_factory) -> tuple[Path, dict]:
 def test_image_tiers_equal_the_trained_model(image_run, image_export):
     out, card = image_export
     assert tier_dirs(out) == ["dim_32", "dim_8"] and card["dims"] == IMAGE_DIMS
+    # One model file (and its int8 variant) for both tiers; a tier folder holds its card and head.
+    assert sorted(p.name for p in out.iterdir()) == [
+        "card.json", "dim_32", "dim_8", "model.int8.onnx", "model.onnx",
+    ]  # fmt: skip
+    assert sorted(p.name for p in (out / "dim_8").iterdir()) == ["card.json", "head.onnx"]
     model = load_saved(image_run / "checkpoints" / "last.ckpt").module
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         z = model(x)
         logits = model.head(z)
     for dim in IMAGE_DIMS:
-        got = run_onnx(out / f"dim_{dim}" / "model.onnx", {"images": x.numpy()})
+        got = run_onnx(out / "model.onnx", {"images": x.numpy()}, f"embedding_{dim}")
         assert_unit_rows(got, dim)
         want = F.normalize(z[:, :dim], dim=-1).numpy()
         np.testing.assert_allclose(got, want, atol=PARITY_ATOL)
         # The head classifies from the un-normalised prefix the model also outputs.
-        prefix = run_onnx(out / f"dim_{dim}" / "model.onnx", {"images": x.numpy()}, "prefix")
+        prefix = run_onnx(out / "model.onnx", {"images": x.numpy()}, f"prefix_{dim}")
         np.testing.assert_allclose(prefix, z[:, :dim].numpy(), atol=PARITY_ATOL)
         head_logits = run_onnx(out / f"dim_{dim}" / "head.onnx", {"prefix": prefix}, "logits")
         want_logits = logits[list(model.nesting).index(dim)].numpy()
@@ -94,15 +107,14 @@ def test_image_int8_tiers_stay_within_their_tolerance(image_export):
     out, card = image_export
     x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(8)).numpy()
     for dim in IMAGE_DIMS:
-        tier = out / f"dim_{dim}"
-        full = run_onnx(tier / "model.onnx", {"images": x})
-        small = run_onnx(tier / "model.int8.onnx", {"images": x})
+        full = run_onnx(out / "model.onnx", {"images": x}, f"embedding_{dim}")
+        small = run_onnx(out / "model.int8.onnx", {"images": x}, f"embedding_{dim}")
         assert_unit_rows(small, dim)
         cos = (full * small).sum(1)
         stated = card["tiers"][str(dim)]["int8"]
         assert stated["tolerance_min_cosine"] == INT8_MIN_COSINE
         assert cos.min() >= INT8_MIN_COSINE and stated["min_cosine"] >= INT8_MIN_COSINE
-        assert stated["size_bytes"] == (tier / "model.int8.onnx").stat().st_size
+        assert stated["size_bytes"] == (out / "model.int8.onnx").stat().st_size
 
 
 def test_image_card_has_the_contract_quality_and_parity(image_run, image_export):
@@ -113,6 +125,11 @@ def test_image_card_has_the_contract_quality_and_parity(image_run, image_export)
         assert tier == card["tiers"][str(dim)]
         assert tier["inputs"][0]["shape"] == ["batch", 1, 28, 28]
         assert [o["shape"] for o in tier["outputs"]] == [["batch", dim], ["batch", dim]]
+        assert [o["name"] for o in tier["outputs"]] == [f"embedding_{dim}", f"prefix_{dim}"]
+        assert tier["output"] == f"embedding_{dim}"
+        assert tier["files"] == {"model": "../model.onnx", "model_int8": "../model.int8.onnx",
+                                 "head": "head.onnx"}  # fmt: skip
+        assert tier["head"]["fed_by"] == f"prefix_{dim}"
         (row,) = [r for r in results["per_dim"] if r["dim"] == dim]
         assert tier["quality"]["test"] == {"top1": row["top1"], "top5": row["top5"]}
         assert tier["quality"]["eval"] is None  # the run was not evaluated
@@ -160,13 +177,13 @@ def test_every_image_encoder_exports_with_the_datas_normalisation(tmp_path, enco
     assert (contract.mean, contract.std) == (datamodule.mean, datamodule.std)
     assert (contract.channels, contract.side) == (3, 32)
     net = instantiate(cfg.encoder)(in_channels=3).eval()
-    module = mrl.export.graphs.ImageEmbedding(net, 16, contract.mean, contract.std)
+    module = mrl.export.graphs.ImageEmbedding(net, [16], contract.mean, contract.std)
     path = mrl.export.graphs.export_image_embedding(module, 3, 32, tmp_path / "m.onnx")
     x = torch.rand(3, 3, 32, 32)
     mean, std = torch.tensor(datamodule.mean), torch.tensor(datamodule.std)
     with torch.no_grad():
         z = net((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
-    got = run_onnx(path, {"images": x.numpy()})
+    got = run_onnx(path, {"images": x.numpy()}, "embedding_16")
     np.testing.assert_allclose(got, F.normalize(z[:, :16], dim=-1).numpy(), atol=PARITY_ATOL)
 
 
@@ -291,18 +308,19 @@ def test_minilm_tiers_equal_the_encoder_at_any_batch_and_length(minilm_checkpoin
     batch = {k: v.numpy() for k, v in tokenize(tokenizer, SENTENCES, encoder.max_length).items()}
     for dim in TEXT_DIMS:
         want = F.normalize(z[:, :dim], dim=-1).numpy()
-        path = out / f"dim_{dim}" / "model.onnx"
-        padded = run_onnx(path, batch)
+        path, output = out / "model.onnx", f"embedding_{dim}"
+        padded = run_onnx(path, batch, output)
         assert_unit_rows(padded, dim)
         np.testing.assert_allclose(padded, want, atol=PARITY_ATOL)
         for i, sentence in enumerate(SENTENCES[:2]):  # one at a time: no padding at all
             one = tokenize(tokenizer, [sentence], encoder.max_length)
-            got = run_onnx(path, {k: v.numpy() for k, v in one.items()})
+            got = run_onnx(path, {k: v.numpy() for k, v in one.items()}, output)
             np.testing.assert_allclose(got[0], want[i], atol=PARITY_ATOL)
         tier = card["tiers"][str(dim)]
         assert tier["parity"]["max_abs_diff"] <= PARITY_ATOL
         assert [i["name"] for i in tier["inputs"]] == ["input_ids", "attention_mask"]
-        assert tier["tokenizer"] == "st"
+        assert tier["output"] == output and tier["tokenizer"] == "../st"
+        assert (out / f"dim_{dim}" / tier["tokenizer"] / "tokenizer.json").is_file()
         assert tier["quality"]["test"] == {"recall@10": round(0.5 + dim / 1000, 4)}
 
 
@@ -314,26 +332,32 @@ def test_minilm_sentence_transformers_tiers_normalise_after_truncation(
     from transformers import AutoTokenizer
 
     _, encoder, tokenizer = minilm_checkpoint
-    out, _ = text_export
+    out, card = text_export
     z = torch.from_numpy(encode_texts(encoder, tokenizer, SENTENCES))
+    st_dir = out / "st"
+    # The tokenizer the cards name tokenizes as the training data did.
+    saved = AutoTokenizer.from_pretrained(str(st_dir))
+    assert saved(SENTENCES[1])["input_ids"] == tokenizer(SENTENCES[1])["input_ids"]
+    # Its model card: the base model, every trained dim, the run's quality at each, and the
+    # exported tiers with how each is loaded.
+    readme = (st_dir / "README.md").read_text()
+    assert "**Base model:** [sentence-transformers/all-MiniLM-L6-v2]" in readme
+    nesting = ", ".join(str(m) for m in minilm_checkpoint_nesting(minilm_checkpoint))
+    assert f"over the nested dims {nesting}:" in readme
+    assert "every tier of the export, dims 32, 128:" in readme
+    assert "SentenceTransformer(path, truncate_dim=m)" in readme
+    assert "encode(texts, normalize_embeddings=True)" in readme
+    assert "Base model:** [Unknown]" not in readme
     for dim in TEXT_DIMS:
-        st_dir = out / f"dim_{dim}" / "st"
-        model = SentenceTransformer(str(st_dir), device="cpu")
+        assert f"| {dim} | {0.5 + dim / 1000:.4f} |" in readme
+        stated = card["tiers"][str(dim)]["sentence_transformers"]
+        assert (stated["folder"], stated["truncate_dim"]) == ("../st", dim)
+        assert stated["normalize_embeddings"] and stated["max_abs_diff"] <= PARITY_ATOL
+        model = SentenceTransformer(str(st_dir), device="cpu", truncate_dim=dim)
         assert model.get_embedding_dimension() == dim
-        got = model.encode(SENTENCES, convert_to_numpy=True)
-        assert_unit_rows(got, dim)  # sentence-transformers' own truncate_dim would not be
+        got = model.encode(SENTENCES, convert_to_numpy=True, normalize_embeddings=True)
+        assert_unit_rows(got, dim)  # re-normalised after the truncation
         np.testing.assert_allclose(got, F.normalize(z[:, :dim], dim=-1).numpy(), atol=PARITY_ATOL)
-        # The tokenizer the card names tokenizes as the training data did.
-        saved = AutoTokenizer.from_pretrained(str(st_dir))
-        assert saved(SENTENCES[1])["input_ids"] == tokenizer(SENTENCES[1])["input_ids"]
-        # Its model card: the base model, every trained dim, the run's quality at each.
-        readme = (st_dir / "README.md").read_text()
-        assert "**Base model:** [sentence-transformers/all-MiniLM-L6-v2]" in readme
-        nesting = ", ".join(str(m) for m in minilm_checkpoint_nesting(minilm_checkpoint))
-        assert f"over the nested dims {nesting}:" in readme
-        assert f"This folder returns dim **{dim}**" in readme
-        assert f"| {dim} (this folder) | {0.5 + dim / 1000:.4f} |" in readme
-        assert "Base model:** [Unknown]" not in readme
 
 
 @pytest.mark.slow
@@ -342,13 +366,59 @@ def test_minilm_int8_tiers_are_smaller_and_within_their_tolerance(minilm_checkpo
     out, card = text_export
     batch = {k: v.numpy() for k, v in tokenize(tokenizer, SENTENCES, encoder.max_length).items()}
     for dim in TEXT_DIMS:
-        tier = out / f"dim_{dim}"
-        full = run_onnx(tier / "model.onnx", batch)
-        small = run_onnx(tier / "model.int8.onnx", batch)
+        full = run_onnx(out / "model.onnx", batch, f"embedding_{dim}")
+        small = run_onnx(out / "model.int8.onnx", batch, f"embedding_{dim}")
         assert_unit_rows(small, dim)
         assert (full * small).sum(1).min() >= INT8_MIN_COSINE
-        assert (tier / "model.int8.onnx").stat().st_size < (tier / "model.onnx").stat().st_size / 2
+        assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
         assert card["tiers"][str(dim)]["int8"]["min_cosine"] >= INT8_MIN_COSINE
+
+
+@pytest.mark.slow
+def test_minilm_tiers_store_the_encoder_once_and_each_equals_the_framework(
+    minilm_checkpoint, text_export
+):
+    """Two tiers: one float ONNX model, one int8 model and one sentence-transformers folder hold
+    the weights, each once; a tier adds a card of a few KB. Each tier's ONNX output and
+    sentence-transformers output are what `mrl.load(...).encode(texts, dim=m)` returns."""
+    from sentence_transformers import SentenceTransformer
+
+    import mrl
+
+    checkpoint, encoder, tokenizer = minilm_checkpoint
+    out, card = text_export
+    shared = ["model.int8.onnx", "model.onnx", "st"]
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "dim_128", "dim_32", *shared]
+    # float32 weights once (the ONNX graph leaves out the unused pooler layer)
+    weight_bytes = 4 * sum(p.numel() for p in encoder.parameters())
+    encoder_bytes = tree_size(out / "model.onnx")
+    assert 0.98 * weight_bytes < encoder_bytes < 1.02 * weight_bytes
+    large = sorted(str(f.relative_to(out)) for f in out.rglob("*")
+                   if f.is_file() and f.stat().st_size > encoder_bytes / 20)  # fmt: skip
+    assert large == ["model.int8.onnx", "model.onnx", "st/model.safetensors"]
+    assert 0.98 * weight_bytes < tree_size(out / "st/model.safetensors") < 1.02 * weight_bytes
+    tiers = [tree_size(out / f"dim_{dim}") for dim in TEXT_DIMS]
+    assert all(size < 0.05 * encoder_bytes for size in tiers), tiers
+    one_encoder = sum(tree_size(out / name) for name in shared)
+    assert tree_size(out) == one_encoder + tree_size(out / "card.json") + sum(tiers)
+    assert tree_size(out) < 2.5 * weight_bytes  # float ONNX + safetensors + int8 ONNX, once
+    assert {k: v["size_bytes"] for k, v in card["files"].items()} == {
+        "model": encoder_bytes, "model_int8": tree_size(out / "model.int8.onnx"),
+        "sentence_transformers": tree_size(out / "st"),
+    }  # fmt: skip
+
+    model = mrl.load(checkpoint)
+    batch = {k: v.numpy() for k, v in tokenize(tokenizer, SENTENCES, encoder.max_length).items()}
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for dim in TEXT_DIMS:
+        want = model.encode(SENTENCES, dim=dim).numpy()
+        tier = card["tiers"][str(dim)]
+        (got,) = sess.run([tier["output"]], batch)
+        np.testing.assert_allclose(got, want, atol=PARITY_ATOL)
+        folder = out / f"dim_{dim}" / tier["files"]["sentence_transformers"]
+        st = SentenceTransformer(str(folder), device="cpu", truncate_dim=dim)
+        got = st.encode(SENTENCES, convert_to_numpy=True, normalize_embeddings=True)
+        np.testing.assert_allclose(got, want, atol=PARITY_ATOL)
 
 
 def test_text_runs_without_a_head_or_of_other_tasks_are_refused(

@@ -2,15 +2,17 @@
 serve on this CPU, and what it retrieves.
 
 For every dim of an `mrl-export` folder and each of its models (`model.onnx`, float32, and
-`model.int8.onnx`, dynamic int8), with ONNX Runtime's CPU provider (`--threads` intra-op
-threads, one inter-op thread, sequential execution):
+`model.int8.onnx`, dynamic int8, each shared by the dims: a tier is the model's output of its
+dim), with ONNX Runtime's CPU provider (`--threads` intra-op threads, one inter-op thread,
+sequential execution):
 
 - encoder latency per query at batch 1: p50 and p99 of `--calls` calls after `--warmup`, on
   real queries of the run's test split, tokenized beforehand (text: its definitions; images:
   its images); the tiers' calls interleave in `--rounds` rounds, so that the noise of a shared
   CPU falls on all of them alike;
 - throughput at batch `--batch` (items/s from the median batch time), in the same rounds;
-- the model file's size, and the embedding's bytes per item: float32 (4 m, what every tier
+- the model file's size (the one file every dim of that precision reads), and the embedding's
+  bytes per item: float32 (4 m, what every tier
   outputs), and int8 (m) and sign bits (m / 8) if it is stored quantized;
 - exact search per query at the tier's dim (`mrl.eval.search`, FAISS `IndexFlatIP`, brute force,
   `--threads` threads) over random unit vectors: as many as the run's database holds, and
@@ -29,8 +31,8 @@ threads, one inter-op thread, sequential execution):
   measured as well, as a check of this measurement against the card.
 
 The truncation to m and the re-normalisation are the graph's last two steps, on one
-`(batch, D)` vector: the encoder's cost barely depends on the dim. Where the dim does count is
-the embedding's bytes and the search.
+`(batch, D)` vector, one pair per exported dim: the encoder's cost barely depends on the dim.
+Where the dim does count is the embedding's bytes and the search.
 
 Without `--export`, the benchmark makes its subject first, under `--work` (default
 `outputs/bench_tiers/`, kept, so that a rerun reuses it): MiniLM fine-tuned briefly with the
@@ -335,10 +337,15 @@ def image_workload(card: dict, cfg, args: argparse.Namespace) -> Workload:
 def time_tiers(tiers: list[Tier], work: Workload, args: argparse.Namespace) -> dict[tuple, dict]:
     """Latency at batch 1 (p50, p99) and throughput at `args.batch` of each tier, their calls
     interleaved in rounds whose order rotates."""
-    sessions = {t.key: open_session(t.path, args.threads) for t in tiers}
-    for sess in sessions.values():
-        time_calls(sess, work.singles, args.warmup)
-        time_calls(sess, work.batches, 1)
+    opened: dict[Path, Any] = {}
+    for t in tiers:  # the dims of one precision share one model file, and one session of it
+        if t.path not in opened:
+            opened[t.path] = open_session(t.path, args.threads)
+    sessions = {t.key: opened[t.path] for t in tiers}
+    outputs = {t.key: t.output for t in tiers}
+    for key, sess in sessions.items():
+        time_calls(sess, work.singles, args.warmup, outputs[key])
+        time_calls(sess, work.batches, 1, outputs[key])
     single: dict[tuple, list[float]] = {k: [] for k in sessions}
     batched: dict[tuple, list[float]] = {k: [] for k in sessions}
     calls = math.ceil(args.calls / args.rounds)
@@ -346,10 +353,11 @@ def time_tiers(tiers: list[Tier], work: Workload, args: argparse.Namespace) -> d
     keys = list(sessions)
     for r in range(args.rounds):
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            sess = sessions[key]
-            seconds = time_calls(sess, work.singles, calls, start=r * calls)
+            sess, output = sessions[key], outputs[key]
+            seconds = time_calls(sess, work.singles, calls, output, start=r * calls)
             single[key] += [1e3 * t for t in seconds]
-            batched[key] += time_calls(sess, work.batches, batch_calls, start=r * batch_calls)
+            batched[key] += time_calls(sess, work.batches, batch_calls, output,
+                                       start=r * batch_calls)  # fmt: skip
         log(f"timing round {r + 1}/{args.rounds}")
     return {
         key: {
@@ -409,8 +417,8 @@ def measure_quality(tier: Tier, work: Workload, args: argparse.Namespace) -> dic
     from mrl.eval.retrieval import evaluate_retrieval
 
     sess = open_session(tier.path, args.threads)
-    database = embed(sess, work.db_batches())
-    queries = embed(sess, work.query_batches())
+    database = embed(sess, work.db_batches(), tier.output)
+    queries = embed(sess, work.query_batches(), tier.output)
     rows = evaluate_retrieval(
         database, work.db_labels, queries, work.query_labels, dims=[tier.dim], ks=(args.k,),
         knn_ks=(1,), backend=work.backend, tie_aware_max_dim=work.tie_aware_max_dim,

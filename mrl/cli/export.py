@@ -3,10 +3,12 @@
     mrl-export RUN_OR_CKPT --dims 64 256 --out DIR [--head] [--int8]
 
 RUN_OR_CKPT is a run directory of `mrl-train` or `mrl-train-text` (its `checkpoints/last.ckpt`)
-or a checkpoint file. For each dim, `DIR/dim_<m>/` receives `model.onnx` (unit embeddings of
-size m, truncation and re-normalisation inside the graph), `st/` for text models (a
-sentence-transformers folder), `head.onnx` with `--head`, `model.int8.onnx` with `--int8`, and
-`card.json`; `DIR/card.json` gathers them. Bad input (a dim outside the run's nesting or larger
+or a checkpoint file. The encoder is stored once for every dim: `DIR/model.onnx` has an output
+`embedding_<m>` per dim m (unit embeddings of size m, truncation and re-normalisation inside the
+graph), `DIR/model.int8.onnx` with `--int8` likewise, and for text models `DIR/st/` is one
+sentence-transformers folder (dim m: `truncate_dim=m`, `normalize_embeddings=True`). Each dim's
+`DIR/dim_<m>/` receives its `card.json` and, with `--head`, its `head.onnx`; `DIR/card.json`
+gathers them. Bad input (a dim outside the run's nesting or larger
 than its representation, a missing checkpoint, a non-empty DIR) is one line and exit status 2,
 before anything is exported or written; an export that fails its checks against PyTorch is one
 line and exit status 1, and leaves nothing behind.
@@ -21,6 +23,7 @@ from typing import Any, NoReturn
 
 from mrl.commands import run_command
 from mrl.export import INT8_MIN_COSINE, PARITY_ATOL, ExportError, export_run
+from mrl.export.folder import export_bytes
 
 PROG = "mrl-export"
 
@@ -38,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         allow_abbrev=False,
-        description="Export dims of a trained Matryoshka model as ONNX tiers (input -> unit "
-        "embedding of that dim, truncation and re-normalisation inside the graph), checked "
-        "with ONNX Runtime against PyTorch; text models also as sentence-transformers folders.",
+        description="Export dims of a trained Matryoshka model as ONNX tiers (one model, an "
+        "output per dim: input -> unit embedding of that dim, truncation and re-normalisation "
+        "inside the graph), checked with ONNX Runtime against PyTorch; text models also as a "
+        "sentence-transformers folder.",
         epilog="Example: mrl-export outputs/fmnist/main --dims 16 256 --out exports/fmnist --int8",
     )
     parser.add_argument(
@@ -62,33 +66,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--head",
         action="store_true",
-        help="also export each dim's nested classification head (head.onnx, on "
-        "the prefix model.onnx then also outputs)",
+        help="also export each dim's nested classification head (dim_<m>/head.onnx, on "
+        "the prefix_<m> output model.onnx then also has)",
     )
     parser.add_argument(
         "--int8",
         action="store_true",
         help="also write model.int8.onnx (dynamic int8 quantisation) with its size "
-        f"and cosine to the float model (at least {INT8_MIN_COSINE})",
+        f"and cosine to the float model at every dim (at least {INT8_MIN_COSINE})",
     )
     return parser
 
 
+def _shared_line(card: dict[str, Any], out: Path) -> str:
+    """What the tiers share, with the sizes, and the bytes of the whole export."""
+    files = card.get("files") or {}
+    parts = [
+        f"{entry['path']}{'/' if key == 'sentence_transformers' else ''} "
+        f"{entry['size_bytes'] / 1e6:.1f} MB"
+        for key, entry in files.items()
+    ]
+    total = export_bytes(out) / 1e6
+    return f"shared by every dim: {', '.join(parts)}; {total:.1f} MB on disk in all"
+
+
 def format_card(card: dict[str, Any], out: Path) -> str:
-    """A table of the exported tiers: size, parity and int8 figures per dim."""
+    """A table of the exported tiers (output, parity and int8 figures per dim) after a line
+    with the shared files' sizes."""
     lines = [
         f"{PROG}: dims {card['dims']} of {card['source']['checkpoint']} in {out}",
-        f"{'dim':>6}  {'MB':>8}  {'max |diff|':>10}  {'min cos':>10}  {'int8 MB':>8}  "
-        f"{'int8 cos':>8}",
+        _shared_line(card, out),
+        f"{'dim':>6}  {'output':<16}  {'max |diff|':>10}  {'min cos':>10}  {'int8 cos':>8}",
     ]
     for dim in card["dims"]:
         tier = card["tiers"][str(dim)]
         q = tier.get("int8")
-        int8 = (
-            f"{q['size_bytes'] / 1e6:8.2f}  {q['min_cosine']:8.4f}" if q else f"{'-':>8}  {'-':>8}"
-        )
+        int8 = f"{q['min_cosine']:8.4f}" if q else f"{'-':>8}"
         lines.append(
-            f"{dim:>6}  {tier['size_bytes'] / 1e6:8.2f}  {tier['parity']['max_abs_diff']:10.2e}  "
+            f"{dim:>6}  {tier['output']:<16}  {tier['parity']['max_abs_diff']:10.2e}  "
             f"{tier['parity']['min_cosine']:10.6f}  {int8}"
         )
     lines.append(f"parity tolerance: max |diff| <= {PARITY_ATOL:g} against PyTorch")

@@ -14,13 +14,21 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from mrl.export.graphs import embedding_output, prefix_output
 from mrl.runs.checkpoints import CHECKPOINT_DIR, LAST
 from mrl.runs.files import read_json
 from mrl.runs.format import CLEAN_SPLIT
 from mrl.saved import ImageInput
 from mrl.text.st_card import MatryoshkaCard
 
-FORMAT = "mrl-export/1"
+# 2: one model.onnx (and model.int8.onnx, st/) for every tier, an output per tier; 1 had a
+# model per tier folder.
+FORMAT = "mrl-export/2"
+SHARED_NOTE = (
+    "model.onnx, model.int8.onnx and st/ hold the encoder once for every tier of the export: "
+    "this tier is the model's output named `output` (sentence-transformers: st/ with "
+    "truncate_dim set to its dim and normalize_embeddings=True)"
+)
 # mrl-eval's timings of its own search steps sit in the same table; they are not quality.
 TIMING_SUFFIX = "_seconds"
 
@@ -151,10 +159,10 @@ def text_contract(max_length: int, pooling: str, tokenizer_dir: str) -> dict[str
 
 
 def outputs(dim: int, with_prefix: bool) -> list[dict[str, Any]]:
-    """The outputs of a tier's `model.onnx`."""
+    """The outputs of `model.onnx` that belong to the tier of `dim`."""
     out = [
         {
-            "name": "embedding",
+            "name": embedding_output(dim),
             "dtype": "float32",
             "shape": ["batch", dim],
             "note": "z[:, :dim] / ||z[:, :dim]||: unit L2 norm (an all-zero prefix stays 0)",
@@ -163,10 +171,10 @@ def outputs(dim: int, with_prefix: bool) -> list[dict[str, Any]]:
     if with_prefix:
         out.append(
             {
-                "name": "prefix",
+                "name": prefix_output(dim),
                 "dtype": "float32",
                 "shape": ["batch", dim],
-                "note": "z[:, :dim] before normalisation: the input of head.onnx",
+                "note": "z[:, :dim] before normalisation: the input `prefix` of head.onnx",
             }
         )
     return out

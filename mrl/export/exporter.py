@@ -1,21 +1,36 @@
-"""`export_run`: every requested dim of a trained model as a servable tier.
+"""`export_run`: every requested dim of a trained model as a servable tier, the encoder stored
+once for all of them.
 
-For each dim m, `out_dir/dim_<m>/` receives
-- `model.onnx`: input -> unit embedding `(batch, m)`, with the data's normalisation (images) or
-  the transformer and pooling (text), the truncation to m and the L2 re-normalisation inside
-  the graph; checked with ONNX Runtime against PyTorch on real inputs;
-- `st/` (text): a sentence-transformers folder returning the same unit m-dim vectors;
-- `head.onnx` (`head=True`): the nested classifier of dim m on the prefix `model.onnx` then
-  also outputs;
-- `model.int8.onnx` (`int8=True`): dynamic int8 quantisation, with its size and cosine to the
-  float model;
-- `card.json`: the tier's input contract, the run's own quality at m, the check figures and
-  the share of inputs whose prefix at m is all zero (of the parity inputs, and of the test split
-  where mrl-eval measured it).
+`out_dir/` receives
+- `model.onnx`: the input -> for every exported dim m, the output `embedding_<m>` (unit
+  embeddings `(batch, m)`): the data's normalisation (images) or the transformer and pooling
+  (text) and the encoder run once, then each truncation to m and L2 re-normalisation, all inside
+  the graph; with `head=True` also `prefix_<m>`, the un-normalised prefix; every output checked
+  with ONNX Runtime against PyTorch on real inputs;
+- `model.int8.onnx` (`int8=True`): its dynamic int8 quantisation, with its size and its cosine to
+  the float model at every dim;
+- `st/` (text): one sentence-transformers folder, with the tokenizer; the tier of m is that folder
+  loaded with `truncate_dim=m` and encoding with `normalize_embeddings=True` (`mrl.export.st`),
+  checked like the ONNX outputs;
+- `dim_<m>/card.json` per dim: the tier's input contract, its output's name, the files it reads
+  (relative to its folder: `../model.onnx`, ...), the run's own quality at m, the check figures
+  and the share of inputs whose prefix at m is all zero (of the parity inputs, and of the test
+  split where mrl-eval measured it); `dim_<m>/head.onnx` (`head=True`): the nested classifier of
+  dim m, on `prefix_<m>`;
+- `card.json`: the tiers' cards and the shared files with their sizes.
 
-`out_dir/card.json` gathers the tiers. Every check of the input (the checkpoint, the dims, the
-output folder) runs before anything is exported or written; the tiers are written in a
-temporary folder beside `out_dir` and renamed into place once all of them passed their checks.
+Why one graph with an output per tier: the tiers differ only in their last two steps, on one
+`(batch, D)` vector. With every tier an output of one graph, ONNX Runtime serves any tier, or
+several from one encoder pass, with one session of one self-contained file
+(`session.run(["embedding_64"], feeds)`): no external-data file beside it, no second graph to
+chain after the encoder, and int8 quantises that one file. Each further tier adds a slice and a
+norm to the graph, a few hundred bytes. sentence-transformers cannot share a transformer between
+folders (it refuses module paths outside a folder), but loads any dim of one folder with
+`truncate_dim` (see `mrl.export.st`).
+
+Every check of the input (the checkpoint, the dims, the output folder) runs before anything is
+exported or written; the export is written in a temporary folder beside `out_dir` and renamed
+into place once every tier passed its checks.
 """
 
 from __future__ import annotations
@@ -36,7 +51,6 @@ from mrl.core.errors import ConfigError, DataNotFoundError
 from mrl.core.nesting import zero_prefix_counts
 from mrl.export.checks import check_head, check_out_dir
 from mrl.export.graphs import (
-    EMBEDDING,
     IMAGES,
     LOGITS,
     OPSET,
@@ -44,9 +58,12 @@ from mrl.export.graphs import (
     ImageEmbedding,
     PrefixHead,
     TextEmbedding,
+    embedding_output,
     export_head,
     export_image_embedding,
     export_text_embedding,
+    output_names,
+    prefix_output,
     truncate_and_normalise,
 )
 from mrl.export.verify import (
@@ -57,12 +74,14 @@ from mrl.export.verify import (
     parity,
     quantize_int8,
     require_parity,
+    run_outputs,
     run_session,
     session,
 )
 from mrl.runs.files import atomic_write_json
 from mrl.saved import SavedModel, check_dims, load_saved, quiet_transformers
 from mrl.text.encoders import encode_texts, tokenize
+from mrl.text.st_card import MatryoshkaCard
 
 log = logging.getLogger("mrl.export")
 
@@ -90,6 +109,13 @@ PARITY_IMAGES = 16
 def tier_dir_name(dim: int) -> str:
     """The folder of the tier of `dim`."""
     return f"dim_{int(dim)}"
+
+
+def tree_bytes(path: Path) -> int:
+    """The bytes of the file `path`, or of every file under the folder `path`."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def parity_images(source: SavedModel, n: int = PARITY_IMAGES) -> tuple[torch.Tensor, str]:
@@ -138,6 +164,7 @@ def _head_figures(
     figures = {
         "file": path.name,
         "input": PREFIX,
+        "fed_by": prefix_output(dim),
         "num_classes": int(source.head.num_classes),
         "rows": int(want.shape[0]),
         "max_abs_diff": float(np.abs(logits - want).max()),
@@ -152,59 +179,91 @@ def _head_figures(
     return figures
 
 
-def _st_figures(tiers, dim: int, path: Path, texts: list[str], want: np.ndarray, atol: float):
-    """Write the sentence-transformers tier and check what `encode` returns."""
-    from sentence_transformers import SentenceTransformer
+def shared_path(name: str) -> str:
+    """A file of the export's folder as a tier's card names it: relative to the tier's folder,
+    one level down."""
+    return f"../{name}"
 
-    tiers.write(dim, path)
-    model = SentenceTransformer(str(path), device="cpu")
-    got = model.encode(
-        texts,
-        batch_size=len(texts),
-        convert_to_numpy=True,
-        normalize_embeddings=False,
-        show_progress_bar=False,
+
+def _export_model(source: SavedModel, dims: list[int], head: bool, path: Path) -> Path:
+    """Write the one ONNX model of every tier of `dims` at `path`."""
+    if source.kind == "image":
+        image = source.image
+        module = ImageEmbedding(source.encoder, dims, image.mean, image.std, head)
+        return export_image_embedding(module, image.channels, image.side, path)
+    example = tokenize(
+        source.tokenizer, [DEFAULT_TEXTS[0], DEFAULT_TEXTS[1]], source.encoder.max_length
     )
-    figures = require_parity(parity(np.asarray(got, np.float32), want), f"{path}", atol)
-    return {"folder": path.name, "dim": int(model.get_embedding_dimension()), **figures}
+    return export_text_embedding(TextEmbedding(source.encoder, dims, head), example, path)
 
 
-def _tier(
+def _onnx_figures(
     source: SavedModel,
-    dim: int,
-    tier: Path,
+    dims: list[int],
+    stage: Path,
     feeds: dict[str, np.ndarray],
     z: torch.Tensor,
     head: bool,
     int8: bool,
     atol: float,
     int8_min_cosine: float,
-) -> dict[str, Any]:
-    """Export and check the ONNX models of one dim; the figures for its card."""
-    tier.mkdir()
-    model_path = tier / MODEL
-    if source.kind == "image":
-        module = ImageEmbedding(source.encoder, dim, source.image.mean, source.image.std, head)
-        export_image_embedding(module, source.image.channels, source.image.side, model_path)
-    else:
-        example = tokenize(
-            source.tokenizer, [DEFAULT_TEXTS[0], DEFAULT_TEXTS[1]], source.encoder.max_length
-        )
-        export_text_embedding(TextEmbedding(source.encoder, dim, head), example, model_path)
-    sess = session(model_path)
-    embedding = run_session(sess, feeds, EMBEDDING)
-    want = truncate_and_normalise(z, dim).numpy()
-    out: dict[str, Any] = {
-        "parity": require_parity(parity(embedding, want), str(model_path), atol),
-        "size_bytes": os.path.getsize(model_path),
-    }
-    if head:
-        prefix = run_session(sess, feeds, PREFIX)
-        out["head"] = _head_figures(source, dim, z, prefix, tier / HEAD, atol)
+) -> dict[int, dict[str, Any]]:
+    """Export and check `model.onnx` (and its heads and int8 variant) in `stage`; the figures
+    of each dim for its card."""
+    model_path = _export_model(source, dims, head, stage / MODEL)
+    got = run_outputs(session(model_path), feeds, output_names(dims, head))
+    size = os.path.getsize(model_path)
+    figures: dict[int, dict[str, Any]] = {}
+    for dim in dims:
+        want = truncate_and_normalise(z, dim).numpy()
+        name = embedding_output(dim)
+        check = parity(got[name], want)
+        figures[dim] = {
+            "parity": require_parity(check, f"{model_path} ({name})", atol),
+            "size_bytes": size,
+        }
+        if head:
+            path = stage / tier_dir_name(dim) / HEAD
+            prefix = got[prefix_output(dim)]
+            figures[dim]["head"] = _head_figures(source, dim, z, prefix, path, atol)
     if int8:
-        int8_path = quantize_int8(model_path, tier / MODEL_INT8)
-        quantized = run_session(session(int8_path), feeds, EMBEDDING)
-        out["int8"] = int8_figures(embedding, quantized, model_path, int8_path, int8_min_cosine)
+        int8_path = quantize_int8(model_path, stage / MODEL_INT8)
+        names = [embedding_output(dim) for dim in dims]
+        quantized = run_outputs(session(int8_path), feeds, names)
+        for dim, name in zip(dims, names):
+            figures[dim]["int8"] = int8_figures(
+                got[name], quantized[name], model_path, int8_path, int8_min_cosine, name
+            )
+    return figures
+
+
+def _st_figures(
+    source: SavedModel,
+    dims: list[int],
+    folder: Path,
+    texts: list[str],
+    z: torch.Tensor,
+    atol: float,
+    card: MatryoshkaCard,
+) -> dict[int, dict[str, Any]]:
+    """Write the sentence-transformers folder (model card `card`) and check what each tier's
+    `encode` returns."""
+    from mrl.export.st import encode_tier, load_tier, write_sentence_transformer
+
+    write_sentence_transformer(source.encoder, source.tokenizer, folder, dims, card)
+    out = {}
+    for dim in dims:
+        model = load_tier(folder, dim)
+        got = encode_tier(model, texts)
+        want = truncate_and_normalise(z, dim).numpy()
+        check = require_parity(parity(got, want), f"{folder} (truncate_dim={dim})", atol)
+        out[dim] = {
+            "folder": shared_path(folder.name),
+            "truncate_dim": dim,
+            "normalize_embeddings": True,
+            "dim": int(model.get_embedding_dimension()),
+            **check,
+        }
     return out
 
 
@@ -230,19 +289,22 @@ def _tier_card(
     figures: dict[str, Any],
     quality: dict[str, Any],
 ) -> dict[str, Any]:
-    """The card of one tier: its files, input contract, graph, quality and check figures."""
-    files = {"model": MODEL}
+    """The card of one tier: its files, output, input contract, graph, quality and check
+    figures."""
+    files = {"model": shared_path(MODEL)}
     if "head" in figures:
         files["head"] = HEAD
     if "int8" in figures:
-        files["model_int8"] = MODEL_INT8
+        files["model_int8"] = shared_path(MODEL_INT8)
     if "sentence_transformers" in figures:
-        files["sentence_transformers"] = ST_DIR
+        files["sentence_transformers"] = shared_path(ST_DIR)
     return {
         "format": cards.FORMAT,
         "dim": dim,
         "files": files,
         "paths": "relative to the folder of this card",
+        "output": embedding_output(dim),
+        "shared": cards.SHARED_NOTE,
         **contract,
         "outputs": cards.outputs(dim, "head" in figures),
         "graph": [
@@ -256,6 +318,20 @@ def _tier_card(
         **{k: v for k, v in figures.items() if k not in ("parity", "size_bytes")},
         "source": _source_entry(source),
     }
+
+
+def _shared_files(stage: Path) -> dict[str, dict[str, Any]]:
+    """The export's files that every tier reads, each with its size in bytes."""
+    out = {}
+    for key, name in (
+        ("model", MODEL),
+        ("model_int8", MODEL_INT8),
+        ("sentence_transformers", ST_DIR),
+    ):
+        path = stage / name
+        if path.exists():
+            out[key] = {"path": name, "size_bytes": tree_bytes(path)}
+    return out
 
 
 def _source_entry(source: SavedModel) -> dict[str, Any]:
@@ -318,7 +394,7 @@ def export_run(
         z = torch.from_numpy(encode_texts(encoder, source.tokenizer, texts, batch_size=len(texts)))
         tokens = tokenize(source.tokenizer, texts, encoder.max_length)
         feeds = {name: t.numpy() for name, t in tokens.items()}
-        contract = cards.text_contract(encoder.max_length, encoder.pooling, ST_DIR)
+        contract = cards.text_contract(encoder.max_length, encoder.pooling, shared_path(ST_DIR))
 
     results = cards.results_quality(source.run_dir, source.checkpoint)
     evaluation = cards.eval_quality(source.run_dir, source.checkpoint)
@@ -327,38 +403,32 @@ def export_run(
     parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}."))
     try:
+        for dim in dims:
+            (stage / tier_dir_name(dim)).mkdir()
+        text = source.kind == "text"
+        with quiet_transformers() if text else contextlib.nullcontext():
+            log.info("exporting dims %s", dims)
+            figures = _onnx_figures(
+                source, dims, stage, feeds, z, head, int8, parity_atol, int8_min_cosine
+            )
+            if text:
+                st_card = cards.st_card(source, results)
+                st = _st_figures(source, dims, stage / ST_DIR, texts, z, parity_atol, st_card)
+                for dim in dims:
+                    figures[dim]["sentence_transformers"] = st[dim]
         tiers = {}
-        with contextlib.ExitStack() as stack:
-            st_tiers = None
-            if source.kind == "text":
-                from mrl.export.st import SentenceTransformerTiers
-
-                stack.enter_context(quiet_transformers())
-                card = cards.st_card(source, results)
-                st_tiers = stack.enter_context(
-                    SentenceTransformerTiers(source.encoder, source.tokenizer, stage, card)
-                )
-            for dim in dims:
-                log.info("exporting dim %d", dim)
-                tier = stage / tier_dir_name(dim)
-                figures = _tier(
-                    source, dim, tier, feeds, z, head, int8, parity_atol, int8_min_cosine
-                )
-                if st_tiers is not None:
-                    want = truncate_and_normalise(z, dim).numpy()
-                    figures["sentence_transformers"] = _st_figures(
-                        st_tiers, dim, tier / ST_DIR, texts, want, parity_atol
-                    )
-                quality = cards.quality_at(dim, results, evaluation)
-                figures["zero_prefix"] = cards.zero_prefix(
-                    zeros[dim], len(z), note, quality["eval"]
-                )
-                entry = _tier_card(source, dim, contract, note, figures, quality)
-                atomic_write_json(tier / CARD, entry)
-                tiers[str(dim)] = entry
+        for dim in dims:
+            quality = cards.quality_at(dim, results, evaluation)
+            figures[dim]["zero_prefix"] = cards.zero_prefix(
+                zeros[dim], len(z), note, quality["eval"]
+            )
+            entry = _tier_card(source, dim, contract, note, figures[dim], quality)
+            atomic_write_json(stage / tier_dir_name(dim) / CARD, entry)
+            tiers[str(dim)] = entry
         card = {
             "format": cards.FORMAT,
             "dims": dims,
+            "files": _shared_files(stage),
             "source": _source_entry(source),
             "versions": _versions(),
             "tiers": tiers,

@@ -1,14 +1,17 @@
 """Reading an `mrl-export` folder back: its card and its tiers, one per (dim, model precision),
-with the ONNX file and the tier card of each."""
+with the ONNX file, the output and the tier card of each. The tiers of one export share their
+model files (`model.onnx`, `model.int8.onnx`): a tier is a file and the name of its output."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mrl.core.errors import ConfigError
-from mrl.export.exporter import CARD, tier_dir_name
+from mrl.export.exporter import CARD, tier_dir_name, tree_bytes
+from mrl.export.graphs import EMBEDDING
 from mrl.runs.files import read_json
 
 # The tier card's `files` entry of each model precision, in the order the tiers are listed.
@@ -17,11 +20,13 @@ PRECISIONS = {"float32": "model", "int8": "model_int8"}
 
 @dataclass
 class Tier:
-    """One ONNX model of an export: its dim, precision, file and tier card."""
+    """One ONNX model of an export at one dim: its dim, precision, file, the output that holds
+    its embeddings and its tier card."""
 
     dim: int
     precision: str
     path: Path
+    output: str
     card: dict[str, Any]
 
     @property
@@ -40,10 +45,19 @@ def load_export(export: str | Path) -> tuple[dict[str, Any], list[Tier]]:
     for dim in card["dims"]:
         entry = card["tiers"][str(dim)]
         folder = Path(export) / tier_dir_name(dim)
+        # Tier cards of mrl-export/1 name no output: each tier had a model of its own whose
+        # one output was `embedding`.
+        output = entry.get("output", EMBEDDING)
         for precision, name in PRECISIONS.items():
             file = entry["files"].get(name)
             if file is not None:
-                if not (folder / file).is_file():
-                    raise ConfigError(f"{folder / file} is missing: the export is incomplete")
-                tiers.append(Tier(int(dim), precision, folder / file, entry))
+                path = Path(os.path.normpath(folder / file))
+                if not path.is_file():
+                    raise ConfigError(f"{path} is missing: the export is incomplete")
+                tiers.append(Tier(int(dim), precision, path, output, entry))
     return card, tiers
+
+
+def export_bytes(export: str | Path) -> int:
+    """The bytes of every file of the export folder `export`."""
+    return tree_bytes(Path(export))

@@ -1,5 +1,6 @@
 """Exported tiers under ONNX Runtime: a CPU session with a set number of threads, a tier's
-embeddings over batches of inputs, and the wall time of a session's calls."""
+embeddings (one output of the export's model) over batches of inputs, and the wall time of a
+session's calls."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-
-from mrl.export.graphs import EMBEDDING
 
 
 def open_session(path: str | Path, threads: int):  # -> onnxruntime.InferenceSession
@@ -25,20 +24,20 @@ def open_session(path: str | Path, threads: int):  # -> onnxruntime.InferenceSes
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def embed(sess, batches: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
-    """The `embedding` output of `sess` over every batch of feeds, stacked."""
-    return np.concatenate([sess.run([EMBEDDING], feeds)[0] for feeds in batches])
+def embed(sess, batches: Iterable[dict[str, np.ndarray]], output: str) -> np.ndarray:
+    """The output `output` of `sess` (a tier's embeddings) over every batch of feeds, stacked."""
+    return np.concatenate([sess.run([output], feeds)[0] for feeds in batches])
 
 
 def time_calls(
-    sess, feeds: Sequence[dict[str, np.ndarray]], calls: int, start: int = 0
+    sess, feeds: Sequence[dict[str, np.ndarray]], calls: int, output: str, start: int = 0
 ) -> list[float]:
-    """The wall seconds of `calls` calls of `sess` for its `embedding` output, on `feeds` in
-    turn from the `start`-th (wrapping around)."""
+    """The wall seconds of `calls` calls of `sess` for its output `output`, on `feeds` in turn
+    from the `start`-th (wrapping around)."""
     seconds = []
     for i in range(calls):
         inputs = feeds[(start + i) % len(feeds)]
         began = time.perf_counter()
-        sess.run([EMBEDDING], inputs)
+        sess.run([output], inputs)
         seconds.append(time.perf_counter() - began)
     return seconds

@@ -1,77 +1,106 @@
-"""Sentence-transformers folders of a text tier that normalise after truncation.
+"""The sentence-transformers folder of a text export: one folder for every tier.
 
-sentence-transformers applies `truncate_dim` after its `Normalize` module, so a plain export
-loaded with `truncate_dim=m` returns vectors shorter than unit length. Each tier's folder
-therefore ends in `Dense` (an identity map onto the first m dims, no bias, no activation: the
-truncation, with built-in modules only) and then `Normalize`; `truncate_dim=m` is saved in its
-config too, so the model reports its dim. The transformer and pooling are those of
-`mrl.text.export.export_sentence_transformer`.
+sentence-transformers 6 refuses module paths that leave a model's folder (`..`), so tier folders
+cannot point at one shared transformer; what it does load is a dim per call: `truncate_dim=m`
+(in the constructor or in `encode`) cuts the sentence embedding to its first m values and then
+`normalize_embeddings=True` scales that prefix to unit length, in that order. The folder therefore
+holds the transformer, its pooling and `Normalize` once (the full width, unit length, when no dim
+is asked for), and every tier of the export is
+
+    SentenceTransformer(folder, truncate_dim=m).encode(texts, normalize_embeddings=True)
+
+which its model card names, with the exported dims. The transformer and pooling are those of
+`mrl.text.export.export_sentence_transformer`; normalising the full vector first changes no
+prefix's direction, so the tier is the prefix re-normalised, as the ONNX graph computes it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from mrl.text.encoders import HFTextEncoder
-from mrl.text.export import export_sentence_transformer
+from mrl.text.export import ST_POOLING
 from mrl.text.st_card import MatryoshkaCard
 
+TIERS_TITLE = "## Exported tiers"
 
-class SentenceTransformerTiers:
-    """Writes one sentence-transformers folder per dim from one base export of the encoder.
 
-    Use as a context manager: the base export lives in a temporary folder beside `work_dir`
-    until the block ends.
-    """
+def tiers_section(dims: Sequence[int]) -> str:
+    """The model card's section that names the export's tiers and how each is loaded."""
+    listed = ", ".join(str(int(m)) for m in dims)
+    return "\n".join([
+        TIERS_TITLE,
+        "",
+        f"This folder serves every tier of the export, dims {listed}: the tier of dim m is",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        "model = SentenceTransformer(path, truncate_dim=m)",
+        "vectors = model.encode(texts, normalize_embeddings=True)  # (n, m), unit L2 norm",
+        "```",
+        "",
+        "`normalize_embeddings=True` re-normalises after the truncation; without it the vectors",
+        "are the prefix of the unit full-width vector (same cosines, norm below 1).",
+        "",
+    ])  # fmt: skip
 
-    def __init__(
-        self, encoder: HFTextEncoder, tokenizer, work_dir: Path, card: MatryoshkaCard | None = None
-    ) -> None:
-        self.encoder, self.tokenizer, self.work_dir = encoder, tokenizer, Path(work_dir)
-        self.card = card
-        self._tmp: Path | None = None
-        self._base = None
 
-    def __enter__(self) -> SentenceTransformerTiers:
-        from sentence_transformers import SentenceTransformer
+def write_sentence_transformer(
+    encoder: HFTextEncoder,
+    tokenizer,
+    path: Path,
+    dims: Sequence[int],
+    card: MatryoshkaCard | None = None,
+) -> Path:
+    """Save `encoder` and `tokenizer` at `path` as Transformer, Pooling, Normalize, with the
+    model card (`card`, and the tiers `dims`); returns `path`."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-        self._tmp = Path(tempfile.mkdtemp(dir=self.work_dir, prefix=".st-base."))
-        path = export_sentence_transformer(self.encoder, self.tokenizer, self._tmp / "model")
-        self._base = SentenceTransformer(str(path), device="cpu")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._base = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def write(self, dim: int, path: Path) -> Path:
-        """Save the tier of `dim` at `path`: Transformer, Pooling, Dense (first `dim` dims),
-        Normalize, with the model card of that dim; returns `path`."""
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import Dense, Normalize
-
-        base = [m for m in self._base if not isinstance(m, Normalize)]
-        width = self.encoder.num_features
-        truncate = Dense(
-            width,
-            dim,
-            bias=False,
-            activation_function=torch.nn.Identity(),
-            init_weight=torch.eye(width)[:dim].clone(),
-        )
-        model = SentenceTransformer(
-            modules=[*base, truncate, Normalize()], device="cpu", truncate_dim=dim
-        )
-        card = dataclasses.replace(self.card, served_dim=dim) if self.card else None
+    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        encoder.model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        modules = [
+            Transformer(str(work), max_seq_length=encoder.max_length),
+            Pooling(encoder.num_features, pooling_mode=ST_POOLING[encoder.pooling]),
+            Normalize(),
+        ]
+        model = SentenceTransformer(modules=modules, device="cpu")
         if card is not None:
             card.apply(model)
         model.save(str(path))
-        if card is not None:
-            card.append_section(path)
-        return path
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if card is not None:
+        card.append_section(path)
+    readme = path / "README.md"
+    text = readme.read_text().rstrip("\n") + "\n\n" if readme.is_file() else ""
+    readme.write_text(text + tiers_section(dims))
+    return path
+
+
+def load_tier(folder: Path, dim: int):  # -> SentenceTransformer
+    """The folder loaded as the tier of `dim` (`truncate_dim=dim`), on the CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu", truncate_dim=int(dim))
+
+
+def encode_tier(model, texts: list[str]) -> np.ndarray:
+    """`texts` encoded by a tier (`load_tier`) with `normalize_embeddings=True`: float32
+    `(len(texts), dim)`, unit rows."""
+    got = model.encode(
+        texts,
+        batch_size=len(texts),
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    )
+    return np.asarray(got, np.float32)

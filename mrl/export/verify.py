@@ -37,6 +37,12 @@ def run_session(sess, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
     return np.asarray(sess.run([output], feeds)[0], dtype=np.float32)
 
 
+def run_outputs(sess, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    """The outputs `outputs` of `sess` on `feeds`, from one call, by name, as float32."""
+    values = sess.run(outputs, feeds)
+    return {name: np.asarray(v, dtype=np.float32) for name, v in zip(outputs, values)}
+
+
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row of `a` with the same row of `b` (1 where both are 0)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -98,12 +104,15 @@ def int8_figures(
     float_path: Path,
     int8_path: Path,
     min_cosine: float = INT8_MIN_COSINE,
+    output: str | None = None,
 ) -> dict:
-    """Size and fidelity of an int8 model against the float one on the same inputs;
-    `ExportError` when its smallest cosine is below `min_cosine`."""
+    """Size and fidelity of an int8 model against the float one on the same inputs (their
+    output `output`); `ExportError` when its smallest cosine is below `min_cosine`."""
     cos = row_cosines(int8_embeddings, float_embeddings)
+    where = f"{int8_path} ({output})" if output else str(int8_path)
     figures = {
         "file": int8_path.name,
+        "output": output,
         "size_bytes": os.path.getsize(int8_path),
         "float_size_bytes": os.path.getsize(float_path),
         "rows": int(cos.shape[0]),
@@ -114,7 +123,7 @@ def int8_figures(
     }
     if not figures["min_cosine"] >= min_cosine:
         raise ExportError(
-            f"{int8_path} has cosine {figures['min_cosine']:.4f} to the float model (tolerance "
-            f"{min_cosine}): int8 loses too much at this dim; export it without --int8"
+            f"{where} has cosine {figures['min_cosine']:.4f} to the float model (tolerance "
+            f"{min_cosine}): int8 loses too much at this dim; export without --int8"
         )
     return figures
