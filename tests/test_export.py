@@ -22,6 +22,7 @@ from mrl.cli.train import train
 from mrl.core.contrastive import MatryoshkaContrastiveLoss
 from mrl.export import INT8_MIN_COSINE, PARITY_ATOL, export_run
 from mrl.export.exporter import parity_images
+from mrl.export.folder import load_export
 from mrl.saved import image_input, load_saved
 from mrl.text.encoders import encode_texts, tokenize
 
@@ -406,6 +407,14 @@ def test_minilm_tiers_store_the_encoder_once_and_each_equals_the_framework(
         "model": encoder_bytes, "model_int8": tree_size(out / "model.int8.onnx"),
         "sentence_transformers": tree_size(out / "st"),
     }  # fmt: skip
+
+    # What reads an export back finds every tier in the shared files, by its output.
+    _, tiers = load_export(out)
+    assert [(t.dim, t.precision, t.path, t.output) for t in tiers] == [
+        (dim, precision, out / name, f"embedding_{dim}")
+        for dim in TEXT_DIMS
+        for precision, name in (("float32", "model.onnx"), ("int8", "model.int8.onnx"))
+    ]
 
     model = mrl.load(checkpoint)
     batch = {k: v.numpy() for k, v in tokenize(tokenizer, SENTENCES, encoder.max_length).items()}

@@ -24,7 +24,7 @@ Why one graph with an output per tier: the tiers differ only in their last two s
 several from one encoder pass, with one session of one self-contained file
 (`session.run(["embedding_64"], feeds)`): no external-data file beside it, no second graph to
 chain after the encoder, and int8 quantises that one file. Each further tier adds a slice and a
-norm to the graph, a few hundred bytes. sentence-transformers cannot share a transformer between
+norm to the graph, about a kilobyte. sentence-transformers cannot share a transformer between
 folders (it refuses module paths outside a folder), but loads any dim of one folder with
 `truncate_dim` (see `mrl.export.st`).
 
