@@ -80,6 +80,8 @@ def check_eval_config(cfg: DictConfig) -> None:
     if cfg.robustness.retrieval:
         check_positive_ints(cfg.robustness.ks, "robustness.ks", "[10]")
         check_positive_ints(cfg.robustness.knn_ks, "robustness.knn_ks", "[1]")
+    if cfg.robustness.get("max_queries") is not None:
+        check_positive_int(cfg.robustness.max_queries, "robustness.max_queries", 2000)
     tolerance = cfg.adaptive_classification.tolerance
     if cfg.adaptive_classification.enabled and not (
         isinstance(tolerance, int | float)
@@ -97,6 +99,7 @@ def check_eval_config(cfg: DictConfig) -> None:
         raise ConfigError(f"adaptive_classification.cal_fraction={frac!r} must be between 0 and 1")
     adaptive = cfg.adaptive_retrieval
     if adaptive.enabled:
+        check_positive_int(adaptive.get("repeats", 3), "adaptive_retrieval.repeats", 1)
         check_choice(adaptive.get("first_stage", "exact"), "adaptive_retrieval.first_stage",
                      EVAL_BACKENDS)  # fmt: skip
         shortlist = adaptive.shortlist_k

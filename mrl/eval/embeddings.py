@@ -7,6 +7,7 @@ that looks finished.
 """
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +19,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from mrl.eval.stages import stdout_is_terminal
 from mrl.runs.files import atomic_write_json
+
+log = logging.getLogger("mrl.eval")
 
 
 def checkpoint_fingerprint(path: str | Path) -> dict[str, Any]:
@@ -114,7 +118,9 @@ def encode_to_disk(
         )  # fmt: skip
         encoder = encoder.to(device).eval()
         done = 0
-        with tqdm(total=len(rows), desc=desc, unit="img", disable=rank != 0) as bar:
+        # Off a terminal the bar gives way to the stage's plain lines (see mrl.eval.stages).
+        show = rank == 0 and stdout_is_terminal()
+        with tqdm(total=len(rows), desc=desc, unit="img", disable=not show) as bar:
             for x, y in loader:
                 z = encoder(x.to(device, non_blocking=True)).float().cpu().numpy()
                 if z.shape[1] != dim:
@@ -126,6 +132,8 @@ def encode_to_disk(
                 bar.update(len(z))
         if done != len(rows):
             raise ValueError(f"the loader gave {done} rows, expected {len(rows)}")
+        if rank == 0 and not show:
+            log.info("%s: %d rows", desc, done)
         features.flush()
         labels.flush()
         del features, labels

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from mrl.core.errors import ConfigError
 from mrl.core.heads import MRLHead
@@ -131,4 +131,14 @@ def robustness_sets(target: EvalTarget, cfg: DictConfig) -> dict[str, tuple[Data
         if subset is not None:
             check_subset(subset, target.head.num_classes)
         sets[name] = (ImageFolderTestSet(spec.root, class_subset=subset), subset)
-    return sets
+    max_queries = cfg.robustness.get("max_queries")
+    return {name: (rows_sample(ds, max_queries, cfg.seed), sub) for name, (ds, sub) in sets.items()}
+
+
+def rows_sample(dataset: Dataset, max_rows: int | None, seed: int) -> Dataset:
+    """`dataset`, or a seeded sample of `max_rows` of its rows (in their order) when it has
+    more; every set of the same length gets the same rows."""
+    if max_rows is None or len(dataset) <= int(max_rows):
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset), int(max_rows), replace=False))
+    return Subset(dataset, keep.tolist())

@@ -41,6 +41,7 @@ from mrl.eval.inputs import (
     init_distributed_from_env,
     robustness_sets,
 )
+from mrl.eval.stages import StageClock
 from mrl.runs.directory import check_writable
 from mrl.runs.files import atomic_write_json, write_csv
 from mrl.runs.format import CLEAN_SPLIT, EVAL_METRIC_COLUMNS
@@ -60,12 +61,16 @@ SECTION_TABLES = {
 
 
 def run_evaluation(
-    cfg: DictConfig, target: EvalTarget, started: float | None = None
+    cfg: DictConfig,
+    target: EvalTarget,
+    started: float | None = None,
+    clock: StageClock | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """Run every enabled evaluation of `target` and write the tables under its `out_dir`;
     returns the summary (also written as `eval/summary.json`) and the rows of
     `eval/metrics.csv`. Non-zero ranks of a distributed run only encode and return empty ones.
-    `started` (default: now) is when the evaluation began, for the summary's wall time."""
+    `started` (default: now) is when the evaluation began, for the summary's wall time;
+    `clock` (default: a new one) times each stage, written as the summary's `timings`."""
     from mrl.eval.cascade import adaptive_classification
     from mrl.eval.funnel import evaluate_adaptive_retrieval
     from mrl.eval.metrics import recall_ceiling
@@ -73,6 +78,7 @@ def run_evaluation(
     from mrl.eval.retrieval import evaluate_retrieval
 
     started = time.time() if started is None else started
+    clock = StageClock() if clock is None else clock
     check_writable(target.out_dir, "choose another with out_dir=<dir>")
     dm, head = target.datamodule, target.head
     features_dim = int(target.encoder.num_features)
@@ -82,14 +88,25 @@ def run_evaluation(
 
     # Encode everything first: under torchrun every process takes part in this step only.
     distributed = init_distributed_from_env()
-    db, db_y = encode_split(target, cfg, database_name, database_set)
-    check_embeddings("database", db)
-    dm.setup("test")
-    query, query_y = encode_split(target, cfg, CLEAN_SPLIT, dm.test_set)
-    robust = {
-        name: (*encode_split(target, cfg, f"{CLEAN_SPLIT}-{name}", ds, {"set": name}), subset)
-        for name, (ds, subset) in robustness_sets(target, cfg).items()
-    }
+    with clock.stage("encoding"):
+        db, db_y = encode_split(target, cfg, database_name, database_set)
+        check_embeddings("database", db)
+        dm.setup("test")
+        query, query_y = encode_split(target, cfg, CLEAN_SPLIT, dm.test_set)
+        max_queries = cfg.robustness.get("max_queries")
+        robust = {
+            name: (
+                *encode_split(
+                    target,
+                    cfg,
+                    f"{CLEAN_SPLIT}-{name}",
+                    ds,
+                    {"set": name, "max_queries": max_queries},
+                ),
+                subset,
+            )  # fmt: skip
+            for name, (ds, subset) in robustness_sets(target, cfg).items()
+        }
     if distributed and torch.distributed.get_rank() != 0:
         return {}, []
     log.info("database %s, query %s", db.shape, query.shape)
@@ -109,29 +126,33 @@ def run_evaluation(
         "query_size": int(len(query)),
     }
     add(CLEAN_SPLIT, zero_prefix_rows(query, dims))
-    probs = head_probabilities(head, query, cfg.heads_batch_size) if cfg.heads else None
-    if probs is not None:
-        add(CLEAN_SPLIT, head_rows(head, probs, query_y))
+    probs = None
+    if cfg.heads:
+        with clock.stage("heads"):
+            probs = head_probabilities(head, query, cfg.heads_batch_size)
+            add(CLEAN_SPLIT, head_rows(head, probs, query_y))
     if cfg.probe.enabled:
-        add(
-            CLEAN_SPLIT,
-            probe_per_dim(
-                db, db_y, query, query_y, dims, dm.num_classes,
-                max_iter=cfg.probe.max_iter, weight_decay=cfg.probe.weight_decay,
-                max_samples=cfg.probe.max_samples, seed=cfg.seed,
-            ),
-        )  # fmt: skip
+        for m in clock.steps(dims, "probes", unit="dim"):
+            add(
+                CLEAN_SPLIT,
+                probe_per_dim(
+                    db, db_y, query, query_y, [m], dm.num_classes,
+                    max_iter=cfg.probe.max_iter, weight_decay=cfg.probe.weight_decay,
+                    max_samples=cfg.probe.max_samples, seed=cfg.seed, progress=False,
+                ),
+            )  # fmt: skip
     if cfg.retrieval.enabled:
-        add(
-            CLEAN_SPLIT,
-            evaluate_retrieval(
-                db, db_y, query, query_y, dims, ks=tuple(cfg.retrieval.ks),
-                knn_ks=tuple(cfg.retrieval.knn_ks), backend=cfg.retrieval.backend,
-                batch_size=cfg.retrieval.batch_size,
-                tie_aware_max_dim=cfg.retrieval.get("tie_aware_max_dim", 0),
-                **index_options(cfg, cfg.retrieval.backend),
-            ),
-        )  # fmt: skip
+        for m in clock.steps(dims, "retrieval", unit="dim"):
+            add(
+                CLEAN_SPLIT,
+                evaluate_retrieval(
+                    db, db_y, query, query_y, [m], ks=tuple(cfg.retrieval.ks),
+                    knn_ks=tuple(cfg.retrieval.knn_ks), backend=cfg.retrieval.backend,
+                    batch_size=cfg.retrieval.batch_size,
+                    tie_aware_max_dim=cfg.retrieval.get("tie_aware_max_dim", 0),
+                    **index_options(cfg, cfg.retrieval.backend),
+                ),
+            )  # fmt: skip
         summary["recall_ceiling"] = {
             f"recall@{k}": recall_ceiling(query_y, db_y, k) for k in cfg.retrieval.ks
         }
@@ -142,15 +163,18 @@ def run_evaluation(
             or target.train_nesting
             or halving_nesting(features_dim, cfg.baseline_smallest_dim)
         )
-        add_baselines(cfg, target, db, db_y, query, query_y, list(baseline_dims), add)
+        with clock.stage("baselines"):
+            add_baselines(cfg, target, db, db_y, query, query_y, list(baseline_dims), add)
 
     eval_dir = target.out_dir / "eval"
     written: set[str] = set()
     if cfg.adaptive_classification.enabled and probs is not None and len(head.nesting) > 1:
-        study = adaptive_classification(
-            probs, query_y, head.nesting, cal_fraction=cfg.adaptive_classification.cal_fraction,
-            seed=cfg.seed, tolerance=cfg.adaptive_classification.tolerance,
-        )  # fmt: skip
+        with clock.stage("adaptive classification"):
+            study = adaptive_classification(
+                probs, query_y, head.nesting,
+                cal_fraction=cfg.adaptive_classification.cal_fraction,
+                seed=cfg.seed, tolerance=cfg.adaptive_classification.tolerance,
+            )  # fmt: skip
         write_csv(eval_dir / SECTION_TABLES["adaptive_classification"], study["sweep"])
         written.add("adaptive_classification")
         summary["adaptive_classification"] = {k: v for k, v in study.items() if k != "sweep"}
@@ -163,17 +187,20 @@ def run_evaluation(
             )
         first_stage = cfg.adaptive_retrieval.get("first_stage", "exact")
         db_dir = target.out_dir / "embeddings" / database_name
-        study_rows = evaluate_adaptive_retrieval(
-            db, db_y, query, query_y, dims, shortlist_k=cfg.adaptive_retrieval.shortlist_k,
-            funnel=funnel, backend=cfg.retrieval.backend, first_stage=first_stage,
-            index_cache_dir=db_dir / "indexes", fingerprint=embeddings_fingerprint(db_dir),
-            **index_options(cfg, first_stage),
-        )  # fmt: skip
+        with clock.stage("adaptive retrieval"):
+            study_rows = evaluate_adaptive_retrieval(
+                db, db_y, query, query_y, dims, shortlist_k=cfg.adaptive_retrieval.shortlist_k,
+                funnel=funnel, backend=cfg.retrieval.backend, first_stage=first_stage,
+                repeats=cfg.adaptive_retrieval.get("repeats", 3),
+                index_cache_dir=db_dir / "indexes", fingerprint=embeddings_fingerprint(db_dir),
+                **index_options(cfg, first_stage),
+            )  # fmt: skip
         write_csv(eval_dir / SECTION_TABLES["adaptive_retrieval"], study_rows)
         written.add("adaptive_retrieval")
         summary["adaptive_retrieval"] = study_rows
 
-    for name, (r_features, r_labels, subset) in robust.items():
+    for name in clock.steps(list(robust), "robustness", unit="set"):
+        r_features, r_labels, subset = robust[name]
         split = f"{CLEAN_SPLIT}-{name}"
         if cfg.heads:
             r_probs = head_probabilities(head, r_features, cfg.heads_batch_size)
@@ -196,6 +223,7 @@ def run_evaluation(
     remove_stale_tables(eval_dir, written)
     summary["per_dim"] = per_dim_summary(rows, CLEAN_SPLIT)
     summary["wall_time_s"] = round(time.time() - started, 1)
+    summary["timings"] = clock.rounded()
     atomic_write_json(eval_dir / "summary.json", summary)
     return summary, rows
 
