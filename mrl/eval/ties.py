@@ -113,7 +113,11 @@ def tie_aware_retrieval(
     `m`-prefixes, by exact float64 search over the whole database, plus `tied_queries@k` (the
     share of queries whose k-th score is shared by an item outside their top k) and
     `zero_prefix_fraction` (database rows). Queries whose class has no database item count in
-    precision and both mAPs but not in recall, as in `retrieval_metrics`."""
+    precision and both mAPs but not in recall, as in `retrieval_metrics`.
+
+    Every expectation is computed for a block of queries at once; only the k-NN votes of
+    queries with ties at their k-th score draw tie orders, one query after another (so the
+    seeded draws do not depend on the block size)."""
     database_labels = np.asarray(database_labels)
     query_labels = np.asarray(query_labels)
     ks = sorted(set(positive_ints(ks, "ks")))
@@ -121,10 +125,10 @@ def tie_aware_retrieval(
     db = normalize_prefix(database, m, dtype=np.float64)
     q = normalize_prefix(queries, m, dtype=np.float64)
     classes, counts = np.unique(database_labels, return_counts=True)
-    k_max = min(max(ks), n_db)
-    names = ("precision", "map", "map_standard", "recall", "tied")
-    sums = {name: np.zeros(len(ks)) for name in names}
     vote_ks = sorted({int(k) for k in knn_ks if int(k) > 1})
+    k_max = min(max([*ks, *vote_ks]), n_db)
+    totals = {name: np.zeros(len(ks)) for name in ("precision", "map", "map_standard", "recall")}
+    totals["tied"] = np.zeros(len(ks))
     votes = {k: 0.0 for k in vote_ks}
     rng = np.random.default_rng(seed)
     n_recall, nn_sum = 0, 0.0
@@ -132,49 +136,132 @@ def tie_aware_retrieval(
     for start in range(0, len(q), block):
         scores = q[start : start + block] @ db.T
         ql = query_labels[start : start + block]
-        if k_max < n_db:
-            part = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
-        else:
-            part = np.broadcast_to(np.arange(n_db), scores.shape)
-        top = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_idx = np.take_along_axis(part, order, axis=1)
-        for row in range(scores.shape[0]):
-            label = ql[row]
-            relevant = database_labels == label
-            rel_sorted = relevant[top_idx[row]]
-            pos = np.searchsorted(classes, label)
-            n_rel = int(counts[pos]) if pos < len(classes) and classes[pos] == label else 0
-            best = scores[row] == top[row, 0]
-            nn_sum += float(np.count_nonzero(best & relevant)) / float(np.count_nonzero(best))
-            if n_rel:
-                n_recall += 1
-            for j, k in enumerate(ks):
-                kk = min(k, n_db)
-                tied = scores[row] == top[row, kk - 1]
-                n_b = int(np.count_nonzero(tied))
-                r_b = int(np.count_nonzero(tied & relevant))
-                hits, ap_sum = _expected_ap_terms(rel_sorted, top[row], kk, n_b, r_b)
-                sums["precision"][j] += hits / k
-                sums["map"][j] += ap_sum / k
-                if n_rel:
-                    sums["map_standard"][j] += ap_sum / min(k, n_rel)
-                sums["tied"][j] += n_b > int(np.count_nonzero(top[row, :kk] == top[row, kk - 1]))
-                if n_rel:
-                    sums["recall"][j] += hits / n_rel
+        top, top_idx = _sorted_top(scores, k_max)
+        relevant = database_labels[None, :] == ql[:, None]
+        pos = np.clip(np.searchsorted(classes, ql), 0, len(classes) - 1)
+        n_rel = np.where(classes[pos] == ql, counts[pos], 0)
+        best = scores == top[:, :1]
+        nn_sum += float(np.sum(np.count_nonzero(best & relevant, axis=1) / best.sum(axis=1)))
+        n_recall += int(np.count_nonzero(n_rel))
+        _add_block_expectations(totals, scores, relevant, top, top_idx, n_rel, ks, n_db)
+        vote_tied = {k: _vote_ties(scores, top, k) for k in vote_ks}
+        for k in vote_ks:
+            correct = _sorted_vote_correct(top_idx, database_labels, ql, k)
+            votes[k] += float(np.count_nonzero(correct & ~vote_tied[k]))
+        # Row after row, k after k: the order in which the seeded draws are taken.
+        for row in np.flatnonzero(np.any([vote_tied[k] for k in vote_ks], axis=0)):
             for k in vote_ks:
-                votes[k] += _expected_vote(scores[row], database_labels, label, k, knn_draws, rng)
+                if vote_tied[k][row]:
+                    votes[k] += _expected_vote(
+                        scores[row], database_labels, ql[row], k, knn_draws, rng
+                    )
     n_q = len(q)
     out: dict[str, float] = {}
     for j, k in enumerate(ks):
-        out[f"map@{k}"] = float(sums["map"][j] / n_q)
-        out[f"map_standard@{k}"] = float(sums["map_standard"][j] / n_q)
-        out[f"precision@{k}"] = float(sums["precision"][j] / n_q)
-        out[f"recall@{k}"] = float(sums["recall"][j] / n_recall) if n_recall else float("nan")
-        out[f"tied_queries@{k}"] = float(sums["tied"][j] / n_q)
+        out[f"map@{k}"] = float(totals["map"][j] / n_q)
+        out[f"map_standard@{k}"] = float(totals["map_standard"][j] / n_q)
+        out[f"precision@{k}"] = float(totals["precision"][j] / n_q)
+        out[f"recall@{k}"] = float(totals["recall"][j] / n_recall) if n_recall else float("nan")
+        out[f"tied_queries@{k}"] = float(totals["tied"][j] / n_q)
     out["1nn"] = nn_sum / n_q
     for k in vote_ks:
         out[f"knn@{k}"] = votes[k] / n_q
     out["zero_prefix_fraction"] = zero_prefix_fraction(database, m)
     return out
+
+
+def _sorted_top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` best scores of each row, descending, and their database indices."""
+    n_db = scores.shape[1]
+    if k < n_db:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n_db), scores.shape)
+    top = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def _complete_group_terms(top: np.ndarray, rel_sorted: np.ndarray) -> np.ndarray:
+    """E[rel_i hits_i] / i at every rank i of `top` as if its group of equal scores were complete
+    in `top` (true for every group above a query's k-th score): `(b, k_max)`."""
+    b, width = top.shape
+    cols = np.arange(width)
+    new = np.ones((b, width), dtype=bool)
+    new[:, 1:] = top[:, 1:] != top[:, :-1]
+    first = np.maximum.accumulate(np.where(new, cols, 0), axis=1)
+    last_flags = np.ones((b, width), dtype=bool)
+    last_flags[:, :-1] = new[:, 1:]
+    last = np.minimum.accumulate(np.where(last_flags, cols, width - 1)[:, ::-1], axis=1)[:, ::-1]
+    hits = np.cumsum(rel_sorted, axis=1, dtype=np.float64)
+    before = np.where(first > 0, np.take_along_axis(hits, np.maximum(first - 1, 0), axis=1), 0.0)
+    r = np.take_along_axis(hits, last, axis=1) - before
+    n = (last - first + 1).astype(np.float64)
+    return _group_terms(cols + 1.0, first + 1.0, n, r, before)
+
+
+def _group_terms(
+    ranks: np.ndarray, start: np.ndarray, n: np.ndarray, r: np.ndarray, hits_before: np.ndarray
+) -> np.ndarray:
+    """(r / n) (H + 1 + (i - s) (r - 1) / (n - 1)) / i elementwise (the second term 0 at n = 1)."""
+    spread = np.divide((ranks - start) * (r - 1), n - 1, out=np.zeros(np.broadcast(
+        ranks, start, n, r).shape), where=n > 1)  # fmt: skip
+    return (r / n) * (hits_before + 1 + spread) / ranks
+
+
+def _add_block_expectations(
+    totals: dict[str, np.ndarray],
+    scores: np.ndarray,
+    relevant: np.ndarray,
+    top: np.ndarray,
+    top_idx: np.ndarray,
+    n_rel: np.ndarray,
+    ks: list[int],
+    n_db: int,
+) -> None:
+    """Add the block's expected P@k, both APs, R@k and tied counts to `totals` (per k)."""
+    rel_sorted = np.take_along_axis(relevant, top_idx, axis=1)
+    complete = _complete_group_terms(top, rel_sorted)
+    has_rel = n_rel > 0
+    for j, k in enumerate(ks):
+        kk = min(k, n_db)
+        boundary = top[:, kk - 1 : kk]
+        tied = scores == boundary
+        n_b = tied.sum(axis=1).astype(np.float64)
+        r_b = (tied & relevant).sum(axis=1).astype(np.float64)
+        above = top[:, :kk] > boundary
+        a = above.sum(axis=1)
+        hits_above = (rel_sorted[:, :kk] & above).sum(axis=1).astype(np.float64)
+        ranks = np.arange(1, kk + 1, dtype=np.float64)[None, :]
+        in_boundary = ~above
+        bound = _group_terms(ranks, (a + 1.0)[:, None], n_b[:, None], r_b[:, None],
+                             hits_above[:, None])  # fmt: skip
+        ap_sum = np.where(above, complete[:, :kk], 0.0).sum(axis=1)
+        ap_sum += np.where(in_boundary & (r_b[:, None] > 0), bound, 0.0).sum(axis=1)
+        hits = hits_above + (kk - a) * r_b / n_b
+        totals["precision"][j] += hits.sum() / k
+        totals["map"][j] += ap_sum.sum() / k
+        totals["map_standard"][j] += (ap_sum[has_rel] / np.minimum(k, n_rel[has_rel])).sum()
+        totals["recall"][j] += (hits[has_rel] / n_rel[has_rel]).sum()
+        in_top = (top[:, :kk] == boundary).sum(axis=1)
+        totals["tied"][j] += np.count_nonzero(n_b > in_top)
+
+
+def _vote_ties(scores: np.ndarray, top: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the block whose k-NN vote depends on a tie order: more than k items reach the
+    k-th score, or two of the top k share a score (`_expected_vote` then draws orders)."""
+    k = min(k, scores.shape[1])
+    pool = (scores >= top[:, k - 1 : k]).sum(axis=1)
+    return (pool != k) | np.any(top[:, 1:k] == top[:, : k - 1], axis=1)
+
+
+def _sorted_vote_correct(
+    top_idx: np.ndarray, database_labels: np.ndarray, ql: np.ndarray, k: int
+) -> np.ndarray:
+    """Whether the k-NN vote (as in `knn_accuracy`) over each row's sorted top k picks the
+    query's label: `(b,)` bool."""
+    k = min(k, top_idx.shape[1])
+    labels = database_labels[top_idx[:, :k]]
+    counts = (labels[:, :, None] == labels[:, None, :]).sum(axis=2)
+    pred = labels[np.arange(len(labels)), counts.argmax(axis=1)]
+    return pred == ql
