@@ -8,15 +8,34 @@ import pytest
 
 from mrl.core.validate import positive_ints
 from mrl.eval import ties
+from mrl.eval.metrics import knn_accuracy
 from mrl.eval.search import normalize_prefix
 from mrl.eval.ties import (
     _expected_ap_terms,
-    _expected_vote,
     tie_aware_retrieval,
     zero_prefix_fraction,
 )
 
 _BLOCK_BYTES = ties._BLOCK_BYTES
+
+
+def _loop_vote(
+    scores: np.ndarray, labels: np.ndarray, label, k: int, draws: int, rng: np.random.Generator
+) -> float:
+    """The per-draw loop: share of `draws` tie orders whose k-NN vote picks `label`."""
+    k = min(k, scores.size)
+    kth = np.partition(scores, scores.size - k)[scores.size - k]
+    pool = np.flatnonzero(scores >= kth)  # every item that can reach the top k
+    pool_scores = scores[pool]
+    one = np.array([label])
+    if pool.size == k and np.unique(pool_scores).size == k:  # no ties: one order
+        order = pool[np.argsort(-pool_scores, kind="stable")]
+        return knn_accuracy(labels[order][None, :], one, k)
+    correct = 0.0
+    for _ in range(draws):
+        order = pool[np.lexsort((rng.random(pool.size), -pool_scores))[:k]]
+        correct += knn_accuracy(labels[order][None, :], one, k)
+    return correct / draws
 
 
 def loop_reference(
@@ -81,7 +100,7 @@ def loop_reference(
                 if n_rel:
                     sums["recall"][j] += hits / n_rel
             for k in vote_ks:
-                votes[k] += _expected_vote(scores[row], database_labels, label, k, knn_draws, rng)
+                votes[k] += _loop_vote(scores[row], database_labels, label, k, knn_draws, rng)
     n_q = len(q)
     out: dict[str, float] = {}
     for j, k in enumerate(ks):
@@ -107,10 +126,14 @@ def test_block_computation_equals_the_per_query_loop(monkeypatch, levels, m, blo
     q = rng.integers(0, levels, (23, 6)).astype(np.float32)
     db_y = rng.integers(0, 4, 40)
     q_y = rng.integers(0, 5, 23)  # class 4 has no database item
-    kw = dict(ks=[1, 3, 10, 50], knn_ks=[1, 5, 20], knn_draws=16, seed=3)
+    kw = dict(ks=[1, 3, 10, 50], knn_ks=[1, 5, 20], knn_draws=4000, seed=3)
     expected = loop_reference(db, db_y, q, q_y, m, **kw)
     monkeypatch.setattr(ties, "_BLOCK_BYTES", block_bytes)
     got = tie_aware_retrieval(db, db_y, q, q_y, m, **kw)
     assert got.keys() == expected.keys()
     for name, value in expected.items():
-        assert got[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+        if name.startswith("knn@"):
+            # Seeded estimates of the same expectation from other draws.
+            assert got[name] == pytest.approx(value, abs=0.02), name
+        else:
+            assert got[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
