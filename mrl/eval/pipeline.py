@@ -199,25 +199,8 @@ def run_evaluation(
         written.add("adaptive_retrieval")
         summary["adaptive_retrieval"] = study_rows
 
-    for name in clock.steps(list(robust), "robustness", unit="set"):
-        r_features, r_labels, subset = robust[name]
-        split = f"{CLEAN_SPLIT}-{name}"
-        if cfg.heads:
-            r_probs = head_probabilities(head, r_features, cfg.heads_batch_size)
-            if subset is not None:
-                r_probs, r_labels_heads = restrict_to_subset(r_probs, r_labels, subset)
-            else:
-                r_labels_heads = r_labels
-            add(split, head_rows(head, r_probs, r_labels_heads))
-        if cfg.robustness.retrieval:
-            add(
-                split,
-                evaluate_retrieval(
-                    db, db_y, r_features, r_labels, dims, ks=tuple(cfg.robustness.ks),
-                    knn_ks=tuple(cfg.robustness.knn_ks),
-                    backend=cfg.retrieval.backend, batch_size=cfg.retrieval.batch_size,
-                ),
-            )  # fmt: skip
+    if robust:
+        add_robustness(cfg, head, db, db_y, dims, robust, add, clock)
 
     write_csv(eval_dir / "metrics.csv", rows, columns=METRIC_COLUMNS)
     remove_stale_tables(eval_dir, written)
@@ -226,6 +209,36 @@ def run_evaluation(
     summary["timings"] = clock.rounded()
     atomic_write_json(eval_dir / "summary.json", summary)
     return summary, rows
+
+
+def add_robustness(cfg, head, db, db_y, dims, robust: dict, add, clock: StageClock) -> None:
+    """Head and retrieval rows of every robustness set, set after set; each dim's database index
+    is built once and searched by every set."""
+    from mrl.eval.retrieval import evaluate_retrieval_sets
+
+    per_set: dict[str, list[dict]] = {name: [] for name in robust}
+    if cfg.heads:
+        with clock.stage("robustness heads"):
+            for name, (r_features, r_labels, subset) in robust.items():
+                r_probs = head_probabilities(head, r_features, cfg.heads_batch_size)
+                if subset is not None:
+                    r_probs, r_labels = restrict_to_subset(r_probs, r_labels, subset)
+                per_set[name].extend(head_rows(head, r_probs, r_labels))
+    if cfg.robustness.retrieval:
+        sets = {name: (f, y) for name, (f, y, _) in robust.items()}
+        found: dict[str, list[dict]] = {name: [] for name in robust}
+        for m in clock.steps(dims, "robustness retrieval", unit="dim"):
+            by_set = evaluate_retrieval_sets(
+                db, db_y, sets, [m], ks=tuple(cfg.robustness.ks),
+                knn_ks=tuple(cfg.robustness.knn_ks),
+                backend=cfg.retrieval.backend, batch_size=cfg.retrieval.batch_size,
+            )  # fmt: skip
+            for name, set_rows in by_set.items():
+                found[name].extend(set_rows)
+        for name in robust:
+            per_set[name].extend(found[name])
+    for name, set_rows in per_set.items():
+        add(f"{CLEAN_SPLIT}-{name}", set_rows)
 
 
 def remove_stale_tables(eval_dir: Path, written: set[str]) -> list[Path]:
