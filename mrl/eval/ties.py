@@ -72,11 +72,19 @@ def _expected_ap_terms(
 
 
 def _expected_vote(
-    scores: np.ndarray, labels: np.ndarray, label, k: int, draws: int, rng: np.random.Generator
+    scores: np.ndarray,
+    labels: np.ndarray,
+    label,
+    k: int,
+    draws: int,
+    rng: np.random.Generator,
+    kth: float | None = None,
 ) -> float:
-    """Share of `draws` random orders of the ties in which the k-NN vote picks `label`."""
+    """Share of `draws` random orders of the ties in which the k-NN vote picks `label`;
+    `kth`, the k-th best of `scores`, is found when not given."""
     k = min(k, scores.size)
-    kth = np.partition(scores, scores.size - k)[scores.size - k]
+    if kth is None:
+        kth = np.partition(scores, scores.size - k)[scores.size - k]
     pool = np.flatnonzero(scores >= kth)  # every item that can reach the top k
     pool_scores = scores[pool]
     if pool.size == k and np.unique(pool_scores).size == k:  # no ties: one order
@@ -158,8 +166,9 @@ def tie_aware_retrieval(
         for row in np.flatnonzero(np.any([vote_tied[k] for k in vote_ks], axis=0)):
             for k in vote_ks:
                 if vote_tied[k][row]:
+                    kth = top[row, min(k, n_db) - 1]
                     votes[k] += _expected_vote(
-                        scores[row], database_labels, ql[row], k, knn_draws, rng
+                        scores[row], database_labels, ql[row], k, knn_draws, rng, kth
                     )
     n_q = len(q)
     out: dict[str, float] = {}
