@@ -227,7 +227,10 @@ def summary(rows: list[dict]) -> str:
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    parts = ["# MiniLM on Debian package descriptions: held-out sets per dim", ""]
+    seeds = frame.groupby("method")["seed"].nunique()
+    counted = ", ".join(f"{m} {seeds[m]}" for m in METHODS if m in seeds)
+    parts = ["# MiniLM on Debian package descriptions: held-out sets per dim", "",
+             f"Seeds per method: {counted}.", ""]  # fmt: skip
     for name, group in frame.groupby("set", sort=False):
         kind = group["kind"].iloc[0]
         metric = HEADLINE[kind]
