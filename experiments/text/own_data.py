@@ -230,7 +230,11 @@ def summary(rows: list[dict]) -> str:
     seeds = frame.groupby("method")["seed"].nunique()
     counted = ", ".join(f"{m} {seeds[m]}" for m in METHODS if m in seeds)
     parts = ["# MiniLM on Debian package descriptions: held-out sets per dim", "",
-             f"Seeds per method: {counted}.", ""]  # fmt: skip
+             f"Seeds per method: {counted}.", "",
+             "Made by `python experiments/text/build_sets.py --out outputs/text_sets "
+             "--train-size 3200` then `python experiments/text/own_data.py --sets "
+             "outputs/text_sets --out outputs/text_own_data --document-length 96` (seed 1 of "
+             "`mrl_no_distill` not run); see experiments/text/README.md.", ""]  # fmt: skip
     for name, group in frame.groupby("set", sort=False):
         kind = group["kind"].iloc[0]
         metric = HEADLINE[kind]
