@@ -16,7 +16,8 @@ import pytest
 import torch
 from test_text import QUIET, compose_text, requires_wordnet
 
-from mrl.text.evaluation import evaluate_sets, load_eval_sets
+from mrl.eval.text_metrics import evaluate_text_sets
+from mrl.text.evaluation import load_eval_sets
 
 WORDS = ["apple", "river", "engine", "violin", "desert", "glacier", "harbor", "lantern",
          "meadow", "orbit", "pepper", "quartz", "saddle", "tunnel", "velvet", "walnut"]  # fmt: skip
@@ -143,7 +144,7 @@ def test_mrl_eval_load_and_an_exported_tier_score_the_run_identically(pairs_run,
     def loaded(texts: list[str], role: str) -> np.ndarray:
         return model.encode(texts, normalize=False, role=role).numpy()
 
-    assert_same_rows(evaluate_sets(loaded, sets, DIMS), want, atol=1e-5)
+    assert_same_rows(evaluate_text_sets(loaded, sets, DIMS), want, atol=1e-5)
 
     # A sentence-transformers tier of mrl-export at dim 64: its vectors are the run's dim-64 ones.
     from sentence_transformers import SentenceTransformer
@@ -157,7 +158,7 @@ def test_mrl_eval_load_and_an_exported_tier_score_the_run_identically(pairs_run,
         assert vectors.shape[1] == 64  # the tier as the README loads it
         return vectors
 
-    got = evaluate_sets(exported, sets, [64])
+    got = evaluate_text_sets(exported, sets, [64])
     at_64 = [{**r, "retention": None} for r in want if r["dim"] == 64]
     assert_same_rows(got, at_64, atol=1e-4)
 
@@ -193,7 +194,6 @@ def test_the_reverse_dictionary_through_the_beir_path_gives_the_retrieval_metric
     """WordNet's reverse dictionary as a BEIR set: trec_eval's recall@10 and MAP@10 equal the
     package's recall@10 and standard mAP@10 (every query has at most 10 relevant lemmas)."""
     from mrl.eval.retrieval import evaluate_retrieval
-    from mrl.eval.text_metrics import evaluate_text_sets
     from mrl.eval.text_sets import RetrievalSet
     from mrl.text.data import WordNetPairsDataModule
     from mrl.text.wordnet import reverse_dictionary

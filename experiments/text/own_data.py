@@ -199,7 +199,8 @@ def cached(encode: Callable, store: dict) -> Callable:
 
 def run_method(method: str, seed: int, args: argparse.Namespace, specs: list[dict],
                base: Callable) -> list[dict]:  # fmt: skip
-    from mrl.text.evaluation import evaluate_sets, load_eval_sets
+    from mrl.eval.text_metrics import evaluate_text_sets
+    from mrl.text.evaluation import load_eval_sets
 
     if method in ("mrl", "mrl_no_distill", "mrl_distill_x10", "single_dim"):
         result = train_ours(method, seed, args, specs)
@@ -217,7 +218,7 @@ def run_method(method: str, seed: int, args: argparse.Namespace, specs: list[dic
 
         else:
             encode, train_s = train_adaptor(method == "adaptor_sup", seed, args, base)
-        rows = evaluate_sets(encode, sets, NESTING)
+        rows = evaluate_text_sets(encode, sets, NESTING)
     return [{"method": method, "seed": seed, **r, "train_s": round(train_s, 1)} for r in rows]
 
 

@@ -30,9 +30,9 @@ def text_eval_options(config: DictConfig) -> tuple[dict[str, str], dict[str, Any
 def evaluate_text_run(cfg: DictConfig, saved: SavedModel) -> dict[str, Any]:
     """Evaluate `saved` (a text run) on `cfg.text_sets` (default: its data's `test` sets);
     writes `eval/text_sets.csv` under `cfg.out_dir` (default: the run) and prints the tables."""
+    from mrl.eval.text_metrics import evaluate_text_sets
     from mrl.text.evaluation import (
         check_eval_specs,
-        evaluate_sets,
         format_set_tables,
         load_eval_sets,
         prompted_encoder,
@@ -60,7 +60,7 @@ def evaluate_text_run(cfg: DictConfig, saved: SavedModel) -> dict[str, Any]:
     encode = prompted_encoder(saved.encoder, saved.tokenizer, prompts, max_lengths,
                               device=resolve_device(str(cfg.get("device", "auto"))),
                               log=stderr_log)  # fmt: skip
-    rows = evaluate_sets(encode, sets, dims)
+    rows = evaluate_text_sets(encode, sets, dims)
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else saved.run_dir
     path = write_set_rows(rows, out_dir / TEXT_SETS_FILE)
     print(format_set_tables(rows, f"{saved.checkpoint}: evaluation sets per dim ({path})"))

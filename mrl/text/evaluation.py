@@ -98,15 +98,6 @@ def stderr_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def evaluate_sets(
-    encode: Callable[[list[str], str], np.ndarray],
-    sets: Sequence[RetrievalSet | STSSet],
-    nesting: Sequence[int],
-) -> list[dict[str, Any]]:
-    """Tidy rows `{"set", "kind", "dim", "metric", "value", "retention"}` of every set."""
-    return evaluate_text_sets(encode, sets, nesting)
-
-
 def evaluate_data_sets(
     datamodule: Any, encoder: Any, nesting: list[int], device: Any, stage: str = "test"
 ) -> list[dict[str, Any]]:
@@ -117,7 +108,7 @@ def evaluate_data_sets(
     encode = prompted_encoder(encoder, datamodule.tokenizer, datamodule.prompts,
                               datamodule.max_lengths, datamodule.eval_batch_size, device,
                               log=stderr_log)  # fmt: skip
-    return evaluate_sets(encode, sets, nesting)
+    return evaluate_text_sets(encode, sets, nesting)
 
 
 def set_metric_values(rows: list[dict[str, Any]], stage: str) -> dict[str, float]:
